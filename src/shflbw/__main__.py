@@ -1,0 +1,5 @@
+import sys
+
+from shflbw.cli import main
+
+sys.exit(main())

@@ -1,0 +1,49 @@
+"""The ``shflbw`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _cmd_env(args: argparse.Namespace) -> int:
+    from shflbw.env import env_report
+
+    print(env_report())
+    return 0
+
+
+def _cmd_example(args: argparse.Namespace) -> int:
+    from shflbw.example import run_example
+
+    return run_example(out=args.out, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="shflbw", description="Shuffled block-wise sparsity for PyTorch.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("env", help="print versions, GPU and Triton availability (for bug reports)")
+    p.set_defaults(func=_cmd_env)
+
+    p = sub.add_parser(
+        "example",
+        help="prune a random layer, pack it, save/load it and run it through shflbw's ops, checking every step",
+    )
+    p.add_argument("--out", default="out/example", help="directory for the saved packed matrix (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    p.set_defaults(func=_cmd_example)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Pure-PyTorch reference implementations: the CPU kernels of the registered ops and the oracle of every test.
+
+They work on the raw packed tensors (see ``shflbw.format.matrix`` for the layout), gather the
+kept columns of each row group, multiply in float32 and cast the result back to the input dtype.
+One Python loop over row groups: clear rather than fast.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _groups(group_ptr: torch.Tensor):
+    ptr = [int(v) for v in group_ptr.tolist()]
+    for g in range(len(ptr) - 1):
+        if ptr[g + 1] > ptr[g]:
+            yield g, ptr[g], ptr[g + 1]
+
+
+def linear_fwd_ref(
+    x: torch.Tensor,
+    values: torch.Tensor,
+    col_idx: torch.Tensor,
+    group_ptr: torch.Tensor,
+    perm: torch.Tensor,
+    bias: torch.Tensor | None,
+    out_features: int,
+) -> torch.Tensor:
+    """y = x @ W^T (+ bias) for token-major x (..., K); y is (..., M) in the original row order."""
+    v = values.shape[1]
+    k = x.shape[-1]
+    x2 = x.reshape(-1, k).float()
+    vals = values.float()
+    cols = col_idx.long()
+    n_groups = group_ptr.numel() - 1
+    out_p = torch.zeros(x2.shape[0], n_groups * v, dtype=torch.float32, device=x.device)  # group order, padded
+    for g, s, e in _groups(group_ptr):
+        out_p[:, g * v : (g + 1) * v] = x2[:, cols[s:e]] @ vals[s:e]
+    out = torch.empty(x2.shape[0], out_features, dtype=torch.float32, device=x.device)
+    out[:, perm.long()] = out_p[:, :out_features]
+    if bias is not None:
+        out += bias.float()
+    return out.to(x.dtype).reshape(*x.shape[:-1], out_features)
+
+
+def linear_bwd_ref(
+    grad_out: torch.Tensor,
+    x: torch.Tensor,
+    values: torch.Tensor,
+    col_idx: torch.Tensor,
+    group_ptr: torch.Tensor,
+    perm: torch.Tensor,
+    out_features: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of ``linear_fwd_ref`` for x and for the kept values (float32 accumulation)."""
+    v = values.shape[1]
+    k = x.shape[-1]
+    x2 = x.reshape(-1, k).float()
+    go = grad_out.reshape(-1, out_features).float()
+    n_groups = group_ptr.numel() - 1
+    go_p = torch.zeros(go.shape[0], n_groups * v, dtype=torch.float32, device=x.device)
+    go_p[:, :out_features] = go[:, perm.long()]
+    vals = values.float()
+    cols = col_idx.long()
+    grad_x = torch.zeros_like(x2)
+    grad_v = torch.zeros_like(vals)
+    for g, s, e in _groups(group_ptr):
+        go_g = go_p[:, g * v : (g + 1) * v]  # [T, V]
+        grad_x.index_add_(1, cols[s:e], go_g @ vals[s:e].t())
+        grad_v[s:e] = x2[:, cols[s:e]].t() @ go_g
+    return grad_x.to(x.dtype).reshape(x.shape), grad_v.to(values.dtype)
+
+
+def spmm_ref(
+    values: torch.Tensor,
+    col_idx: torch.Tensor,
+    group_ptr: torch.Tensor,
+    perm: torch.Tensor,
+    b: torch.Tensor,
+    out_rows: int,
+) -> torch.Tensor:
+    """C = W @ B for feature-major B (K x N); C is M x N in the original row order."""
+    return linear_fwd_ref(b.t(), values, col_idx, group_ptr, perm, None, out_rows).t().contiguous()
