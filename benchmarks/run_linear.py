@@ -1,0 +1,190 @@
+"""Benchmark token-major shflbw.linear against dense F.linear (cuBLAS) and torch 2:4 on one GPU.
+
+    python benchmarks/run_linear.py --suite quick --out results.json [--sweep]
+
+Every row is gated: a variant whose output is wrong against the fp32 dense product on the masked
+weight reports no time. T <= 16 rows are timed as CUDA-graph replays on both sides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.cases import LinearCase, suite  # noqa: E402
+from benchmarks.timing import gated, median_us  # noqa: E402
+from shflbw import ShflBWMatrix  # noqa: E402
+from shflbw.kernels.configs import DECODE_MAX_TOKENS  # noqa: E402
+from shflbw.kernels.linear import linear_fwd  # noqa: E402
+from shflbw.kernels.configs import spmm_config  # noqa: E402
+from shflbw.kernels.spmm import SpmmConfig, launch_spmm, spmm_fwd  # noqa: E402
+from shflbw.kernels.transpose import transpose  # noqa: E402
+from shflbw.testing import random_shflbw_mask  # noqa: E402
+
+# The best of a first 9-config sweep (BENCHMARKS.md), plus neighbours.
+SWEEP_CONFIGS = [
+    SpmmConfig(64, 64, 4, 3),
+    SpmmConfig(128, 64, 4, 3),
+    SpmmConfig(128, 64, 4, 4),
+    SpmmConfig(128, 128, 8, 2),
+    SpmmConfig(128, 128, 4, 3),
+    SpmmConfig(256, 64, 8, 3),
+]
+DECODE_SWEEP = [(s, SpmmConfig(0, bk, w, 1)) for s in (4, 8, 16) for bk, w in ((64, 4), (128, 4), (128, 8))]
+
+
+def stamp() -> dict:
+    import triton
+
+    commit = os.environ.get("SHFLBW_COMMIT")  # the device copy of the repo carries no git history
+    if not commit:
+        try:
+            commit = subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], text=True, stderr=subprocess.DEVNULL).strip()
+        except Exception:
+            commit = "unknown"
+    return {
+        "gpu": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "commit": commit,
+    }
+
+
+_packed_cache: dict = {}
+
+
+def problem(case: LinearCase):
+    key = (case.out_features, case.in_features, case.sparsity, case.vector, case.dtype)
+    if key not in _packed_cache:
+        _packed_cache.clear()
+        dtype = getattr(torch, case.dtype)
+        gen = torch.Generator().manual_seed(0)
+        weight = torch.randn(case.out_features, case.in_features, generator=gen).to(dtype).cuda()
+        mask, perm = random_shflbw_mask(case.out_features, case.in_features, case.vector, 1 - case.sparsity, generator=gen)
+        mask, perm = mask.cuda(), perm.cuda()
+        w = ShflBWMatrix.from_dense(weight, mask, perm, vector=case.vector)
+        _packed_cache[key] = (weight, (weight * mask), w)
+    return _packed_cache[key]
+
+
+def run_case(case: LinearCase, sweep: bool) -> list[dict]:
+    dtype = getattr(torch, case.dtype)
+    weight, masked, w = problem(case)
+    x = torch.randn(case.tokens, case.in_features, device="cuda").to(dtype)
+    ref = F.linear(x.float(), masked.float())
+    graph = case.tokens <= 16
+    m = case.out_features
+    rows = [gated("dense", lambda: F.linear(x, weight), F.linear(x.float(), weight.float()), dtype, graph)]
+    args = (w.values, w.col_idx, w.group_ptr, w.perm, None, m)
+    rows.append(gated("shflbw", lambda: linear_fwd(x, *args), ref, dtype, graph))
+    if case.tokens <= DECODE_MAX_TOKENS:
+        for splits, cfg in DECODE_SWEEP if sweep else ():
+            name = f"decode-s{splits}k{cfg.block_k}w{cfg.num_warps}"
+            rows.append(gated(name, lambda: linear_fwd(x, *args, path="decode", splits=splits, config=cfg), ref, dtype, graph))
+    else:
+        for cfg in SWEEP_CONFIGS if sweep else ():
+            name = f"tr-n{cfg.block_n}k{cfg.block_k}w{cfg.num_warps}s{cfg.num_stages}"
+            rows.append(gated(name, lambda: linear_fwd(x, *args, path="transpose", config=cfg), ref, dtype, graph))
+        # The paper's feature-major layout, transpose not counted (the input is already K x T).
+        xt = x.t().contiguous()
+        rows.append(gated("spmm-feature-major", lambda: spmm_fwd(w.values, w.col_idx, w.group_ptr, w.perm, xt, m), ref.t(), dtype))
+        rows.append(gated("transpose-scatter", lambda: linear_fwd(x, *args, path="transpose-scatter"), ref, dtype))
+        # What folding the permutation into the consumer would give: transpose + kernel, group-order output.
+        padded = w.num_groups * w.vector
+        ref_g = torch.zeros(case.tokens, padded, device="cuda")
+        ref_g[:, :m] = ref[:, w.perm.long()]
+        cfg0 = spmm_config(w.vector, case.tokens, dtype)
+
+        def group_order():
+            out_g = torch.empty(case.tokens, padded, dtype=dtype, device="cuda")
+            return launch_spmm(w.values, w.col_idx, w.group_ptr, w.perm, transpose(x), None, out_g, (1, padded), cfg0, permute_out=False)
+
+        rows.append(gated("group-order-out", group_order, ref_g, dtype))
+    if case.sparsity == 0.5 and case.tokens >= 32:
+        rows.append(semi_structured(x, weight, dtype))
+    dense_us = rows[0]["us"]
+    for r in rows:
+        r.update(case=case.name, speedup=(dense_us / r["us"]) if r["us"] and dense_us else None)
+        r["tflops"] = (2 * case.tokens * m * case.in_features / r["us"] / 1e6) if r["us"] else None
+    return rows
+
+
+def semi_structured(x, weight, dtype) -> dict:
+    """torch 2:4 (cuSPARSELt) on a 2:4 magnitude mask of the same weight."""
+    try:
+        from torch.sparse import to_sparse_semi_structured
+
+        w4 = weight.view(-1, 4)
+        keep = w4.abs().argsort(dim=1)[:, 2:]
+        mask = torch.zeros_like(w4, dtype=torch.bool).scatter_(1, keep, True).view_as(weight)
+        wm = weight * mask
+        ws = to_sparse_semi_structured(wm)
+        return gated("torch-2:4", lambda: F.linear(x, ws), F.linear(x.float(), wm.float()), dtype)
+    except Exception as e:  # not every shape / build runs 2:4
+        return {"variant": "torch-2:4", "us": None, "status": f"unavailable: {type(e).__name__}: {str(e)[:80]}"}
+
+
+def micro() -> list[dict]:
+    """Ceilings and the transpose on its own."""
+    from shflbw.kernels.transpose import transpose
+
+    out = []
+    a = torch.randn(2**28 // 2, device="cuda", dtype=torch.bfloat16)
+    b = torch.empty_like(a)
+    us = median_us(lambda: b.copy_(a))
+    out.append({"variant": "copy 512MB", "us": us, "TB/s": 2 * a.numel() * 2 / us / 1e6})
+    p = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    us = median_us(lambda: p @ p)
+    out.append({"variant": "dense 8192^3", "us": us, "TFLOP/s": 2 * 8192**3 / us / 1e6})
+    for t, k in [(4096, 4096), (8192, 4096), (4096, 11008), (512, 4096)]:
+        x = torch.randn(t, k, device="cuda", dtype=torch.bfloat16)
+        assert torch.equal(transpose(x), x.t().contiguous())
+        for br, bc, nw in [(64, 64, 4), (128, 64, 4), (64, 128, 4), (128, 128, 8)]:
+            us = median_us(lambda: transpose(x, br, bc, nw))
+            out.append({"variant": f"transpose {t}x{k} b{br}x{bc}w{nw}", "us": us, "TB/s": 2 * x.numel() * 2 / us / 1e6})
+        us = median_us(lambda: x.t().contiguous())
+        out.append({"variant": f"torch .t().contiguous() {t}x{k}", "us": us, "TB/s": 2 * x.numel() * 2 / us / 1e6})
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--suite", default="quick")
+    ap.add_argument("--sweep", action="store_true", help="also time the hand-picked config list")
+    ap.add_argument("--micro", action="store_true", help="also measure copy/matmul ceilings and the transpose")
+    ap.add_argument("--vectors", default="64", help="comma-separated V values (default: 64)")
+    ap.add_argument("--dtypes", default="bfloat16")
+    ap.add_argument("--out", default="bench_linear.json")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        print("benchmarks need a CUDA GPU; none found", file=sys.stderr)
+        return 2
+    result = {"stamp": stamp(), "rows": []}
+    if args.micro:
+        for r in micro():
+            print(json.dumps(r))
+            result["rows"].append(r)
+    for case in suite(args.suite):
+        for v in map(int, args.vectors.split(",")):
+            for dt in args.dtypes.split(","):
+                c = LinearCase(case.out_features, case.in_features, case.tokens, case.sparsity, v, dt)
+                for r in run_case(c, args.sweep):
+                    result["rows"].append(r)
+                    us = f"{r['us']:9.1f}" if r.get("us") else "        -"
+                    sp = f"{r['speedup']:5.2f}x" if r.get("speedup") else "     -"
+                    print(f"{c.name:42s} {r['variant']:24s} {us} us {sp} {r['status']}", flush=True)
+                with open(args.out, "w") as f:
+                    json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+"""Timing and correctness-gate helpers shared by the benchmark scripts (GPU only)."""
+
+from __future__ import annotations
+
+import torch
+import triton
+
+
+def median_us(fn, graph: bool = False) -> float:
+    """Median time of fn() in microseconds (do_bench, L2 flushed between runs).
+
+    ``graph=True`` captures fn in a CUDA graph and times its replays, as decode servers run it.
+    """
+    if graph:
+        fn()  # compile / warm up outside capture
+        torch.cuda.synchronize()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            fn()
+        torch.cuda.current_stream().wait_stream(stream)
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            fn()
+        return triton.testing.do_bench(g.replay, warmup=25, rep=100, return_mode="median") * 1e3
+    return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median") * 1e3
+
+
+def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
+    out, ref = out.float(), ref.float()
+    if not bool(torch.isfinite(out).all()):
+        return float("inf")
+    return ((out - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+
+
+GATE = {torch.bfloat16: 2e-2, torch.float16: 5e-3, torch.float32: 1e-3}
+
+
+def gated(name: str, fn, ref: torch.Tensor, dtype: torch.dtype, graph: bool = False) -> dict:
+    """Run fn once on a NaN-poisoned result path, check it, and time it only if it is right."""
+    out = fn()
+    err = rel_error(out, ref)
+    if not err < GATE[dtype]:
+        return {"variant": name, "error": err, "us": None, "status": "WRONG"}
+    return {"variant": name, "error": err, "us": median_us(fn, graph=graph), "status": "ok"}

@@ -1,0 +1,124 @@
+"""Weight-bound Shfl-BW linear for few tokens (decode): read every packed value once.
+
+One program owns one slice of one row group's kept vectors: it streams the [BK, V] value tiles,
+gathers the matching features of the (tiny, cache-resident) token-major X, and accumulates a
+[BT, V] tile. With more slices than one per group (split-K), small layers still fill the GPU:
+partial sums go to a float32 buffer with atomic adds, cast afterwards.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from shflbw.kernels.spmm import dot_precision, interpreter_upcast
+
+
+@triton.jit
+def linear_decode_fwd_kernel(
+    x_ptr,  # [T, K] at (stride_xt, 1)
+    vals_ptr,  # [nnz, V]
+    cols_ptr,  # [nnz] int32
+    gptr_ptr,  # [G + 1] int32
+    perm_ptr,  # [M] int32
+    bias_ptr,  # [M] or dummy
+    out_ptr,  # [T, M] contiguous: out dtype, or float32 when ATOMIC
+    T,
+    M,
+    stride_xt,
+    SPLITS,
+    V: tl.constexpr,
+    BT: tl.constexpr,
+    BK: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+    ATOMIC: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
+    g = tl.program_id(0)
+    s = tl.program_id(1)
+    start = tl.load(gptr_ptr + g)
+    end = tl.load(gptr_ptr + g + 1)
+    offs_t = tl.arange(0, BT)
+    t_ok = offs_t < T
+    offs_v = tl.arange(0, V)
+    offs_k = tl.arange(0, BK)
+    acc = tl.zeros([BT, V], dtype=tl.float32)
+    # Split s takes every SPLITS-th [BK] tile of the group: no host-side knowledge of group sizes
+    # is needed, so the launch stays sync-free and capturable in a CUDA graph.
+    for k0 in range(start + s * BK, end, SPLITS * BK):
+        kk = k0 + offs_k
+        k_ok = kk < end
+        cols = tl.load(cols_ptr + kk, mask=k_ok, other=0).to(tl.int64)
+        xg = tl.load(
+            x_ptr + offs_t.to(tl.int64)[:, None] * stride_xt + cols[None, :],
+            mask=t_ok[:, None] & k_ok[None, :],
+            other=0.0,
+        )  # [BT, BK]
+        w = tl.load(vals_ptr + kk.to(tl.int64)[:, None] * V + offs_v[None, :], mask=k_ok[:, None], other=0.0)  # [BK, V]
+        if UPCAST:
+            xg = xg.to(tl.float32)
+            w = w.to(tl.float32)
+        acc += tl.dot(xg, w, input_precision=DOT_PRECISION)
+    row_pos = g * V + offs_v
+    row_ok = row_pos < M
+    rows = tl.load(perm_ptr + row_pos, mask=row_ok, other=0).to(tl.int64)
+    out_ptrs = out_ptr + offs_t.to(tl.int64)[:, None] * M + rows[None, :]
+    ok = t_ok[:, None] & row_ok[None, :]
+    if ATOMIC:
+        tl.atomic_add(out_ptrs, acc, mask=ok, sem="relaxed")
+    else:
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)[None, :]
+        tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+def linear_decode(
+    x2: torch.Tensor,
+    values: torch.Tensor,
+    col_idx: torch.Tensor,
+    group_ptr: torch.Tensor,
+    perm: torch.Tensor,
+    bias: torch.Tensor | None,
+    out_features: int,
+    splits: int,
+    block_k: int = 64,
+    num_warps: int = 4,
+) -> torch.Tensor:
+    """x2 (T x K, unit stride on K, T <= 64) -> T x M; ``splits`` programs share each group."""
+    t = x2.shape[0]
+    v = values.shape[1]
+    n_groups = group_ptr.numel() - 1
+    bt = max(16, triton.next_power_of_2(t))
+    atomic = splits > 1
+    if atomic:
+        out = torch.zeros(t, out_features, dtype=torch.float32, device=x2.device)
+    else:
+        out = torch.empty(t, out_features, dtype=x2.dtype, device=x2.device)
+    linear_decode_fwd_kernel[(n_groups, splits)](
+        x2,
+        values,
+        col_idx,
+        group_ptr,
+        perm,
+        bias if bias is not None else values,
+        out,
+        t,
+        out_features,
+        x2.stride(0),
+        splits,
+        V=v,
+        BT=bt,
+        BK=block_k,
+        HAS_BIAS=bias is not None,
+        ATOMIC=atomic,
+        DOT_PRECISION=dot_precision(values.dtype),
+        UPCAST=interpreter_upcast(values.dtype),
+        num_warps=num_warps,
+    )
+    if atomic:
+        if bias is not None:
+            out += bias.float()
+        out = out.to(x2.dtype)
+    return out

@@ -1,0 +1,65 @@
+"""Token-major ``shflbw.linear`` on the GPU: pick the kernel by token count.
+
+- T <= DECODE_MAX_TOKENS: the weight-bound decode kernel (reads each packed value once).
+- otherwise ('transpose'): transpose X to feature-major with a tiled Triton copy, run the
+  feature-major SpMM kernel writing a token-major output in group order (coalesced), then
+  gather the columns back into the original row order with the bias fused. Gathering single
+  2-byte features from token-major X instead ran at 0.1-0.3x of dense (CONTEXT.md); storing
+  through the permutation directly ('transpose-scatter') was 2.7x slower than the kernel itself.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from shflbw.kernels.configs import DECODE_MAX_TOKENS, decode_splits, spmm_config
+from shflbw.kernels.decode import linear_decode
+from shflbw.kernels.permute import inverse_permutation, unpermute_cols
+from shflbw.kernels.spmm import SpmmConfig, launch_spmm
+from shflbw.kernels.transpose import transpose
+
+
+def linear_fwd(
+    x: torch.Tensor,
+    values: torch.Tensor,
+    col_idx: torch.Tensor,
+    group_ptr: torch.Tensor,
+    perm: torch.Tensor,
+    bias: torch.Tensor | None,
+    out_features: int,
+    *,
+    path: str | None = None,
+    config: SpmmConfig | None = None,
+    splits: int | None = None,
+) -> torch.Tensor:
+    """y = x @ W^T (+ bias); ``path`` ('decode' | 'transpose') and ``config``/``splits`` fix the choice (tests, benchmarks)."""
+    k = x.shape[-1]
+    x2 = x.reshape(-1, k)
+    t = x2.shape[0]
+    if t == 0 or out_features == 0:
+        return x.new_zeros(*x.shape[:-1], out_features)
+    path = path or ("decode" if t <= DECODE_MAX_TOKENS else "transpose")
+    if path == "decode":
+        if x2.stride(-1) != 1:
+            x2 = x2.contiguous()
+        n_groups = group_ptr.numel() - 1
+        extra = {} if config is None else {"block_k": config.block_k, "num_warps": config.num_warps}
+        out = linear_decode(
+            x2, values, col_idx, group_ptr, perm, bias, out_features, splits or decode_splits(n_groups, x.device), **extra
+        )
+    elif path == "transpose":
+        xt = transpose(x2)  # [K, T]
+        padded = (group_ptr.numel() - 1) * values.shape[1]
+        out_g = torch.empty(t, padded, dtype=x.dtype, device=x.device)  # group order
+        cfg = config or spmm_config(values.shape[1], t, x.dtype)
+        launch_spmm(values, col_idx, group_ptr, perm, xt, None, out_g, (1, padded), cfg, permute_out=False)
+        # TODO(#5): keep the inverse permutation with the packed matrix instead of one scatter per call.
+        out = unpermute_cols(out_g, inverse_permutation(perm), bias)
+    elif path == "transpose-scatter":
+        xt = transpose(x2)
+        out = torch.empty(t, out_features, dtype=x.dtype, device=x.device)
+        cfg = config or spmm_config(values.shape[1], t, x.dtype)
+        launch_spmm(values, col_idx, group_ptr, perm, xt, bias, out, (1, out_features), cfg)
+    else:
+        raise ValueError(f"path must be 'decode', 'transpose' or 'transpose-scatter', got {path!r}")
+    return out.reshape(*x.shape[:-1], out_features)

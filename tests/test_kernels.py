@@ -1,0 +1,119 @@
+"""Triton kernels against the reference: under TRITON_INTERPRET=1 on CPU in CI, natively on a GPU."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import shflbw
+from shflbw.testing import random_problem, rel_error
+
+from conftest import KERNEL_TOLERANCE
+
+triton = pytest.importorskip("triton")
+
+from shflbw.kernels.linear import linear_fwd  # noqa: E402
+from shflbw.kernels.spmm import SpmmConfig, spmm_fwd  # noqa: E402
+from shflbw.kernels.transpose import transpose  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+# Small tiles keep the interpreter fast; they still cover tails in every dimension.
+SMALL = SpmmConfig(block_n=16, block_k=16, num_warps=4, num_stages=1)
+
+# (M, K, T, V, density, empty groups): T not a power of two, M not a multiple of V, odd K,
+# sparsity 0 and near 1, an empty group.
+CASES = [
+    (100, 70, 37, 32, 0.3, (1,)),
+    (64, 48, 16, 16, 1.0, ()),
+    (48, 33, 5, 16, 0.05, (0,)),
+    (130, 64, 1, 64, 0.25, ()),
+    (128, 40, 20, 128, 0.5, ()),
+]
+
+
+def _id(c):
+    m, k, t, v, d, e = c
+    return f"M{m}-K{k}-T{t}-V{v}-d{d}-empty{len(e)}"
+
+
+def _dt(d):
+    return str(d).split(".")[-1]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_dt)
+@pytest.mark.parametrize("case", CASES, ids=_id)
+@pytest.mark.parametrize(
+    "path,splits",
+    [("decode", 1), ("decode", 3), ("transpose", None), ("transpose-scatter", None)],
+    ids=["decode", "decode-split3", "transpose", "transpose-scatter"],
+)
+def test_linear_kernels_match_reference(case, dtype, path, splits, nan_poison):
+    m, k, t, v, density, empty = case
+    weight, mask, perm, w = random_problem(m, k, v, density, dtype, seed=m + t, device=DEVICE, empty_groups=empty)
+    x = torch.randn(t, k, device=DEVICE).to(dtype)
+    bias = torch.randn(m, device=DEVICE).to(dtype)
+    y = linear_fwd(x, w.values, w.col_idx, w.group_ptr, w.perm, bias, m, path=path, splits=splits, config=SMALL)
+    ref = F.linear(x.double(), (weight * mask).double(), bias.double())
+    assert y.shape == (t, m) and y.dtype == dtype
+    assert rel_error(y, ref) < KERNEL_TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_dt)
+@pytest.mark.parametrize("case", CASES, ids=_id)
+def test_spmm_kernel_matches_reference(case, dtype, nan_poison):
+    m, k, n, v, density, empty = case
+    weight, mask, perm, w = random_problem(m, k, v, density, dtype, seed=m + n, device=DEVICE, empty_groups=empty)
+    b = torch.randn(n, k, device=DEVICE).to(dtype).t()  # K x N, non-contiguous
+    c = spmm_fwd(w.values, w.col_idx, w.group_ptr, w.perm, b, m, config=SMALL)
+    assert c.shape == (m, n)
+    assert rel_error(c, (weight * mask).double() @ b.double()) < KERNEL_TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("shape", [(37, 70), (1, 5), (64, 64), (130, 3)], ids=str)
+def test_transpose_exact(shape, nan_poison):
+    x = torch.randn(*shape, device=DEVICE).to(torch.bfloat16)
+    assert torch.equal(transpose(x, 16, 16), x.t().contiguous())
+    assert torch.equal(transpose(x.t(), 16, 16), x)  # strided input
+
+
+def test_op_dispatches_to_triton_with_batch_dims(nan_poison):
+    weight, mask, perm, w = random_problem(40, 24, 16, 0.5, torch.float16, device=DEVICE)
+    x = torch.randn(2, 3, 24, device=DEVICE).to(torch.float16)
+    ref = F.linear(x.double(), (weight * mask).double())
+    with shflbw.ops.backend("triton"):
+        y = shflbw.linear(x, w)
+    assert y.shape == (2, 3, 40)
+    assert rel_error(y, ref) < KERNEL_TOLERANCE[torch.float16]
+
+
+@pytest.mark.requires_gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=_dt)
+@pytest.mark.parametrize("t", [1, 16, 33, 512, 1000])
+@pytest.mark.parametrize("v", [32, 64, 128])
+def test_gpu_default_configs_large(dtype, t, v, nan_poison):
+    m, k = 1000, 1536
+    weight, mask, perm, w = random_problem(m, k, v, 0.25, dtype, seed=t, device="cuda", empty_groups=(2,))
+    x = torch.randn(t, k, device="cuda").to(dtype)
+    bias = torch.randn(m, device="cuda").to(dtype)
+    y = shflbw.linear(x, w, bias)
+    ref = F.linear(x.double(), (weight * mask).double(), bias.double())
+    assert rel_error(y, ref) < KERNEL_TOLERANCE[dtype]
+    c = shflbw.spmm(w, x.t())
+    assert rel_error(c, (weight * mask).double() @ x.t().double()) < KERNEL_TOLERANCE[dtype]
+
+
+@pytest.mark.requires_gpu
+def test_gpu_cuda_graph_and_compile():
+    weight, mask, perm, w = random_problem(512, 256, 64, 0.25, torch.bfloat16, device="cuda")
+    x = torch.randn(8, 256, device="cuda", dtype=torch.bfloat16)
+    ref = shflbw.linear(x, w)
+    g = torch.cuda.CUDAGraph()
+    shflbw.linear(x, w)
+    with torch.cuda.graph(g):
+        y = shflbw.linear(x, w)
+    x.copy_(torch.randn_like(x))
+    g.replay()
+    assert rel_error(y, F.linear(x.double(), (weight * mask).double())) < KERNEL_TOLERANCE[torch.bfloat16]
+    f = torch.compile(lambda a: shflbw.linear(a, w) * 2, fullgraph=True)
+    assert rel_error(f(x), 2 * F.linear(x.double(), (weight * mask).double())) < KERNEL_TOLERANCE[torch.bfloat16]
+    del ref
