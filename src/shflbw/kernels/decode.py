@@ -38,9 +38,10 @@ def linear_decode_fwd_kernel(
 ):
     g = tl.program_id(0)
     s = tl.program_id(1)
+    pid_t = tl.program_id(2)
     start = tl.load(gptr_ptr + g)
     end = tl.load(gptr_ptr + g + 1)
-    offs_t = tl.arange(0, BT)
+    offs_t = pid_t * BT + tl.arange(0, BT)
     t_ok = offs_t < T
     offs_v = tl.arange(0, V)
     offs_k = tl.arange(0, BK)
@@ -86,17 +87,17 @@ def linear_decode(
     block_k: int = 64,
     num_warps: int = 4,
 ) -> torch.Tensor:
-    """x2 (T x K, unit stride on K, T <= 64) -> T x M; ``splits`` programs share each group."""
+    """x2 (T x K, unit stride on K) -> T x M; ``splits`` programs share each group, tokens in tiles of <= 64."""
     t = x2.shape[0]
     v = values.shape[1]
     n_groups = group_ptr.numel() - 1
-    bt = max(16, triton.next_power_of_2(t))
+    bt = min(64, max(16, triton.next_power_of_2(t)))
     atomic = splits > 1
     if atomic:
         out = torch.zeros(t, out_features, dtype=torch.float32, device=x2.device)
     else:
         out = torch.empty(t, out_features, dtype=x2.dtype, device=x2.device)
-    linear_decode_fwd_kernel[(n_groups, splits)](
+    linear_decode_fwd_kernel[(n_groups, splits, triton.cdiv(t, bt))](
         x2,
         values,
         col_idx,

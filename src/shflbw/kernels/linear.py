@@ -1,11 +1,17 @@
 """Token-major ``shflbw.linear`` on the GPU: pick the kernel by token count.
 
 - T <= DECODE_MAX_TOKENS: the weight-bound decode kernel (reads each packed value once).
-- otherwise ('transpose'): transpose X to feature-major with a tiled Triton copy, run the
-  feature-major SpMM kernel writing a token-major output in group order (coalesced), then
-  gather the columns back into the original row order with the bias fused. Gathering single
-  2-byte features from token-major X instead ran at 0.1-0.3x of dense (CONTEXT.md); storing
-  through the permutation directly ('transpose-scatter') was 2.7x slower than the kernel itself.
+- otherwise ('transpose'): transpose X to feature-major with a tiled Triton copy (3.0-3.7 TB/s
+  on an H200, against 0.5-0.6 for torch's x.t().contiguous()), then run the feature-major SpMM
+  kernel storing its tile transposed into the token-major output through the permutation,
+  bias fused. Gathering single 2-byte features from token-major X instead ran at 0.1-0.3x of
+  dense (CONTEXT.md).
+
+Measured limit of this design (BENCHMARKS.md): the permuted store costs more than the kernel
+itself at 4096 x 4096 (the same kernel writing group order: 1.56x of dense at 75 %; through
+the permutation: 0.69x). Writing group order and gathering the columns back in a second kernel
+was no better (0.77x). The way out is not to apply the permutation per layer: fold it into the
+consumer (region modules, TODO(#5)).
 """
 
 from __future__ import annotations
@@ -14,7 +20,6 @@ import torch
 
 from shflbw.kernels.configs import DECODE_MAX_TOKENS, decode_splits, spmm_config
 from shflbw.kernels.decode import linear_decode
-from shflbw.kernels.permute import inverse_permutation, unpermute_cols
 from shflbw.kernels.spmm import SpmmConfig, launch_spmm
 from shflbw.kernels.transpose import transpose
 
@@ -49,17 +54,9 @@ def linear_fwd(
         )
     elif path == "transpose":
         xt = transpose(x2)  # [K, T]
-        padded = (group_ptr.numel() - 1) * values.shape[1]
-        out_g = torch.empty(t, padded, dtype=x.dtype, device=x.device)  # group order
-        cfg = config or spmm_config(values.shape[1], t, x.dtype)
-        launch_spmm(values, col_idx, group_ptr, perm, xt, None, out_g, (1, padded), cfg, permute_out=False)
-        # TODO(#5): keep the inverse permutation with the packed matrix instead of one scatter per call.
-        out = unpermute_cols(out_g, inverse_permutation(perm), bias)
-    elif path == "transpose-scatter":
-        xt = transpose(x2)
         out = torch.empty(t, out_features, dtype=x.dtype, device=x.device)
         cfg = config or spmm_config(values.shape[1], t, x.dtype)
         launch_spmm(values, col_idx, group_ptr, perm, xt, bias, out, (1, out_features), cfg)
     else:
-        raise ValueError(f"path must be 'decode', 'transpose' or 'transpose-scatter', got {path!r}")
+        raise ValueError(f"path must be 'decode' or 'transpose', got {path!r}")
     return out.reshape(*x.shape[:-1], out_features)
