@@ -6,7 +6,8 @@ tensor cores.
 
 from shflbw.format import ShflBWMatrix
 from shflbw.ops import linear, spmm
+from shflbw.prune import PruneResult, prune
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["ShflBWMatrix", "__version__", "linear", "spmm"]
+__all__ = ["PruneResult", "ShflBWMatrix", "__version__", "linear", "prune", "spmm"]
