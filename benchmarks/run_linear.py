@@ -29,14 +29,16 @@ from shflbw.kernels.spmm import SpmmConfig, launch_spmm, spmm_fwd  # noqa: E402
 from shflbw.kernels.transpose import transpose  # noqa: E402
 from shflbw.testing import random_shflbw_mask  # noqa: E402
 
-# The best of a first 9-config sweep (BENCHMARKS.md), plus neighbours.
+# The best of the first sweeps (BENCHMARKS.md), plus deeper pipelines and wider K steps.
 SWEEP_CONFIGS = [
     SpmmConfig(64, 64, 4, 3),
     SpmmConfig(128, 64, 4, 3),
     SpmmConfig(128, 64, 4, 4),
+    SpmmConfig(128, 64, 4, 5),
     SpmmConfig(128, 128, 8, 2),
+    SpmmConfig(128, 128, 8, 3),
     SpmmConfig(128, 128, 4, 3),
-    SpmmConfig(256, 64, 8, 3),
+    SpmmConfig(256, 64, 8, 4),
 ]
 DECODE_SWEEP = [(s, SpmmConfig(0, bk, w, 1)) for s in (4, 8, 16) for bk, w in ((64, 4), (128, 4), (128, 8))]
 
@@ -90,9 +92,10 @@ def run_case(case: LinearCase, sweep: bool) -> list[dict]:
             name = f"decode-s{splits}k{cfg.block_k}w{cfg.num_warps}"
             rows.append(gated(name, lambda: linear_fwd(x, *args, path="decode", splits=splits, config=cfg), ref, dtype, graph))
     else:
+        rows.append(gated("transpose-scatter", lambda: linear_fwd(x, *args, path="transpose"), ref, dtype))
         for cfg in SWEEP_CONFIGS if sweep else ():
-            name = f"tr-n{cfg.block_n}k{cfg.block_k}w{cfg.num_warps}s{cfg.num_stages}"
-            rows.append(gated(name, lambda: linear_fwd(x, *args, path="transpose", config=cfg), ref, dtype, graph))
+            name = f"rt-n{cfg.block_n}k{cfg.block_k}w{cfg.num_warps}s{cfg.num_stages}"
+            rows.append(gated(name, lambda: linear_fwd(x, *args, path="roundtrip", config=cfg), ref, dtype, graph))
         # The paper's feature-major layout, transpose not counted (the input is already K x T).
         xt = x.t().contiguous()
         rows.append(gated("spmm-feature-major", lambda: spmm_fwd(w.values, w.col_idx, w.group_ptr, w.perm, xt, m), ref.t(), dtype))

@@ -6,7 +6,7 @@ import collections
 import json
 import sys
 
-COLUMNS = ["shflbw", "decode-path", "spmm-feature-major", "group-order-out", "torch-2:4"]
+COLUMNS = ["shflbw", "transpose-scatter", "decode-path", "spmm-feature-major", "group-order-out", "torch-2:4"]
 
 
 def main(path: str) -> None:

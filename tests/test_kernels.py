@@ -45,8 +45,8 @@ def _dt(d):
 @pytest.mark.parametrize("case", CASES, ids=_id)
 @pytest.mark.parametrize(
     "path,splits",
-    [("decode", 1), ("decode", 3), ("transpose", None)],
-    ids=["decode", "decode-split3", "transpose"],
+    [("decode", 1), ("decode", 3), ("transpose", None), ("roundtrip", None)],
+    ids=["decode", "decode-split3", "transpose", "roundtrip"],
 )
 def test_linear_kernels_match_reference(case, dtype, path, splits, nan_poison):
     m, k, t, v, density, empty = case
