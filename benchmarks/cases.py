@@ -34,6 +34,8 @@ def suite(name: str) -> list[LinearCase]:
         for (m, k), t, s in itertools.product(shapes, [1, 16, 128, 512, 4096], [0.5, 0.75, 0.875]):
             cases.append(LinearCase(m, k, t, s))
         return cases
+    if name == "prefill":  # the quick shapes at T >= 128 only
+        return [c for c in suite("quick") if c.tokens >= 128]
     if name == "linear":  # the full registry of issue 5, bf16 and V = 64 (V and dtype sweeps: see --vectors/--dtypes)
         return [LinearCase(m, k, t, s) for (m, k), t, s in itertools.product(LAYERS, TOKENS, SPARSITIES)]
-    raise ValueError(f"unknown suite {name!r}: quick, linear")
+    raise ValueError(f"unknown suite {name!r}: quick, prefill, linear")
