@@ -1,27 +1,26 @@
 """Token-major ``shflbw.linear`` on the GPU: pick the kernel by token count.
 
 - T <= DECODE_MAX_TOKENS: the weight-bound decode kernel (reads each packed value once).
-- otherwise ('roundtrip', the default): transpose X to feature-major, run the feature-major
+- T >= ROUNDTRIP_MIN_TOKENS ('roundtrip'): transpose X to feature-major, run the feature-major
   kernel with a feature-major output written through the permutation (whole rows move, so the
-  scatter is coalesced), transpose the result back. ('transpose', kept for comparison):
-  transpose X to feature-major with a tiled Triton copy (3.0-3.7 TB/s
+  scatter is coalesced), transpose the result back.
+- in between ('transpose'): transpose X to feature-major with a tiled Triton copy (3.0-3.7 TB/s
   on an H200, against 0.5-0.6 for torch's x.t().contiguous()), then run the feature-major SpMM
   kernel storing its tile transposed into the token-major output through the permutation,
   bias fused. Gathering single 2-byte features from token-major X instead ran at 0.1-0.3x of
   dense (CONTEXT.md).
 
-Measured limit of this design (BENCHMARKS.md): the permuted store costs more than the kernel
-itself at 4096 x 4096 (the same kernel writing group order: 1.56x of dense at 75 %; through
-the permutation: 0.69x). Writing group order and gathering the columns back in a second kernel
-was no better (0.77x). The way out is not to apply the permutation per layer: fold it into the
-consumer (region modules, TODO(#5)).
+Measured (BENCHMARKS.md, 4096 x 4096, T = 4096, 75 %): the permuted token-major store costs more
+than the kernel itself (group order: 1.57x of dense; through the permutation: 0.69x); writing
+group order then gathering columns back was no better (0.77x); the roundtrip reached 1.36x.
+Beyond that, fold the permutation into the consumer (region modules, TODO(#5)).
 """
 
 from __future__ import annotations
 
 import torch
 
-from shflbw.kernels.configs import DECODE_MAX_TOKENS, decode_splits, spmm_config
+from shflbw.kernels.configs import DECODE_MAX_TOKENS, ROUNDTRIP_MIN_TOKENS, decode_splits, spmm_config
 from shflbw.kernels.decode import linear_decode
 from shflbw.kernels.spmm import SpmmConfig, launch_spmm
 from shflbw.kernels.transpose import transpose
@@ -46,7 +45,8 @@ def linear_fwd(
     t = x2.shape[0]
     if t == 0 or out_features == 0:
         return x.new_zeros(*x.shape[:-1], out_features)
-    path = path or ("decode" if t <= DECODE_MAX_TOKENS else "roundtrip")
+    if path is None:
+        path = "decode" if t <= DECODE_MAX_TOKENS else "roundtrip" if t >= ROUNDTRIP_MIN_TOKENS else "transpose"
     if path == "decode":
         if x2.stride(-1) != 1:
             x2 = x2.contiguous()
