@@ -52,12 +52,16 @@ def prune(
     seed: int = 0,
     *,
     block_size: int = 32,
-    time_budget: float | None = None,
+    time_budget: float | None = 30.0,
+    refine: bool = True,
+    progress: bool = False,
 ) -> PruneResult:
     """Choose which weights to keep. Importance defaults to the squared magnitude.
 
     pattern: "shfl_bw" (V x 1 vectors after a row permutation), "unstructured", "vector"
     (V x 1, consecutive rows), "block" (block_size x block_size), "N:M" such as "2:4" ("n:m" means 2:4).
+    Shfl-BW search knobs: ``time_budget`` in seconds per call (None: no limit), ``refine=False``
+    for the alternation alone, ``progress=True`` for a progress bar. See prune/search.py.
     """
     _check(weight, sparsity, vector, importance)
     imp = (weight.detach().float() ** 2 if importance is None else importance.detach().float()).cpu()
@@ -69,7 +73,7 @@ def prune(
         raise ValueError(f"pattern must be one of {PATTERNS} or 'N:M' like '2:4', got {pattern!r}")
     torch.manual_seed(seed)  # the search is deterministic today; the seed is for restarts (TODO(#3))
     if pattern == "shfl_bw":
-        mask, perm = shfl_bw_search(imp, vector, density, balanced, time_budget=time_budget)
+        mask, perm = shfl_bw_search(imp, vector, density, balanced, time_budget=time_budget, refine=refine, progress=progress)
     elif pattern == "unstructured":
         mask, perm = patterns.unstructured(imp, density), identity
     elif pattern == "vector":
