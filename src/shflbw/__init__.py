@@ -5,9 +5,9 @@ tensor cores.
 """
 
 from shflbw.format import ShflBWMatrix
-from shflbw.ops import linear, spmm
+from shflbw.ops import PackedMLP, linear, mlp, spmm
 from shflbw.prune import PruneResult, prune
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["PruneResult", "ShflBWMatrix", "__version__", "linear", "prune", "spmm"]
+__all__ = ["PackedMLP", "PruneResult", "ShflBWMatrix", "__version__", "linear", "mlp", "prune", "spmm"]

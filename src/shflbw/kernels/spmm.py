@@ -60,6 +60,7 @@ def spmm_fwd_kernel(
     BN: tl.constexpr,
     BK: tl.constexpr,
     HAS_BIAS: tl.constexpr,
+    ACTIVATION: tl.constexpr,  # 0: none, 1: relu, 2: gelu (erf form, as F.gelu)
     PERMUTE_OUT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
@@ -99,6 +100,10 @@ def spmm_fwd_kernel(
         rows = row_pos.to(tl.int64)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)[:, None]
+    if ACTIVATION == 1:
+        acc = tl.maximum(acc, 0.0)
+    elif ACTIVATION == 2:
+        acc = 0.5 * acc * (1.0 + tl.erf(acc * 0.7071067811865476))
     out_ptrs = out_ptr + rows[:, None] * stride_om + offs_n.to(tl.int64)[None, :] * stride_on
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & n_ok[None, :])
 
@@ -114,11 +119,13 @@ def launch_spmm(
     out_strides: tuple[int, int],
     config: SpmmConfig,
     permute_out: bool = True,
+    activation: int = 0,
 ) -> torch.Tensor:
     """Run the kernel into ``out`` viewed as M x N with ``out_strides``; B is K x N (any strides).
 
     ``permute_out=False`` writes rows in group order (row ``g*V + r`` of a padded G*V x N output)
     and adds ``bias`` in that order too: the caller passes a bias already permuted.
+    ``activation`` (codes in shflbw.ops.mlp.ACTIVATIONS) is applied after the bias, before the store.
     """
     m = perm.numel() if permute_out else (group_ptr.numel() - 1) * values.shape[1]
     n = b.shape[1]
@@ -143,6 +150,7 @@ def launch_spmm(
         BN=config.block_n,
         BK=config.block_k,
         HAS_BIAS=bias is not None,
+        ACTIVATION=activation,
         PERMUTE_OUT=permute_out,
         DOT_PRECISION=dot_precision(values.dtype),
         UPCAST=interpreter_upcast(values.dtype),

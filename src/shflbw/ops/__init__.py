@@ -2,6 +2,7 @@
 
 from shflbw.ops.dispatch import backend, get_backend, set_backend
 from shflbw.ops.linear import linear
+from shflbw.ops.mlp import PackedMLP, mlp
 from shflbw.ops.spmm import spmm
 
-__all__ = ["backend", "get_backend", "linear", "set_backend", "spmm"]
+__all__ = ["PackedMLP", "backend", "get_backend", "linear", "mlp", "set_backend", "spmm"]

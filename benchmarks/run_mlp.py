@@ -1,0 +1,75 @@
+"""Benchmark the sparse MLP block (shflbw.mlp) against the dense block, eager and torch.compile.
+
+    python benchmarks/run_mlp.py --out mlp.json
+
+Dense: F.linear -> F.gelu -> F.linear (cuBLAS), eager and compiled; the faster counts as 1.00x.
+Gated: the sparse output must match the fp32 block on the masked weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.run_linear import stamp  # noqa: E402
+from benchmarks.timing import gated  # noqa: E402
+from shflbw import PackedMLP, ShflBWMatrix, mlp  # noqa: E402
+from shflbw.testing import random_shflbw_mask  # noqa: E402
+
+CASES = [(4096, 16384), (4096, 11008)]  # (model dim, hidden)
+
+
+def packed(m, k, v, density, gen):
+    w = (torch.randn(m, k, generator=gen) * 0.02).to(torch.bfloat16).cuda()
+    mask, perm = random_shflbw_mask(m, k, v, density, generator=gen)
+    mask, perm = mask.cuda(), perm.cuda()
+    return w, w * mask, ShflBWMatrix.from_dense(w, mask, perm, vector=v)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tokens", default="2048,4096")
+    ap.add_argument("--sparsities", default="0.75,0.875")
+    ap.add_argument("--vector", type=int, default=64)
+    ap.add_argument("--out", default="mlp.json")
+    args = ap.parse_args()
+    result = {"stamp": stamp(), "rows": []}
+    dense_c = torch.compile(lambda x, w1, b1, w2, b2: F.linear(F.gelu(F.linear(x, w1, b1)), w2, b2))
+    for (d, hdim), t, s in itertools.product(CASES, map(int, args.tokens.split(",")), map(float, args.sparsities.split(","))):
+        gen = torch.Generator().manual_seed(0)
+        w1, w1m, p1 = packed(hdim, d, args.vector, 1 - s, gen)
+        w2, w2m, p2 = packed(d, hdim, args.vector, 1 - s, gen)
+        b1 = torch.randn(hdim, generator=gen).to(torch.bfloat16).cuda()
+        b2 = torch.randn(d, generator=gen).to(torch.bfloat16).cuda()
+        x = torch.randn(t, d, device="cuda", dtype=torch.bfloat16)
+        ref = F.linear(F.gelu(F.linear(x.float(), w1m.float(), b1.float())), w2m.float(), b2.float())
+        ref_dense = F.linear(F.gelu(F.linear(x.float(), w1.float(), b1.float())), w2.float(), b2.float())
+        block = PackedMLP(p1, p2, b1, b2, "gelu")
+        name = f"D{d}-H{hdim}-T{t}-V{args.vector}-s{s}"
+        rows = [
+            gated("dense-eager", lambda: F.linear(F.gelu(F.linear(x, w1, b1)), w2, b2), ref_dense, torch.bfloat16),
+            gated("dense-compiled", lambda: dense_c(x, w1, b1, w2, b2), ref_dense, torch.bfloat16),
+            gated("shflbw-mlp", lambda: mlp(x, block), ref, torch.bfloat16),
+        ]
+        base = min(r["us"] for r in rows[:2] if r["us"])
+        for r in rows:
+            r.update(case=name, speedup=base / r["us"] if r["us"] else None)
+            result["rows"].append(r)
+            us = f"{r['us']:9.1f}" if r["us"] else "        -"
+            sp = f"{r['speedup']:5.2f}x" if r["speedup"] else "     -"
+            print(f"{name:36s} {r['variant']:16s} {us} us {sp} {r['status']}", flush=True)
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

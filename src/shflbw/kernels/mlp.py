@@ -1,0 +1,27 @@
+"""The sparse MLP block on the GPU: transpose, fc1 (+bias, activation) in group order, fc2, transpose back."""
+
+from __future__ import annotations
+
+import torch
+
+from shflbw.kernels.configs import spmm_config
+from shflbw.kernels.spmm import SpmmConfig, launch_spmm
+from shflbw.kernels.transpose import transpose
+
+
+def mlp_fwd(x, values1, col_idx1, group_ptr1, perm1, bias1_grouped, values2, col_idx2_folded, group_ptr2, perm2, bias2,
+            out_features: int, activation: int, config: SpmmConfig | None = None) -> torch.Tensor:
+    k = x.shape[-1]
+    x2 = x.reshape(-1, k)
+    t = x2.shape[0]
+    if t == 0:
+        return x.new_zeros(*x.shape[:-1], out_features)
+    cfg1 = config or spmm_config(values1.shape[1], t, x.dtype)
+    cfg2 = config or spmm_config(values2.shape[1], t, x.dtype)
+    xt = transpose(x2)  # [K, T]
+    hidden_padded = (group_ptr1.numel() - 1) * values1.shape[1]
+    h = torch.empty(hidden_padded, t, dtype=x.dtype, device=x.device)  # feature-major, group order
+    launch_spmm(values1, col_idx1, group_ptr1, perm1, xt, bias1_grouped, h, (t, 1), cfg1, permute_out=False, activation=activation)
+    out_fm = torch.empty(out_features, t, dtype=x.dtype, device=x.device)
+    launch_spmm(values2, col_idx2_folded, group_ptr2, perm2, h, bias2, out_fm, (t, 1), cfg2)
+    return transpose(out_fm).reshape(*x.shape[:-1], out_features)
