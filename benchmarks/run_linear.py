@@ -40,7 +40,8 @@ SWEEP_CONFIGS = [
     SpmmConfig(128, 128, 4, 3),
     SpmmConfig(256, 64, 8, 4),
 ]
-DECODE_SWEEP = [(s, SpmmConfig(0, bk, w, 1)) for s in (4, 8, 16) for bk, w in ((64, 4), (128, 4), (128, 8))]
+# (row_slice, k_splits, block_k, warps)
+DECODE_SWEEP = [(16, 1, 64, 4), (16, 1, 128, 4), (32, 1, 128, 4), (16, 2, 128, 4), (64, 4, 128, 4), (64, 8, 128, 4)]
 
 
 def stamp() -> dict:
@@ -88,9 +89,10 @@ def run_case(case: LinearCase, sweep: bool) -> list[dict]:
     args = (w.values, w.col_idx, w.group_ptr, w.perm, None, m)
     rows.append(gated("shflbw", lambda: linear_fwd(x, *args), ref, dtype, graph))
     if case.tokens <= DECODE_MAX_TOKENS:
-        for splits, cfg in DECODE_SWEEP if sweep else ():
-            name = f"decode-s{splits}k{cfg.block_k}w{cfg.num_warps}"
-            rows.append(gated(name, lambda: linear_fwd(x, *args, path="decode", splits=splits, config=cfg), ref, dtype, graph))
+        for vs, splits, bk, nw in DECODE_SWEEP if sweep else ():
+            cfg = SpmmConfig(0, bk, nw, 1)
+            name = f"decode-r{vs}s{splits}k{bk}w{nw}"
+            rows.append(gated(name, lambda: linear_fwd(x, *args, path="decode", splits=splits, row_slice=vs, config=cfg), ref, dtype, graph))
     else:
         rows.append(gated("transpose-scatter", lambda: linear_fwd(x, *args, path="transpose"), ref, dtype))
         for cfg in SWEEP_CONFIGS if sweep else ():

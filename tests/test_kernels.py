@@ -44,16 +44,18 @@ def _dt(d):
 @pytest.mark.parametrize("dtype", DTYPES, ids=_dt)
 @pytest.mark.parametrize("case", CASES, ids=_id)
 @pytest.mark.parametrize(
-    "path,splits",
-    [("decode", 1), ("decode", 3), ("transpose", None), ("roundtrip", None)],
-    ids=["decode", "decode-split3", "transpose", "roundtrip"],
+    "path,splits,row_slice",
+    [("decode", 1, None), ("decode", 3, None), ("decode", 1, 16), ("decode", 2, 16), ("transpose", None, None),
+     ("roundtrip", None, None)],
+    ids=["decode", "decode-split3", "decode-slice16", "decode-slice16-split2", "transpose", "roundtrip"],
 )
-def test_linear_kernels_match_reference(case, dtype, path, splits, nan_poison):
+def test_linear_kernels_match_reference(case, dtype, path, splits, row_slice, nan_poison):
     m, k, t, v, density, empty = case
     weight, mask, perm, w = random_problem(m, k, v, density, dtype, seed=m + t, device=DEVICE, empty_groups=empty)
     x = torch.randn(t, k, device=DEVICE).to(dtype)
     bias = torch.randn(m, device=DEVICE).to(dtype)
-    y = linear_fwd(x, w.values, w.col_idx, w.group_ptr, w.perm, bias, m, path=path, splits=splits, config=SMALL)
+    y = linear_fwd(x, w.values, w.col_idx, w.group_ptr, w.perm, bias, m, path=path, splits=splits, config=SMALL,
+                   row_slice=row_slice)
     ref = F.linear(x.double(), (weight * mask).double(), bias.double())
     assert y.shape == (t, m) and y.dtype == dtype
     assert rel_error(y, ref) < KERNEL_TOLERANCE[dtype]
@@ -68,6 +70,22 @@ def test_spmm_kernel_matches_reference(case, dtype, nan_poison):
     c = spmm_fwd(w.values, w.col_idx, w.group_ptr, w.perm, b, m, config=SMALL)
     assert c.shape == (m, n)
     assert rel_error(c, (weight * mask).double() @ b.double()) < KERNEL_TOLERANCE[dtype]
+
+
+def test_decode_plan_prefers_row_slices():
+    from shflbw.kernels.configs import decode_plan
+
+    assert decode_plan(64, 64, 132) == (16, 1)  # 4096 rows on an H100/H200: 256 programs, no atomics
+    assert decode_plan(224, 64, 132) == (32, 1)  # 14336 rows
+    assert decode_plan(12, 64, 132) == (16, 6)  # 768 rows: slices, then split-K
+    assert decode_plan(12, 64, None) == (64, 1)  # CPU interpreter
+
+
+def test_decode_rejects_bad_row_slice():
+    weight, mask, perm, w = random_problem(64, 32, 32, 0.5, device=DEVICE)
+    with pytest.raises(ValueError, match="row_slice"):
+        linear_fwd(torch.randn(2, 32, device=DEVICE), w.values, w.col_idx, w.group_ptr, w.perm, None, 64,
+                   path="decode", row_slice=24)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=_dt)

@@ -48,7 +48,7 @@ def test_fold_keeps_columns_sorted_and_values_aligned():
     cols, vals = fold_hidden_permutation(w1, w2)
     ptr = w2.group_ptr_host()
     inv1 = torch.empty_like(w1.perm)
-    inv1[w1.perm.long()] = torch.arange(70, dtype=inv1.dtype)
+    inv1[w1.perm.long()] = torch.arange(70, dtype=inv1.dtype, device=inv1.device)
     for g in range(w2.num_groups):
         c = cols[ptr[g] : ptr[g + 1]]
         assert bool((c[1:] > c[:-1]).all())

@@ -22,9 +22,10 @@ ROUNDTRIP_MIN_TOKENS = 2048
 
 
 def spmm_config(vector: int, n: int, dtype: torch.dtype) -> SpmmConfig:
+    # prototype/sweep_fm.py at T = 4096 (BENCHMARKS.md): BN 128, BK 64, 4 warps won for V = 64 and
+    # V = 128 alike (V = 128, 4096^2, 75 %: 88 us, against 105 us with BK 32 and 8 warps); 3 or 4
+    # stages were within noise.
     block_n = 128 if n >= 1024 else 64
-    if vector >= 128:
-        return SpmmConfig(block_n=block_n, block_k=32, num_warps=8, num_stages=3)
     return SpmmConfig(block_n=block_n, block_k=64, num_warps=4, num_stages=3)
 
 
@@ -33,9 +34,25 @@ def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def decode_splits(n_groups: int, device: torch.device) -> int:
-    """Programs per row group so that the grid covers the GPU about twice."""
+def sm_count(device: torch.device) -> int | None:
+    """Multiprocessors of a CUDA device; None elsewhere (the CPU interpreter)."""
     if device.type != "cuda":
-        return 1
-    sms = _sm_count(device.index if device.index is not None else torch.cuda.current_device())
-    return max(1, min(16, -(-2 * sms // max(n_groups, 1))))
+        return None
+    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def decode_plan(n_groups: int, vector: int, sms: int | None) -> tuple[int, int]:
+    """(row_slice, k_splits) for the decode kernel: cover the GPU about twice, row slices first.
+
+    Row slices (V / row_slice programs per group) cost nothing extra; K splits add atomics and
+    three launches, so they are used only when slices of 16 rows still leave the grid short.
+    """
+    if sms is None:
+        return vector, 1
+    want = 2 * sms
+    row_slice = vector
+    while row_slice > 16 and n_groups * (vector // row_slice) < want:
+        row_slice //= 2
+    programs = n_groups * (vector // row_slice)
+    splits = 1 if programs >= sms else max(1, min(16, -(-want // programs)))
+    return row_slice, splits

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import torch
 
-from shflbw.kernels.configs import DECODE_MAX_TOKENS, ROUNDTRIP_MIN_TOKENS, decode_splits, spmm_config
+from shflbw.kernels.configs import DECODE_MAX_TOKENS, ROUNDTRIP_MIN_TOKENS, decode_plan, sm_count, spmm_config
 from shflbw.kernels.decode import linear_decode
 from shflbw.kernels.spmm import SpmmConfig, launch_spmm
 from shflbw.kernels.transpose import transpose
@@ -38,8 +38,10 @@ def linear_fwd(
     path: str | None = None,
     config: SpmmConfig | None = None,
     splits: int | None = None,
+    row_slice: int | None = None,
 ) -> torch.Tensor:
-    """y = x @ W^T (+ bias); ``path`` ('decode' | 'roundtrip' | 'transpose') and ``config``/``splits`` fix the choice (tests, benchmarks)."""
+    """y = x @ W^T (+ bias); ``path`` ('decode' | 'roundtrip' | 'transpose') and ``config`` / ``splits`` /
+    ``row_slice`` fix the choice (tests, benchmarks)."""
     k = x.shape[-1]
     x2 = x.reshape(-1, k)
     t = x2.shape[0]
@@ -50,10 +52,11 @@ def linear_fwd(
     if path == "decode":
         if x2.stride(-1) != 1:
             x2 = x2.contiguous()
-        n_groups = group_ptr.numel() - 1
+        plan_slice, plan_splits = decode_plan(group_ptr.numel() - 1, values.shape[1], sm_count(x.device))
         extra = {} if config is None else {"block_k": config.block_k, "num_warps": config.num_warps}
         out = linear_decode(
-            x2, values, col_idx, group_ptr, perm, bias, out_features, splits or decode_splits(n_groups, x.device), **extra
+            x2, values, col_idx, group_ptr, perm, bias, out_features, splits or plan_splits,
+            row_slice=row_slice or plan_slice, **extra,
         )
     elif path in ("roundtrip", "transpose"):
         xt = transpose(x2)  # [K, T]
