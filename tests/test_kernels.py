@@ -72,13 +72,13 @@ def test_spmm_kernel_matches_reference(case, dtype, nan_poison):
     assert rel_error(c, (weight * mask).double() @ b.double()) < KERNEL_TOLERANCE[dtype]
 
 
-def test_decode_plan_prefers_row_slices():
+def test_decode_plan_follows_the_measured_rule():
     from shflbw.kernels.configs import decode_plan
 
-    assert decode_plan(64, 64, 132) == (16, 1)  # 4096 rows on an H100/H200: 256 programs, no atomics
-    assert decode_plan(224, 64, 132) == (32, 1)  # 14336 rows
-    assert decode_plan(12, 64, 132) == (16, 6)  # 768 rows: slices, then split-K
-    assert decode_plan(12, 64, None) == (64, 1)  # CPU interpreter
+    assert decode_plan(64, 64, 4096, 132) == (64, 4)  # whole groups, 4 K splits
+    assert decode_plan(48, 64, 768, 132) == (32, 1)  # small K: 32-row slices, no split-K
+    assert decode_plan(12, 16, 768, 132) == (16, 1)
+    assert decode_plan(64, 64, 4096, None) == (64, 1)  # CPU interpreter
 
 
 def test_decode_rejects_bad_row_slice():

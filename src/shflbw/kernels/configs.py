@@ -41,18 +41,16 @@ def sm_count(device: torch.device) -> int | None:
     return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
 
 
-def decode_plan(n_groups: int, vector: int, sms: int | None) -> tuple[int, int]:
-    """(row_slice, k_splits) for the decode kernel: cover the GPU about twice, row slices first.
+def decode_plan(n_groups: int, vector: int, in_features: int, sms: int | None) -> tuple[int, int]:
+    """(row_slice, k_splits) for the decode kernel, chosen from the H200 decode sweep (BENCHMARKS.md).
 
-    Row slices (V / row_slice programs per group) cost nothing extra; K splits add atomics and
-    three launches, so they are used only when slices of 16 rows still leave the grid short.
+    K >= 2048: whole V-row groups, 4 K splits (best or within 10 % of best on 4096 x 4096,
+    11008 x 4096, 4096 x 11008 and 14336 x 4096 at T = 1 and 16). Small K (3072 x 768): 32-row
+    slices and no split-K won (0.82-1.14x against 0.76-0.80x split 4). Slices of 16 rows lost
+    everywhere (0.39x at 4096^2, 50 %, T = 1): 32-byte pieces of each 128-byte vector and tiny dots.
     """
     if sms is None:
         return vector, 1
-    want = 2 * sms
-    row_slice = vector
-    while row_slice > 16 and n_groups * (vector // row_slice) < want:
-        row_slice //= 2
-    programs = n_groups * (vector // row_slice)
-    splits = 1 if programs >= sms else max(1, min(16, -(-want // programs)))
-    return row_slice, splits
+    if in_features < 2048:
+        return min(vector, 32), 1
+    return vector, 4
