@@ -4,10 +4,30 @@ Prune weights in V x 1 column vectors after a row permutation, pack them, and ru
 tensor cores.
 """
 
+from shflbw.config import LayerOverride, ShflBWConfig
 from shflbw.format import ShflBWMatrix
+from shflbw.nn import CubicSparsitySchedule, ShflBWLinear, compress_, decompress_, load, save, sparsify_
 from shflbw.ops import PackedMLP, linear, mlp, spmm
 from shflbw.prune import PruneResult, prune
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["PackedMLP", "PruneResult", "ShflBWMatrix", "__version__", "linear", "mlp", "prune", "spmm"]
+__all__ = [
+    "CubicSparsitySchedule",
+    "LayerOverride",
+    "PackedMLP",
+    "PruneResult",
+    "ShflBWConfig",
+    "ShflBWLinear",
+    "ShflBWMatrix",
+    "__version__",
+    "compress_",
+    "decompress_",
+    "linear",
+    "load",
+    "mlp",
+    "prune",
+    "save",
+    "sparsify_",
+    "spmm",
+]

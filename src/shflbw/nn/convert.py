@@ -1,0 +1,41 @@
+"""``compress_`` / ``decompress_``: swap masked nn.Linear layers for ShflBWLinear and back."""
+
+from __future__ import annotations
+
+from torch import nn
+from torch.nn.utils import parametrize
+
+from shflbw.nn.linear import ShflBWLinear
+from shflbw.nn.masked import mask_of, set_mask
+
+
+def _set_child(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    setattr(parent, child, new)
+
+
+def compress_(model: nn.Module) -> nn.Module:
+    """Replace every masked nn.Linear (see ``sparsify_``) by a ShflBWLinear running the packed op."""
+    masked = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and mask_of(m) is not None]
+    if not masked:
+        raise ValueError("no masked layer found: call shflbw.sparsify_(model, config) first")
+    for name, mod in masked:
+        p = mask_of(mod)
+        _set_child(model, name, ShflBWLinear.from_linear(mod, p.mask, p.perm, p.vector))
+    return model
+
+
+def decompress_(model: nn.Module) -> nn.Module:
+    """Replace every ShflBWLinear by an nn.Linear in masked mode (mask and permutation kept)."""
+    packed = [(n, m) for n, m in model.named_modules() if isinstance(m, ShflBWLinear)]
+    for name, mod in packed:
+        lin = mod.to_linear()
+        w = mod.matrix()
+        set_mask(lin, w.mask(), w.perm.long(), w.vector)
+        _set_child(model, name, lin)
+    return model
+
+
+def is_masked(module: nn.Module) -> bool:
+    return parametrize.is_parametrized(module, "weight") and mask_of(module) is not None

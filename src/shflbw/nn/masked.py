@@ -1,0 +1,141 @@
+"""Masked mode: dense weights with a fixed Shfl-BW mask applied in forward (and so to gradients).
+
+``sparsify_`` puts the selected nn.Linear layers of a model in this mode so it can be fine-tuned
+with any optimizer and loop; ``compress_`` (shflbw.nn.convert) then packs them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from shflbw.config import ShflBWConfig
+from shflbw.prune import prune
+from shflbw.prune.calibration import activation_importance, collect_input_norms
+
+
+class ShflBWMask(nn.Module):
+    """Parametrization ``weight -> weight * mask``; also carries the row permutation and V."""
+
+    def __init__(self, mask: torch.Tensor, perm: torch.Tensor, vector: int):
+        super().__init__()
+        self.register_buffer("mask", mask.to(torch.bool))
+        self.register_buffer("perm", perm.to(torch.int64))
+        self.vector = vector
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight * self.mask.to(weight.dtype)
+
+    def extra_repr(self) -> str:
+        return f"V={self.vector}, sparsity={1 - self.mask.float().mean().item():.1%}"
+
+
+def mask_of(module: nn.Module) -> ShflBWMask | None:
+    if parametrize.is_parametrized(module, "weight"):
+        for p in module.parametrizations.weight:
+            if isinstance(p, ShflBWMask):
+                return p
+    return None
+
+
+def dense_weight(module: nn.Module) -> torch.Tensor:
+    """The unmasked weight of a (possibly masked) layer."""
+    if mask_of(module) is not None:
+        return module.parametrizations.weight.original
+    return module.weight
+
+
+def set_mask(module: nn.Module, mask: torch.Tensor, perm: torch.Tensor, vector: int) -> None:
+    existing = mask_of(module)
+    if existing is not None:
+        existing.mask.copy_(mask)
+        existing.perm.copy_(perm)
+        existing.vector = vector
+    else:
+        parametrize.register_parametrization(module, "weight", ShflBWMask(mask, perm, vector))
+
+
+def selected_layers(model: nn.Module, config: ShflBWConfig, filter_fn: Callable | None = None) -> dict[str, nn.Module]:
+    # TODO(#6): nn.Conv2d once ShflBWConv2d exists.
+    chosen = {
+        name: mod
+        for name, mod in model.named_modules()
+        if isinstance(mod, nn.Linear) and config.selects(name) and (filter_fn is None or filter_fn(mod, name))
+    }
+    if not chosen:
+        raise ValueError(
+            f"the config selects no nn.Linear layer (include={config.include}, exclude={config.exclude}); "
+            f"layer names look like {[n for n, m in model.named_modules() if isinstance(m, nn.Linear)][:3]}"
+        )
+    return chosen
+
+
+def sparsify_(
+    model: nn.Module,
+    config: ShflBWConfig | None = None,
+    calibration: Iterable | None = None,
+    filter_fn: Callable[[nn.Module, str], bool] | None = None,
+    sparsity: float | None = None,
+    progress: bool = True,
+) -> nn.Module:
+    """Choose Shfl-BW masks and permutations for the selected layers and put them in masked mode.
+
+    ``calibration`` (batches the model accepts) is required for ``importance="activation"``.
+    ``sparsity`` overrides the config's global sparsity (what a gradual schedule passes). Calling
+    it again re-searches the masks from the current dense weights. Returns the model.
+    """
+    config = config or ShflBWConfig()
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    layers = selected_layers(model, config, filter_fn)
+    norms = None
+    if config.importance == "activation":
+        if calibration is None:
+            raise ValueError('importance="activation" needs calibration batches (calibration=...)')
+        norms = collect_input_norms(model, calibration, layers)
+    items = layers.items()
+    if progress:
+        from tqdm.auto import tqdm
+
+        items = tqdm(items, desc="shflbw: pruning", unit="layer")
+    with torch.no_grad():
+        for name, mod in items:
+            layer_sparsity, vector = config.for_layer(name)
+            if sparsity is not None:
+                layer_sparsity = sparsity
+            weight = dense_weight(mod)
+            importance = None if norms is None else activation_importance(weight, norms[name])
+            r = prune(weight, layer_sparsity, vector, importance=importance, balanced=config.balanced,
+                      time_budget=config.time_budget)
+            set_mask(mod, r.mask.to(weight.device), r.perm.to(weight.device), vector)
+    return model
+
+
+class CubicSparsitySchedule:
+    """Gradual pruning: sparsity rises from ``initial`` to ``final`` on a cubic curve (Zhu & Gupta).
+
+    Call ``step(model)`` once per training step; it re-searches the masks every ``every`` steps.
+    """
+
+    def __init__(self, config: ShflBWConfig, total_steps: int, every: int = 100, initial: float = 0.0,
+                 calibration: Iterable | None = None):
+        if total_steps <= 0 or every <= 0:
+            raise ValueError("total_steps and every must be positive")
+        self.config, self.total, self.every, self.initial = config, total_steps, every, initial
+        self.calibration = calibration
+        self.steps = 0
+
+    def sparsity_at(self, step: int) -> float:
+        frac = min(1.0, step / self.total)
+        return self.config.sparsity + (self.initial - self.config.sparsity) * (1 - frac) ** 3
+
+    def step(self, model: nn.Module) -> float | None:
+        self.steps += 1
+        if self.steps % self.every and self.steps != self.total:
+            return None
+        s = self.sparsity_at(self.steps)
+        sparsify_(model, self.config, self.calibration, sparsity=s, progress=False)
+        return s

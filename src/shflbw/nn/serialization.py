@@ -1,0 +1,115 @@
+"""``save(model, dir)`` / ``load(dir, skeleton)`` for compressed models.
+
+A directory holds ``model.safetensors`` (the whole state dict: packed buffers of every
+ShflBWLinear and the other tensors) and ``shflbw.json`` (format version, the packed layers with
+their shapes and V, the config when given). It is written to a temporary sibling and renamed
+into place, so a failed save leaves any earlier directory intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+import torch
+from torch import nn
+
+from shflbw.config import ShflBWConfig
+from shflbw.format.matrix import ShflBWMatrix
+from shflbw.nn.convert import _set_child
+from shflbw.nn.linear import ShflBWLinear
+from shflbw.nn.masked import mask_of
+
+FORMAT = "shflbw.model"
+VERSION = 1
+WEIGHTS = "model.safetensors"
+META = "shflbw.json"
+
+
+def save(model: nn.Module, directory: str, config: ShflBWConfig | None = None) -> None:
+    from safetensors.torch import save_file
+
+    if any(isinstance(m, nn.Linear) and mask_of(m) is not None for m in model.modules()):
+        raise ValueError("the model still has masked layers: call shflbw.compress_(model) before saving")
+    layers = {
+        name: {"in_features": m.in_features, "out_features": m.out_features, "vector": m.vector,
+               "bias": m.bias is not None}
+        for name, m in model.named_modules()
+        if isinstance(m, ShflBWLinear)
+    }
+    if not layers:
+        raise ValueError("the model has no ShflBWLinear layer: nothing shflbw-specific to save")
+    # clone: safetensors refuses tensors that share memory (tied weights are saved twice)
+    state = {k: v.detach().contiguous().cpu().clone() for k, v in model.state_dict().items()}
+    meta = {"format": FORMAT, "version": VERSION, "layers": layers,
+            "config": None if config is None else json.loads(config.to_json())}
+    directory = os.path.abspath(directory)
+    parent = os.path.dirname(directory)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".shflbw-save-", dir=parent)
+    try:
+        save_file(state, os.path.join(tmp, WEIGHTS), metadata={"format": FORMAT, "version": str(VERSION)})
+        with open(os.path.join(tmp, META), "w") as f:
+            json.dump(meta, f, indent=1)
+        if os.path.exists(directory):
+            old = tempfile.mkdtemp(prefix=".shflbw-old-", dir=parent)
+            os.replace(directory, os.path.join(old, "d"))
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def load(directory: str, skeleton: nn.Module, device: torch.device | str | None = None) -> nn.Module:
+    """Restore a model saved by :func:`save` into ``skeleton`` (the same architecture, dense or on the meta device)."""
+    from safetensors.torch import load_file
+
+    meta_path, weights_path = os.path.join(directory, META), os.path.join(directory, WEIGHTS)
+    for p in (meta_path, weights_path):
+        if not os.path.isfile(p):
+            raise FileNotFoundError(f"{directory} is not a shflbw model directory: {os.path.basename(p)} is missing")
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{meta_path} is corrupted: {e}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{meta_path} is not a shflbw model header")
+    if meta.get("version") != VERSION:
+        raise ValueError(f"{meta_path}: format version {meta.get('version')!r} is not supported (reads {VERSION})")
+    try:
+        state = load_file(weights_path, device="cpu")
+    except Exception as e:
+        raise ValueError(f"{weights_path} cannot be read ({type(e).__name__}: {e})") from None
+
+    for name, info in meta["layers"].items():
+        try:
+            mod = skeleton.get_submodule(name)
+        except AttributeError:
+            raise ValueError(f"the checkpoint has a layer {name!r} that the model does not: another architecture?") from None
+        shape = (info["out_features"], info["in_features"])
+        if not isinstance(mod, (nn.Linear, ShflBWLinear)) or (mod.out_features, mod.in_features) != shape:
+            raise ValueError(f"layer {name!r} is {mod.__class__.__name__} {getattr(mod, 'out_features', '?')}x"
+                             f"{getattr(mod, 'in_features', '?')} in the model but {shape[0]}x{shape[1]} in the checkpoint")
+        try:
+            w = ShflBWMatrix(shape, info["vector"], *(state[f"{name}.{t}"] for t in ("perm", "group_ptr", "col_idx", "values")))
+        except KeyError as e:
+            raise ValueError(f"{weights_path} lacks tensor {e} of layer {name!r}") from None
+        bias = state.get(f"{name}.bias") if info["bias"] else None
+        _set_child(skeleton, name, ShflBWLinear(w, bias))
+    missing, unexpected = [], []
+    try:
+        result = skeleton.load_state_dict(state, strict=False, assign=True)
+        missing, unexpected = result.missing_keys, result.unexpected_keys
+    except RuntimeError as e:
+        raise ValueError(f"the checkpoint does not fit the model: {e}") from None
+    if missing or unexpected:
+        raise ValueError(f"the checkpoint does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if device is not None:
+        skeleton.to(device)
+    return skeleton

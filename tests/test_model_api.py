@@ -1,0 +1,203 @@
+"""Model path on CPU: sparsify_ -> fine-tune -> compress_ -> save -> load, with every check on outputs."""
+
+import json
+import os
+
+import pytest
+import torch
+from torch import nn
+
+import shflbw
+from shflbw.testing import rel_error
+
+
+class TinyBlock(nn.Module):
+    """A transformer block written with plain nn.Linear layers (as HF models are)."""
+
+    def __init__(self, d=128, hidden=256):
+        super().__init__()
+        self.embed_proj = nn.Linear(16, d)  # excluded by the default '*embed*' pattern
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.fc1, self.fc2 = nn.Linear(d, hidden), nn.Linear(hidden, d)
+        self.head = nn.Linear(d, 3)
+
+    def forward(self, x):
+        h = self.embed_proj(x)
+        a = self.norm1(h)
+        att = torch.softmax(self.q(a) @ self.k(a).transpose(-1, -2) / a.shape[-1] ** 0.5, dim=-1) @ self.v(a)
+        h = h + self.o(att)
+        h = h + self.fc2(torch.nn.functional.gelu(self.fc1(self.norm2(h))))
+        return self.head(h.mean(dim=1))
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return TinyBlock()
+
+
+def test_end_to_end_transformer(tmp_path):
+    model = _model()
+    cfg = shflbw.ShflBWConfig(sparsity=0.75, vector=64, time_budget=5)
+    shflbw.sparsify_(model, cfg, progress=False)
+    masked = [n for n, m in model.named_modules() if shflbw.nn.convert.is_masked(m)]
+    assert sorted(masked) == ["fc1", "fc2", "k", "o", "q", "v"]  # embed_proj and head skipped by default
+
+    # a few fine-tuning steps: pruned weights stay pruned (the mask applies to forward and gradients)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x, y = torch.randn(8, 10, 16), torch.randint(0, 3, (8,))
+    losses = []
+    for _ in range(5):
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    assert float((model.fc1.weight == 0).float().mean()) >= 0.75
+
+    model.eval()
+    xe = torch.randn(4, 10, 16)
+    with torch.no_grad():
+        ref = model(xe)
+    shflbw.compress_(model)
+    assert isinstance(model.fc1, shflbw.ShflBWLinear) and "V=64" in repr(model.fc1) and "sparsity=75.0%" in repr(model.fc1)
+    with torch.no_grad():
+        assert rel_error(model(xe), ref) < 1e-5
+
+    out = tmp_path / "ckpt"
+    shflbw.save(model, str(out), config=cfg)
+    loaded = shflbw.load(str(out), _model(seed=1))  # other random weights: everything must come from the file
+    with torch.no_grad():
+        assert rel_error(loaded(xe), ref) < 1e-5
+    meta = json.loads((out / "shflbw.json").read_text())
+    assert shflbw.ShflBWConfig.from_json(json.dumps(meta["config"])) == cfg
+
+    # decompress_ goes back to masked mode with the same function
+    shflbw.decompress_(loaded)
+    with torch.no_grad():
+        assert rel_error(loaded(xe), ref) < 1e-5
+    assert shflbw.nn.convert.is_masked(loaded.fc1)
+
+
+def test_saved_size_reflects_sparsity(tmp_path):
+    class Wide(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(512, 512, bias=False), nn.Linear(512, 512, bias=False)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x)))
+
+    model = Wide()
+    dense_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    shflbw.sparsify_(model, shflbw.ShflBWConfig(sparsity=0.75, vector=64, time_budget=5), progress=False)
+    shflbw.compress_(model)
+    shflbw.save(model, str(tmp_path / "c"))
+    size = sum(f.stat().st_size for f in (tmp_path / "c").iterdir())
+    assert size / dense_bytes <= 0.30, size / dense_bytes
+
+
+def test_load_onto_meta_skeleton(tmp_path):
+    model = _model()
+    shflbw.sparsify_(model, shflbw.ShflBWConfig(sparsity=0.5, vector=32, time_budget=5), progress=False)
+    shflbw.compress_(model)
+    x = torch.randn(2, 5, 16)
+    with torch.no_grad():
+        ref = model(x)
+    shflbw.save(model, str(tmp_path / "m"))
+    with torch.device("meta"):
+        skeleton = _model()
+    loaded = shflbw.load(str(tmp_path / "m"), skeleton)
+    with torch.no_grad():
+        assert rel_error(loaded(x), ref) < 1e-5
+
+
+def test_activation_importance_needs_and_uses_calibration():
+    model = _model()
+    cfg = shflbw.ShflBWConfig(sparsity=0.5, vector=32, importance="activation", time_budget=5)
+    with pytest.raises(ValueError, match="calibration"):
+        shflbw.sparsify_(model, cfg, progress=False)
+    batches = [torch.randn(4, 10, 16) for _ in range(3)]
+    shflbw.sparsify_(model, cfg, calibration=batches, progress=False)
+    assert shflbw.nn.convert.is_masked(model.q)
+
+
+def test_gradual_schedule_reaches_final_sparsity():
+    model = _model()
+    cfg = shflbw.ShflBWConfig(sparsity=0.75, vector=32, time_budget=2)
+    sched = shflbw.CubicSparsitySchedule(cfg, total_steps=4, every=2)
+    seen = [sched.step(model) for _ in range(4)]
+    assert seen[0] is None and seen[1] is not None and seen[1] < 0.75 and seen[3] == pytest.approx(0.75)
+    assert float((model.fc1.weight == 0).float().mean()) == pytest.approx(0.75, abs=0.01)
+
+
+def test_config_json_round_trip_and_overrides():
+    cfg = shflbw.ShflBWConfig(sparsity=0.5, vector=32, overrides={"fc*": {"sparsity": 0.875, "vector": 64}})
+    back = shflbw.ShflBWConfig.from_json(cfg.to_json())
+    assert back == cfg
+    assert back.for_layer("fc1") == (0.875, 64) and back.for_layer("q") == (0.5, 32)
+
+
+# ---------------------------------------------------------------- bad input
+def test_bad_inputs(tmp_path):
+    with pytest.raises(ValueError, match="sparsity"):
+        shflbw.ShflBWConfig(sparsity=1.0)
+    with pytest.raises(ValueError, match="vector"):
+        shflbw.ShflBWConfig(vector=20)
+    with pytest.raises(ValueError, match="importance"):
+        shflbw.ShflBWConfig(importance="taylor")
+    with pytest.raises(ValueError, match="sparsity"):
+        shflbw.ShflBWConfig(overrides={"q": {"sparsity": 2.0}})
+    with pytest.raises(ValueError, match="unknown config keys"):
+        shflbw.ShflBWConfig.from_json('{"sparsty": 0.5}')
+    with pytest.raises(ValueError, match="selects no"):
+        shflbw.sparsify_(_model(), shflbw.ShflBWConfig(include=("decoder.*",)), progress=False)
+    with pytest.raises(ValueError, match="sparsify_"):
+        shflbw.compress_(_model())
+    masked = shflbw.sparsify_(_model(), shflbw.ShflBWConfig(vector=32, time_budget=2), progress=False)
+    with pytest.raises(ValueError, match="compress_"):
+        shflbw.save(masked, str(tmp_path / "x"))
+    with pytest.raises(FileNotFoundError, match="missing"):
+        shflbw.load(str(tmp_path / "nothing"), _model())
+
+    # a checkpoint of another architecture
+    shflbw.compress_(masked)
+    shflbw.save(masked, str(tmp_path / "ok"))
+
+    class Other(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q = nn.Linear(64, 64)
+
+    with pytest.raises(ValueError, match="another architecture|in the model but"):
+        shflbw.load(str(tmp_path / "ok"), Other())
+    # a corrupted weights file
+    with open(tmp_path / "ok" / "model.safetensors", "r+b") as f:
+        f.truncate(100)
+    with pytest.raises(ValueError, match="cannot be read"):
+        shflbw.load(str(tmp_path / "ok"), _model())
+
+
+def test_failed_save_keeps_the_previous_directory(tmp_path, monkeypatch):
+    model = shflbw.compress_(shflbw.sparsify_(_model(), shflbw.ShflBWConfig(vector=32, time_budget=2), progress=False))
+    shflbw.save(model, str(tmp_path / "c"))
+    before = (tmp_path / "c" / "model.safetensors").read_bytes()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("safetensors.torch.save_file", boom)
+    with pytest.raises(OSError, match="disk full"):
+        shflbw.save(model, str(tmp_path / "c"))
+    assert (tmp_path / "c" / "model.safetensors").read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["c"]
+
+
+def test_compressed_model_compiles_without_graph_breaks():
+    model = shflbw.compress_(shflbw.sparsify_(_model(), shflbw.ShflBWConfig(vector=32, time_budget=2), progress=False))
+    x = torch.randn(2, 5, 16)
+    with torch.no_grad():
+        ref = model(x)
+        out = torch.compile(model, fullgraph=True, backend="aot_eager")(x)
+    assert rel_error(out, ref) < 1e-6
