@@ -19,12 +19,34 @@ def _cmd_example(args: argparse.Namespace) -> int:
     return run_example(out=args.out, seed=args.seed)
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from shflbw.demo import run_demo
+
+    sparsities = tuple(float(v) for v in args.sparsity.split(","))
+    for s in sparsities:
+        if not 0 < s < 1:
+            raise SystemExit(f"--sparsity values must be in (0, 1), got {s}")
+    if args.vector <= 0 or args.vector % 16:
+        raise SystemExit(f"--vector must be a positive multiple of 16, got {args.vector}")
+    return run_demo(args.model, sparsities, args.vector, args.out)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shflbw", description="Shuffled block-wise sparsity for PyTorch.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("env", help="print versions, GPU and Triton availability (for bug reports)")
     p.set_defaults(func=_cmd_env)
+
+    p = sub.add_parser(
+        "demo",
+        help="the main job: prune all-MiniLM-L6-v2 with every pattern, evaluate, run it through shflbw's ops",
+    )
+    p.add_argument("--model", default=None, help="a Hugging Face model directory (default: the embedded all-MiniLM-L6-v2)")
+    p.add_argument("--sparsity", default="0.5,0.75", help="comma-separated sparsities (default: %(default)s)")
+    p.add_argument("--vector", type=int, default=64, help="V for the vector and Shfl-BW patterns (default: %(default)s)")
+    p.add_argument("--out", default="out/demo", help="directory for demo.json, demo.md, demo.png (default: %(default)s)")
+    p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser(
         "example",

@@ -1,0 +1,1 @@
+"""Evaluation of sentence-embedding models on the labelled data that ships with gensim."""

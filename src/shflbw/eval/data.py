@@ -1,0 +1,55 @@
+"""The offline evaluation sets (all inside the gensim wheel, read with gensim.test.utils.datapath)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def _path(name: str) -> str:
+    try:
+        from gensim.test.utils import datapath
+    except ImportError:
+        raise SystemExit("the demo needs gensim's test data: pip install 'shflbw[demo]'") from None
+    return datapath(name)
+
+
+def _lines(name: str) -> list[str]:
+    with open(_path(name), encoding="latin-1") as f:
+        return [line.rstrip("\n") for line in f]
+
+
+@dataclass(frozen=True)
+class EvalData:
+    lee_docs: list[str]  # 50 news documents
+    lee_sims: list[tuple[int, int, float]]  # (i, j, human similarity), i < j
+    polarity_text: list[str]  # 200 sentences
+    polarity_label: list[int]  # 1 = positive
+    wordsim: list[tuple[str, str, float]]
+    simlex: list[tuple[str, str, float]]
+    calibration: list[str]  # lee_background: disjoint from every evaluation text
+
+
+def _word_pairs(name: str) -> list[tuple[str, str, float]]:
+    out = []
+    for line in _lines(name):
+        if line.startswith("#") or not line.strip():
+            continue
+        a, b, score = line.split("\t")[:3]
+        out.append((a.lower(), b.lower(), float(score)))
+    return out
+
+
+def load_eval_data() -> EvalData:
+    docs = [d for d in _lines("lee.cor") if d.strip()]
+    sims = []
+    for i, row in enumerate(_lines("similarities0-1.txt")):
+        values = row.split()
+        for j in range(i + 1, len(values)):
+            sims.append((i, j, float(values[j])))
+    text, label = [], []
+    for line in _lines("pang_lee_polarity.cor"):
+        tag, _, sentence = line.partition(" ")
+        text.append(sentence.strip())
+        label.append(1 if tag == "__label__pos" else 0)
+    background = [d for d in _lines("lee_background.cor") if d.strip()]
+    return EvalData(docs, sims, text, label, _word_pairs("wordsim353.tsv"), _word_pairs("simlex999.txt"), background)

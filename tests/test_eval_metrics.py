@@ -1,0 +1,31 @@
+import numpy as np
+import pytest
+import torch
+
+from shflbw.eval.metrics import pearson, polarity_accuracy, spearman
+
+
+def test_spearman_handles_ties_and_monotone_maps():
+    a = [1.0, 2.0, 2.0, 3.0, 10.0]
+    assert spearman(a, [v**3 for v in a]) == pytest.approx(1.0)
+    assert spearman(a, [-v for v in a]) == pytest.approx(-1.0)
+    # ties get average ranks: ranks of a are 0, 1.5, 1.5, 3, 4
+    b = [0.0, 1.0, 2.0, 3.0, 4.0]
+    expect = np.corrcoef([0, 1.5, 1.5, 3, 4], b)[0, 1]
+    assert spearman(a, b) == pytest.approx(expect)
+
+
+def test_pearson():
+    assert pearson([1, 2, 3], [2, 4, 6.5]) == pytest.approx(np.corrcoef([1, 2, 3], [2, 4, 6.5])[0, 1])
+
+
+def test_polarity_accuracy_separable_and_random():
+    g = torch.Generator().manual_seed(0)
+    labels = [i % 2 for i in range(200)]
+    x = torch.randn(200, 8, generator=g)
+    x[:, 0] += 4 * (torch.tensor(labels, dtype=torch.float32) * 2 - 1)
+    acc, (lo, hi) = polarity_accuracy(torch.nn.functional.normalize(x, dim=1), labels)
+    assert acc > 0.95 and lo <= acc <= hi
+    noise = torch.randn(200, 8, generator=g)
+    acc_noise, _ = polarity_accuracy(noise, labels)
+    assert 0.3 < acc_noise < 0.7
