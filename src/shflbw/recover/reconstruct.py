@@ -1,0 +1,195 @@
+"""One-shot Shfl-BW pruning with weight reconstruction, layer by layer, from calibration inputs.
+
+For a layer y = x W^T, let X_p be its calibration inputs in the model pruned so far and X_d its
+inputs in the dense model (same tokens). The refit of the kept weights that best reproduces the
+*dense* model's outputs, min ||X_p,S W_new^T - X_d W^T||^2, is
+    W_g[:, S] = W_g C[:, S] (H_SS + lambda I)^-1,   H = X_p^T X_p,  C = X_d^T X_p,
+and since the V rows of a Shfl-BW group share one kept column set S, it is one damped
+|S| x |S| solve per group (not one per row, as for unstructured masks). Layers are processed in
+forward order, so each layer also corrects the error of the pruned layers before it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+from shflbw.config import ShflBWConfig
+from shflbw.nn.masked import selected_layers, set_mask
+from shflbw.prune import prune
+
+
+def reconstruct_group_lstsq(
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    perm: torch.Tensor,
+    vector: int,
+    hessian: torch.Tensor,
+    damp: float = 0.01,
+    cross: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The refit weight (M x K, zero outside ``mask``); ``cross`` = X_d^T X_p (default: H, same inputs)."""
+    w = weight.detach().double()
+    h = hessian.double()
+    lam = damp * float(h.diagonal().mean()) + 1e-12
+    out = torch.zeros_like(w)
+    m = w.shape[0]
+    rhs_all = w @ (h if cross is None else cross.double())  # [M, K]: row i of W C
+    for g in range(-(-m // vector)):
+        rows = perm[g * vector : (g + 1) * vector].long()
+        cols = torch.nonzero(mask[rows[0]]).flatten()
+        if cols.numel() == 0:
+            continue
+        h_ss = h[cols][:, cols] + lam * torch.eye(cols.numel(), dtype=h.dtype)
+        sol = torch.linalg.solve(h_ss, rhs_all[rows][:, cols].t()).t()  # [rows, |S|]
+        out[rows.unsqueeze(1), cols.unsqueeze(0)] = sol
+    return out.to(weight.dtype)
+
+
+@torch.no_grad()
+def _input_statistics(model, dense, batches, names, run) -> tuple[dict, dict]:
+    """Per layer: H = X_p^T X_p / n and C = X_d^T X_p / n (C only when a dense twin is given)."""
+    hs = {n: 0.0 for n in names}
+    cs = {n: 0.0 for n in names}
+    count = 0
+    captured: dict[str, torch.Tensor] = {}
+
+    def capture(store, name):
+        def hook(mod, args):
+            store[name] = args[0].detach().double().reshape(-1, args[0].shape[-1])
+
+        return hook
+
+    dense_inputs: dict[str, torch.Tensor] = {}
+    handles = [model.get_submodule(n).register_forward_pre_hook(capture(captured, n)) for n in names]
+    if dense is not None:
+        handles += [dense.get_submodule(n).register_forward_pre_hook(capture(dense_inputs, n)) for n in names]
+    try:
+        for b in batches:
+            run(model, b)
+            if dense is not None:
+                run(dense, b)
+            for n in names:
+                xp = captured[n]
+                hs[n] = hs[n] + xp.t() @ xp
+                if dense is not None:
+                    cs[n] = cs[n] + dense_inputs[n].t() @ xp
+            count += captured[names[0]].shape[0]
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: hs[n] / count for n in names}, ({n: cs[n] / count for n in names} if dense is not None else {})
+
+
+def _default_run(model, batch):
+    if isinstance(batch, dict):
+        return model(**batch)
+    if isinstance(batch, (tuple, list)):
+        return model(*batch)
+    return model(batch)
+
+
+def _stages(model: nn.Module, layers: dict[str, nn.Module], batch, run) -> list[list[str]]:
+    """Layers in the order their forward first runs, grouped when they share one input tensor."""
+    order: list[tuple[str, int]] = []
+
+    def hook_for(name):
+        def hook(mod, args):
+            order.append((name, id(args[0])))
+
+        return hook
+
+    handles = [mod.register_forward_pre_hook(hook_for(n)) for n, mod in layers.items()]
+    try:
+        with torch.no_grad():
+            run(model, batch)
+    finally:
+        for h in handles:
+            h.remove()
+    stages: list[list[str]] = []
+    seen, last_input = set(), None
+    for name, input_id in order:
+        if name in seen:
+            continue
+        seen.add(name)
+        if stages and input_id == last_input:
+            stages[-1].append(name)
+        else:
+            stages.append([name])
+        last_input = input_id
+    return stages
+
+
+def oneshot_prune_(
+    model: nn.Module,
+    config: ShflBWConfig,
+    calibration: Iterable,
+    run: Callable | None = None,
+    damp: float = 0.01,
+    reconstruct: bool = True,
+    progress: bool = True,
+    pattern: str = "shfl_bw",
+    target: str = "dense",
+) -> nn.Module:
+    """Prune the selected layers in forward order: activation-aware mask, then least-squares refit.
+
+    Afterwards the layers are in masked mode (``compress_`` packs them). ``pattern`` other than
+    "shfl_bw" (for comparisons) refits row by row, which is exact too but costs one solve per row.
+    ``target="dense"`` refits toward the dense model's outputs (a dense copy of the model is kept
+    while pruning); ``"layer"`` toward the layer's own dense output on the pruned inputs (SparseGPT's
+    target, no copy). Memory: two K x K statistics per layer of the current stage.
+    """
+    if target not in ("dense", "layer"):
+        raise ValueError(f"target must be 'dense' or 'layer', got {target!r}")
+    run = run or _default_run
+    batches = list(calibration)
+    if not batches:
+        raise ValueError("calibration data is empty")
+    layers = selected_layers(model, config)
+    dense = None
+    if reconstruct and target == "dense":
+        import copy
+
+        dense = copy.deepcopy(model)
+    stages = _stages(model, layers, batches[0], run)
+    missing = set(layers) - {n for s in stages for n in s}
+    if missing:
+        raise ValueError(f"calibration never reached these layers: {sorted(missing)[:5]}")
+    it = stages
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(stages, desc="shflbw: one-shot", unit="stage")
+    for stage in it:
+        hs, cs = _input_statistics(model, dense, batches, stage, run)
+        for name in stage:
+            mod = layers[name]
+            sparsity, vector = config.for_layer(name)
+            w = mod.weight.detach()
+            importance = (w.double() ** 2) * hs[name].diagonal()[None, :]  # (|W| * ||x||)^2, Wanda squared
+            r = prune(w, sparsity, vector, pattern, importance=importance.float(), balanced=config.balanced,
+                      time_budget=config.time_budget)
+            mask = r.mask.to(w.device)
+            if reconstruct:
+                if pattern in ("shfl_bw", "vector"):
+                    new = reconstruct_group_lstsq(w, mask, r.perm, vector, hs[name], damp, cs.get(name))
+                else:
+                    new = _rowwise_lstsq(w, mask, hs[name], damp, cs.get(name))
+                mod.weight.data.copy_(new)
+            set_mask(mod, mask, r.perm.to(w.device), vector)
+    return model
+
+
+def _rowwise_lstsq(weight, mask, hessian, damp: float, cross=None) -> torch.Tensor:
+    w = weight.detach().double()
+    h = hessian.double()
+    lam = damp * float(h.diagonal().mean()) + 1e-12
+    rhs = w @ (h if cross is None else cross.double())
+    out = torch.zeros_like(w)
+    for i in range(w.shape[0]):
+        cols = torch.nonzero(mask[i]).flatten()
+        if cols.numel():
+            out[i, cols] = torch.linalg.solve(h[cols][:, cols] + lam * torch.eye(cols.numel(), dtype=h.dtype), rhs[i, cols])
+    return out.to(weight.dtype)
