@@ -32,15 +32,15 @@ def _mlp(seed=0):
     return nn.Sequential(nn.Linear(64, 128), nn.GELU(), nn.Linear(128, 64))
 
 
-@pytest.mark.parametrize("target", ["dense", "layer"])
-def test_reconstruction_lowers_output_error(target):
+@pytest.mark.parametrize("target,score", [("dense", "wanda"), ("layer", "wanda"), ("dense", "obs")])
+def test_reconstruction_lowers_output_error(target, score):
     dense = _mlp()
     calib = [_correlated_inputs(256, 64, s) for s in range(4)]
     test_x = _correlated_inputs(512, 64, 99)
     cfg = shflbw.ShflBWConfig(sparsity=0.75, vector=16, include=("*",), exclude=(), time_budget=2)
     errors = {}
     for recon in (False, True):
-        m = oneshot_prune_(copy.deepcopy(dense), cfg, calib, reconstruct=recon, progress=False, target=target)
+        m = oneshot_prune_(copy.deepcopy(dense), cfg, calib, reconstruct=recon, progress=False, target=target, score=score)
         with torch.no_grad():
             errors[recon] = rel_error(m(test_x), dense(test_x))
         assert float((m[0].weight == 0).float().mean()) == pytest.approx(0.75, abs=0.01)
@@ -56,3 +56,5 @@ def test_bad_arguments():
         oneshot_prune_(_mlp(), cfg, [], progress=False)
     with pytest.raises(ValueError, match="target"):
         oneshot_prune_(_mlp(), cfg, [torch.randn(4, 64)], progress=False, target="teacher")
+    with pytest.raises(ValueError, match="score"):
+        oneshot_prune_(_mlp(), cfg, [torch.randn(4, 64)], progress=False, score="taylor")

@@ -53,3 +53,13 @@ def load_eval_data() -> EvalData:
         label.append(1 if tag == "__label__pos" else 0)
     background = [d for d in _lines("lee_background.cor") if d.strip()]
     return EvalData(docs, sims, text, label, _word_pairs("wordsim353.tsv"), _word_pairs("simlex999.txt"), background)
+
+
+def calibration_sentences(data: EvalData, n: int = 512, min_words: int = 4) -> list[str]:
+    """The first ``n`` sentences of lee_background (disjoint from the Lee, polarity and word sets)."""
+    import re
+
+    out = [s.strip() for doc in data.calibration for s in re.split(r"(?<=[.!?])\s+", doc) if len(s.split()) >= min_words]
+    if len(out) < n:
+        raise ValueError(f"lee_background holds only {len(out)} sentences of >= {min_words} words, asked for {n}")
+    return out[:n]

@@ -132,17 +132,21 @@ def oneshot_prune_(
     progress: bool = True,
     pattern: str = "shfl_bw",
     target: str = "dense",
+    score: str = "wanda",
 ) -> nn.Module:
     """Prune the selected layers in forward order: activation-aware mask, then least-squares refit.
 
     Afterwards the layers are in masked mode (``compress_`` packs them). ``pattern`` other than
     "shfl_bw" (for comparisons) refits row by row, which is exact too but costs one solve per row.
+    ``score``: "wanda" ranks weights by (|W| ||x||)^2, "obs" by w^2 / [H^-1]_jj.
     ``target="dense"`` refits toward the dense model's outputs (a dense copy of the model is kept
     while pruning); ``"layer"`` toward the layer's own dense output on the pruned inputs (SparseGPT's
     target, no copy). Memory: two K x K statistics per layer of the current stage.
     """
     if target not in ("dense", "layer"):
         raise ValueError(f"target must be 'dense' or 'layer', got {target!r}")
+    if score not in ("wanda", "obs"):
+        raise ValueError(f"score must be 'wanda' or 'obs', got {score!r}")
     run = run or _default_run
     batches = list(calibration)
     if not batches:
@@ -168,7 +172,13 @@ def oneshot_prune_(
             mod = layers[name]
             sparsity, vector = config.for_layer(name)
             w = mod.weight.detach()
-            importance = (w.double() ** 2) * hs[name].diagonal()[None, :]  # (|W| * ||x||)^2, Wanda squared
+            h = hs[name]
+            if score == "wanda":
+                importance = (w.double() ** 2) * h.diagonal()[None, :]  # (|W| * ||x||)^2, Wanda squared
+            else:  # OBS saliency w^2 / [H^-1]_jj: the output error of removing one weight alone
+                lam = damp * float(h.diagonal().mean()) + 1e-12
+                hinv = torch.linalg.inv(h + lam * torch.eye(h.shape[0], dtype=h.dtype))
+                importance = (w.double() ** 2) / hinv.diagonal()[None, :]
             r = prune(w, sparsity, vector, pattern, importance=importance.float(), balanced=config.balanced,
                       time_budget=config.time_budget)
             mask = r.mask.to(w.device)

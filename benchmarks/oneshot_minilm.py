@@ -1,0 +1,64 @@
+"""One-shot pruning of all-MiniLM-L6-v2 with reconstruction, evaluated on the gensim sets (CPU).
+
+    pip install -e ".[demo]" && python benchmarks/oneshot_minilm.py --sparsity 0.75 [--pattern shfl_bw]
+        [--score wanda|obs] [--target dense|layer] [--no-reconstruct] [--out result.json]
+
+Calibration: 512 sentences of lee_background (disjoint from every evaluation text).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src"))
+
+
+def main() -> int:
+    import shflbw
+    from shflbw.demo import load_minilm
+    from shflbw.eval.data import calibration_sentences, load_eval_data
+    from shflbw.eval.metrics import evaluate
+    from shflbw.recover import oneshot_prune_
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sparsity", type=float, default=0.75)
+    ap.add_argument("--vector", type=int, default=64)
+    ap.add_argument("--pattern", default="shfl_bw")
+    ap.add_argument("--score", default="wanda", choices=["wanda", "obs"])
+    ap.add_argument("--target", default="dense", choices=["dense", "layer"])
+    ap.add_argument("--damp", type=float, default=0.01)
+    ap.add_argument("--calibration", type=int, default=512)
+    ap.add_argument("--no-reconstruct", action="store_true")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+
+    model, tok = load_minilm()
+    data = load_eval_data()
+    sents = calibration_sentences(data, args.calibration)
+    batches = [dict(tok(sents[i : i + 64], padding=True, truncation=True, max_length=128, return_tensors="pt"))
+               for i in range(0, len(sents), 64)]
+    dense = evaluate(model, tok, data)
+    ref = dense.pop("lee_embeddings")
+    cfg = shflbw.ShflBWConfig(sparsity=args.sparsity, vector=args.vector, include=("encoder.*",), exclude=())
+    pruned = copy.deepcopy(model)
+    t0 = time.monotonic()
+    oneshot_prune_(pruned, cfg, batches, reconstruct=not args.no_reconstruct, pattern=args.pattern, score=args.score,
+                   target=args.target, damp=args.damp)
+    seconds = time.monotonic() - t0
+    r = evaluate(pruned, tok, data, reference=ref)
+    r.pop("lee_embeddings")
+    row = {**vars(args), "seconds": seconds, **r}
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(row, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
