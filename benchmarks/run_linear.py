@@ -20,7 +20,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.cases import LinearCase, suite  # noqa: E402
-from benchmarks.timing import gated, median_us  # noqa: E402
+from benchmarks.timing import format_row, gated, median_us  # noqa: E402
 from shflbw import ShflBWMatrix  # noqa: E402
 from shflbw.kernels.configs import DECODE_MAX_TOKENS  # noqa: E402
 from shflbw.kernels.linear import linear_fwd  # noqa: E402
@@ -184,9 +184,7 @@ def main() -> int:
                 c = LinearCase(case.out_features, case.in_features, case.tokens, case.sparsity, v, dt)
                 for r in run_case(c, args.sweep):
                     result["rows"].append(r)
-                    us = f"{r['us']:9.1f}" if r.get("us") else "        -"
-                    sp = f"{r['speedup']:5.2f}x" if r.get("speedup") else "     -"
-                    print(f"{c.name:42s} {r['variant']:24s} {us} us {sp} {r['status']}", flush=True)
+                    print(format_row(c.name, r), flush=True)
                 with open(args.out, "w") as f:
                     json.dump(result, f, indent=1)
     return 0

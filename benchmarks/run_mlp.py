@@ -20,7 +20,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.run_linear import stamp  # noqa: E402
-from benchmarks.timing import gated  # noqa: E402
+from benchmarks.timing import format_row, gated  # noqa: E402
 from shflbw import PackedMLP, ShflBWMatrix, mlp  # noqa: E402
 from shflbw.testing import random_shflbw_mask  # noqa: E402
 
@@ -63,9 +63,7 @@ def main() -> int:
         for r in rows:
             r.update(case=name, speedup=base / r["us"] if r["us"] else None)
             result["rows"].append(r)
-            us = f"{r['us']:9.1f}" if r["us"] else "        -"
-            sp = f"{r['speedup']:5.2f}x" if r["speedup"] else "     -"
-            print(f"{name:36s} {r['variant']:16s} {us} us {sp} {r['status']}", flush=True)
+            print(format_row(name, r), flush=True)
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)
     return 0

@@ -43,3 +43,10 @@ def gated(name: str, fn, ref: torch.Tensor, dtype: torch.dtype, graph: bool = Fa
     if not err < GATE[dtype]:
         return {"variant": name, "error": err, "us": None, "status": "WRONG"}
     return {"variant": name, "error": err, "us": median_us(fn, graph=graph), "status": "ok"}
+
+
+def format_row(case: str, r: dict) -> str:
+    """One printed line per gated result: case, variant, median time, speedup, status."""
+    us = f"{r['us']:9.1f}" if r.get("us") else "        -"
+    sp = f"{r['speedup']:5.2f}x" if r.get("speedup") else "     -"
+    return f"{case:42s} {r['variant']:24s} {us} us {sp} {r['status']}"
