@@ -113,6 +113,21 @@ def test_load_onto_meta_skeleton(tmp_path):
         assert rel_error(loaded(x), ref) < 1e-5
 
 
+def test_meta_skeleton_with_non_persistent_buffer_is_refused(tmp_path):
+    class WithBuffer(TinyBlock):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("scale", torch.ones(1), persistent=False)
+
+    torch.manual_seed(0)
+    model = shflbw.compress_(shflbw.sparsify_(WithBuffer(), shflbw.ShflBWConfig(vector=32, time_budget=2), progress=False))
+    shflbw.save(model, str(tmp_path / "m"))
+    with torch.device("meta"):
+        skeleton = WithBuffer()
+    with pytest.raises(ValueError, match=r"still on the meta device: \['scale'\]"):
+        shflbw.load(str(tmp_path / "m"), skeleton)
+
+
 def test_activation_importance_needs_and_uses_calibration():
     model = _model()
     cfg = shflbw.ShflBWConfig(sparsity=0.5, vector=32, importance="activation", time_budget=5)

@@ -31,6 +31,28 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.model, sparsities, args.vector, args.out)
 
 
+def _cmd_prune(args: argparse.Namespace) -> int:
+    from shflbw.prune_checkpoint import prune_checkpoint
+
+    return prune_checkpoint(args.checkpoint, args.config, args.output)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import os
+    import subprocess
+
+    import torch
+
+    if not torch.cuda.is_available():
+        print("shflbw bench times GPU kernels and needs a CUDA GPU; none was found", file=sys.stderr)
+        return 2
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "run_linear.py")
+    if not os.path.isfile(script):
+        print("shflbw bench runs benchmarks/run_linear.py from a source checkout (pip install -e .)", file=sys.stderr)
+        return 2
+    return subprocess.call([sys.executable, script, "--suite", args.suite, "--out", args.out])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shflbw", description="Shuffled block-wise sparsity for PyTorch.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -47,6 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vector", type=int, default=64, help="V for the vector and Shfl-BW patterns (default: %(default)s)")
     p.add_argument("--out", default="out/demo", help="directory for demo.json, demo.md, demo.png (default: %(default)s)")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("prune", help="prune a Hugging Face model directory and save it compressed, with a report")
+    p.add_argument("checkpoint", help="a Hugging Face model directory (with config.json)")
+    p.add_argument("--config", default=None, help="ShflBWConfig as JSON (default: 75 %%, V = 64)")
+    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.set_defaults(func=_cmd_prune)
+
+    p = sub.add_parser("bench", help="run the Linear kernel benchmarks against cuBLAS (needs a GPU)")
+    p.add_argument("--suite", default="quick", help="quick, decode, prefill or linear (default: %(default)s)")
+    p.add_argument("--out", default="bench_linear.json", help="JSON output (default: %(default)s)")
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser(
         "example",

@@ -110,6 +110,14 @@ def load(directory: str, skeleton: nn.Module, device: torch.device | str | None 
         raise ValueError(f"the checkpoint does not fit the model: {e}") from None
     if missing or unexpected:
         raise ValueError(f"the checkpoint does not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    # Non-persistent buffers (a Hugging Face model's position_ids, say) are in no state dict: on a
+    # meta skeleton they would stay unmaterialised and the model would compute garbage (NaN, seen).
+    left = [n for n, t in list(skeleton.named_parameters()) + list(skeleton.named_buffers()) if t.is_meta]
+    if left:
+        raise ValueError(
+            f"these tensors are not stored in checkpoints and are still on the meta device: {left[:5]}; "
+            "build the skeleton on a real device (or materialise them) before loading"
+        )
     if device is not None:
         skeleton.to(device)
     return skeleton
