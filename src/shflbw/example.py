@@ -24,7 +24,7 @@ def run_example(out: str = "out/example", seed: int = 0) -> int:
     print(f"layer {m} x {k}, Shfl-BW V={vector}, sparsity {sparsity:.0%}, device {device}")
 
     t0 = time.monotonic()
-    results = {p: prune(weight, sparsity, vector, p) for p in ("unstructured", "vector", "shfl_bw")}
+    results = {p: prune(weight, sparsity, vector, p, time_budget=10) for p in ("unstructured", "vector", "shfl_bw")}
     for name, r in results.items():
         print(f"  prune {name:13s} kept importance {r.kept_importance:.3f}")
     r = results["shfl_bw"]
