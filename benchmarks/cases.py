@@ -37,8 +37,11 @@ def suite(name: str) -> list[LinearCase]:
     if name == "decode":  # weight-bound token counts, timed as CUDA-graph replays
         shapes = [(4096, 4096), (11008, 4096), (4096, 11008), (14336, 4096), (3072, 768)]
         return [LinearCase(m, k, t, s) for (m, k), t, s in itertools.product(shapes, [1, 16], [0.5, 0.75, 0.875])]
+    if name == "bert-large":  # BERT-large's Linear shapes at the end-to-end benchmark's 256 x 128 tokens
+        shapes = [(1024, 1024), (4096, 1024), (1024, 4096)]
+        return [LinearCase(m, k, t, 0.75) for (m, k), t in itertools.product(shapes, [32768, 4096])]
     if name == "prefill":  # the quick shapes at T >= 128 only
         return [c for c in suite("quick") if c.tokens >= 128]
     if name == "linear":  # the full registry of issue 5, bf16 and V = 64 (V and dtype sweeps: see --vectors/--dtypes)
         return [LinearCase(m, k, t, s) for (m, k), t, s in itertools.product(LAYERS, TOKENS, SPARSITIES)]
-    raise ValueError(f"unknown suite {name!r}: quick, decode, prefill, linear")
+    raise ValueError(f"unknown suite {name!r}: quick, decode, bert-large, prefill, linear")
