@@ -25,6 +25,7 @@ from shflbw import ShflBWMatrix  # noqa: E402
 from shflbw.kernels.configs import DECODE_MAX_TOKENS  # noqa: E402
 from shflbw.kernels.linear import linear_fwd  # noqa: E402
 from shflbw.kernels.configs import spmm_config  # noqa: E402
+from shflbw.kernels.decode import DecodeConfig  # noqa: E402
 from shflbw.kernels.spmm import SpmmConfig, launch_spmm, spmm_fwd  # noqa: E402
 from shflbw.kernels.transpose import transpose  # noqa: E402
 from shflbw.testing import random_shflbw_mask  # noqa: E402
@@ -90,9 +91,10 @@ def run_case(case: LinearCase, sweep: bool) -> list[dict]:
     rows.append(gated("shflbw", lambda: linear_fwd(x, *args), ref, dtype, graph))
     if case.tokens <= DECODE_MAX_TOKENS:
         for vs, splits, bk, nw in DECODE_SWEEP if sweep else ():
-            cfg = SpmmConfig(0, bk, nw, 1)
+            dcfg = DecodeConfig(bk, nw)
             name = f"decode-r{vs}s{splits}k{bk}w{nw}"
-            rows.append(gated(name, lambda: linear_fwd(x, *args, path="decode", splits=splits, row_slice=vs, config=cfg), ref, dtype, graph))
+            rows.append(gated(name, lambda: linear_fwd(x, *args, path="decode", splits=splits, row_slice=vs, decode_config=dcfg),
+                              ref, dtype, graph))
     else:
         rows.append(gated("transpose-scatter", lambda: linear_fwd(x, *args, path="transpose"), ref, dtype))
         for cfg in SWEEP_CONFIGS if sweep else ():
@@ -102,7 +104,7 @@ def run_case(case: LinearCase, sweep: bool) -> list[dict]:
         xt = x.t().contiguous()
         rows.append(gated("spmm-feature-major", lambda: spmm_fwd(w.values, w.col_idx, w.group_ptr, w.perm, xt, m), ref.t(), dtype))
         if case.tokens <= 512:  # the weight-bound kernel with a larger token tile
-            rows.append(gated("decode-path", lambda: linear_fwd(x, *args, path="decode", config=SpmmConfig(0, 64, 8, 1)), ref, dtype))
+            rows.append(gated("decode-path", lambda: linear_fwd(x, *args, path="decode", decode_config=DecodeConfig(64, 8)), ref, dtype))
         # What folding the permutation into the consumer would give: transpose + kernel, group-order output.
         padded = w.num_groups * w.vector
         ref_g = torch.zeros(case.tokens, padded, device="cuda")

@@ -11,6 +11,7 @@ from conftest import KERNEL_TOLERANCE
 
 triton = pytest.importorskip("triton")
 
+from shflbw.kernels.decode import DecodeConfig  # noqa: E402
 from shflbw.kernels.linear import linear_fwd  # noqa: E402
 from shflbw.kernels.spmm import SpmmConfig, spmm_fwd  # noqa: E402
 from shflbw.kernels.transpose import transpose  # noqa: E402
@@ -19,6 +20,7 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 # Small tiles keep the interpreter fast; they still cover tails in every dimension.
 SMALL = SpmmConfig(block_n=16, block_k=16, num_warps=4, num_stages=1)
+SMALL_DECODE = DecodeConfig(block_k=16)
 
 # (M, K, T, V, density, empty groups): T not a power of two, M not a multiple of V, odd K,
 # sparsity 0 and near 1, an empty group.
@@ -55,7 +57,7 @@ def test_linear_kernels_match_reference(case, dtype, path, splits, row_slice, na
     x = torch.randn(t, k, device=DEVICE).to(dtype)
     bias = torch.randn(m, device=DEVICE).to(dtype)
     y = linear_fwd(x, w.values, w.col_idx, w.group_ptr, w.perm, bias, m, path=path, splits=splits, config=SMALL,
-                   row_slice=row_slice)
+                   decode_config=SMALL_DECODE, row_slice=row_slice)
     ref = F.linear(x.double(), (weight * mask).double(), bias.double())
     assert y.shape == (t, m) and y.dtype == dtype
     assert rel_error(y, ref) < KERNEL_TOLERANCE[dtype]

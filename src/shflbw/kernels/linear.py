@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from shflbw.kernels.configs import DECODE_MAX_TOKENS, ROUNDTRIP_MIN_TOKENS, decode_plan, sm_count, spmm_config
-from shflbw.kernels.decode import linear_decode
+from shflbw.kernels.decode import DecodeConfig, linear_decode
 from shflbw.kernels.spmm import SpmmConfig, launch_spmm
 from shflbw.kernels.transpose import transpose
 
@@ -37,11 +37,12 @@ def linear_fwd(
     *,
     path: str | None = None,
     config: SpmmConfig | None = None,
+    decode_config: DecodeConfig | None = None,
     splits: int | None = None,
     row_slice: int | None = None,
 ) -> torch.Tensor:
-    """y = x @ W^T (+ bias); ``path`` ('decode' | 'roundtrip' | 'transpose') and ``config`` / ``splits`` /
-    ``row_slice`` fix the choice (tests, benchmarks)."""
+    """y = x @ W^T (+ bias); ``path`` ('decode' | 'roundtrip' | 'transpose'), ``config`` (SpmmConfig),
+    ``decode_config``, ``splits`` and ``row_slice`` fix the choice (tests, benchmarks)."""
     k = x.shape[-1]
     x2 = x.reshape(-1, k)
     t = x2.shape[0]
@@ -53,11 +54,9 @@ def linear_fwd(
         if x2.stride(-1) != 1:
             x2 = x2.contiguous()
         plan_slice, plan_splits = decode_plan(group_ptr.numel() - 1, values.shape[1], k, sm_count(x.device))
-        # BK 128 beat 64 in the decode sweep (4096^2, T = 1, 75 %: 1.38x vs 1.20x with 4 splits).
-        extra = {"block_k": 128} if config is None else {"block_k": config.block_k, "num_warps": config.num_warps}
         out = linear_decode(
             x2, values, col_idx, group_ptr, perm, bias, out_features, splits or plan_splits,
-            row_slice=row_slice or plan_slice, **extra,
+            config=decode_config or DecodeConfig(), row_slice=row_slice or plan_slice,
         )
     elif path in ("roundtrip", "transpose"):
         xt = transpose(x2)  # [K, T]
