@@ -185,7 +185,7 @@ def test_bad_inputs(tmp_path):
             super().__init__()
             self.q = nn.Linear(64, 64)
 
-    with pytest.raises(ValueError, match="another architecture|in the model but"):
+    with pytest.raises(ValueError, match="another architecture"):
         shflbw.load(str(tmp_path / "ok"), Other())
     # a corrupted weights file
     with open(tmp_path / "ok" / "model.safetensors", "r+b") as f:
@@ -216,3 +216,51 @@ def test_compressed_model_compiles_without_graph_breaks():
         ref = model(x)
         out = torch.compile(model, fullgraph=True, backend="aot_eager")(x)
     assert rel_error(out, ref) < 1e-6
+
+
+class TinyCNN(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 32, 3, padding="same", dilation=2)
+        self.conv3 = nn.Conv2d(32, 64, 1, stride=2)
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.conv1(x))
+        h = torch.relu(self.conv2(h))
+        h = torch.relu(self.conv3(h))
+        return self.head(h.mean(dim=(2, 3)))
+
+
+def test_end_to_end_cnn(tmp_path):
+    torch.manual_seed(0)
+    model = TinyCNN()
+    cfg = shflbw.ShflBWConfig(sparsity=0.75, vector=16, time_budget=2)
+    shflbw.sparsify_(model, cfg, progress=False)
+    assert shflbw.nn.convert.is_masked(model.conv2) and not shflbw.nn.convert.is_masked(model.head)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    x, y = torch.randn(8, 3, 12, 12), torch.randint(0, 10, (8,))
+    for _ in range(3):
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float((model.conv2.weight == 0).float().mean()) == pytest.approx(0.75, abs=0.02)
+    model.eval()
+    xe = torch.randn(2, 3, 12, 12).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        ref = model(xe)
+    shflbw.compress_(model)
+    assert isinstance(model.conv2, shflbw.ShflBWConv2d) and "V=16" in repr(model.conv2)
+    with torch.no_grad():
+        assert rel_error(model(xe), ref) < 1e-5
+    shflbw.save(model, str(tmp_path / "cnn"))
+    torch.manual_seed(1)
+    loaded = shflbw.load(str(tmp_path / "cnn"), TinyCNN())
+    with torch.no_grad():
+        assert rel_error(loaded(xe), ref) < 1e-5
+    shflbw.decompress_(loaded)
+    assert isinstance(loaded.conv2, nn.Conv2d) and shflbw.nn.convert.is_masked(loaded.conv2)
+    with torch.no_grad():
+        assert rel_error(loaded(xe), ref) < 1e-5

@@ -6,8 +6,8 @@ tensor cores.
 
 from shflbw.config import LayerOverride, ShflBWConfig
 from shflbw.format import ShflBWMatrix
-from shflbw.nn import CubicSparsitySchedule, ShflBWLinear, compress_, decompress_, load, save, sparsify_
-from shflbw.ops import PackedMLP, linear, mlp, spmm
+from shflbw.nn import CubicSparsitySchedule, ShflBWConv2d, ShflBWLinear, compress_, decompress_, load, save, sparsify_
+from shflbw.ops import PackedMLP, conv2d, linear, mlp, spmm
 from shflbw.prune import PruneResult, prune
 
 __version__ = "0.1.0.dev0"
@@ -18,10 +18,12 @@ __all__ = [
     "PackedMLP",
     "PruneResult",
     "ShflBWConfig",
+    "ShflBWConv2d",
     "ShflBWLinear",
     "ShflBWMatrix",
     "__version__",
     "compress_",
+    "conv2d",
     "decompress_",
     "linear",
     "load",

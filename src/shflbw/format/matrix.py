@@ -73,6 +73,7 @@ class ShflBWMatrix:
         col_idx: torch.Tensor,
         values: torch.Tensor,
         *,
+        kernel: tuple[int, int, int] | None = None,
         validate: bool = True,
     ) -> None:
         self.shape = (int(shape[0]), int(shape[1])) if len(shape) == 2 else tuple(shape)
@@ -81,6 +82,8 @@ class ShflBWMatrix:
         self.group_ptr = group_ptr
         self.col_idx = col_idx
         self.values = values
+        # Conv2d weights: (Cin, R, S) with K = Cin*R*S, the order of weight.flatten(1) and F.unfold.
+        self.kernel = None if kernel is None else tuple(int(v) for v in kernel)
         # Host copy of the group pointers: the reference path and launch heuristics read them
         # without a device sync on every call.
         self._group_ptr_host: list[int] | None = None
@@ -146,6 +149,8 @@ class ShflBWMatrix:
             raise ValueError(f"shape must be two non-negative ints (M, K), got {self.shape}")
         m, k = self.shape
         _check_vector(self.vector)
+        if self.kernel is not None and (len(self.kernel) != 3 or math.prod(self.kernel) != k or min(self.kernel) < 1):
+            raise ValueError(f"kernel (Cin, R, S) = {self.kernel} does not multiply to K = {k}")
         tensors = {"perm": self.perm, "group_ptr": self.group_ptr, "col_idx": self.col_idx, "values": self.values}
         for name, t in tensors.items():
             if not isinstance(t, torch.Tensor):
@@ -223,8 +228,14 @@ class ShflBWMatrix:
         vector = _check_vector(vector)
         if not isinstance(weight, torch.Tensor) or not isinstance(mask, torch.Tensor):
             raise TypeError("weight and mask must be torch.Tensors")
+        kernel = None
+        if weight.dim() == 4:  # Conv2d (Cout, Cin, R, S): pruned as Cout x Cin*R*S
+            kernel = tuple(weight.shape[1:])
+            if mask.shape == weight.shape:
+                mask = mask.flatten(1)
+            weight = weight.flatten(1)
         if weight.dim() != 2:
-            raise ValueError(f"weight must be 2-D (M x K), got shape {tuple(weight.shape)}; flatten Conv2d weights first")
+            raise ValueError(f"weight must be 2-D (M x K) or a 4-D Conv2d weight, got shape {tuple(weight.shape)}")
         if weight.dtype not in FLOAT_DTYPES:
             raise TypeError(f"weight must be float32, float16 or bfloat16, got {weight.dtype}")
         if mask.shape != weight.shape:
@@ -274,10 +285,11 @@ class ShflBWMatrix:
             group_ptr.to(INDEX_DTYPE),
             col.to(INDEX_DTYPE),
             values.contiguous(),
+            kernel=kernel,
         )
 
     def to_dense(self) -> torch.Tensor:
-        """The masked weight, M x K in the original row order, bit-exact."""
+        """The masked weight in the original row order, bit-exact: M x K, or (Cout, Cin, R, S) for Conv2d."""
         m, k = self.shape
         g_count, v = self.num_groups, self.vector
         device = self.device
@@ -288,7 +300,7 @@ class ShflBWMatrix:
         wp = panels.permute(0, 2, 1).reshape(g_count * v, k)
         out = torch.empty(m, k, dtype=self.dtype, device=device)
         out[self.perm.long()] = wp[:m]
-        return out
+        return out if self.kernel is None else out.view(m, *self.kernel)
 
     def mask(self) -> torch.Tensor:
         """The boolean M x K mask (original row order) this matrix was packed with."""
@@ -315,6 +327,7 @@ class ShflBWMatrix:
             self.group_ptr.to(device) if device is not None else self.group_ptr,
             self.col_idx.to(device) if device is not None else self.col_idx,
             self.values.to(device=device, dtype=dtype),
+            kernel=self.kernel,
             validate=False,
         )
         out._group_ptr_host = self._group_ptr_host
@@ -346,7 +359,8 @@ class ShflBWMatrix:
     def __repr__(self) -> str:
         m, k = self.shape
         return (
-            f"ShflBWMatrix(shape=({m}, {k}), V={self.vector}, groups={self.num_groups}, "
+            f"ShflBWMatrix(shape=({m}, {k}), {'' if self.kernel is None else f'kernel={self.kernel}, '}"
+            f"V={self.vector}, groups={self.num_groups}, "
             f"sparsity={self.sparsity:.1%}, dtype={str(self.dtype).replace('torch.', '')}, "
             f"device={self.device}, nbytes={self.nbytes})"
         )

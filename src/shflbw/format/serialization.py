@@ -35,7 +35,8 @@ def matrix_metadata(w: ShflBWMatrix, tensors: dict[str, torch.Tensor]) -> dict[s
     return {
         "format": ShflBWMatrix.FORMAT_NAME,
         "version": str(ShflBWMatrix.FORMAT_VERSION),
-        "header": json.dumps({"shape": list(w.shape), "vector": w.vector, "sha256": _digest(tensors)}),
+        "header": json.dumps({"shape": list(w.shape), "vector": w.vector, "sha256": _digest(tensors),
+                              "kernel": None if w.kernel is None else list(w.kernel)}),
     }
 
 
@@ -53,6 +54,8 @@ def matrix_from_parts(tensors: dict[str, torch.Tensor], metadata: dict[str, str]
         shape = tuple(int(s) for s in header["shape"])
         vector = int(header["vector"])
         digest = str(header["sha256"])
+        kernel = header.get("kernel")  # optional: Conv2d weights (absent in files of plain matrices)
+        kernel = None if kernel is None else tuple(int(v) for v in kernel)
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{source}: malformed shflbw header ({e})") from None
     missing = [n for n in _TENSOR_NAMES if n not in tensors]
@@ -60,7 +63,7 @@ def matrix_from_parts(tensors: dict[str, torch.Tensor], metadata: dict[str, str]
         raise ValueError(f"{source}: missing tensors {missing}")
     if _digest(tensors) != digest:
         raise ValueError(f"{source}: checksum mismatch, the file is corrupted")
-    return ShflBWMatrix(shape, vector, *(tensors[n] for n in _TENSOR_NAMES))
+    return ShflBWMatrix(shape, vector, *(tensors[n] for n in _TENSOR_NAMES), kernel=kernel)
 
 
 def atomic_write(path: str, write) -> None:

@@ -1,8 +1,9 @@
 """Modules and model surgery: masked mode, packed layers, conversion, save / load."""
 
+from shflbw.nn.conv2d import ShflBWConv2d
 from shflbw.nn.convert import compress_, decompress_
 from shflbw.nn.linear import ShflBWLinear
 from shflbw.nn.masked import CubicSparsitySchedule, ShflBWMask, sparsify_
 from shflbw.nn.serialization import load, save
 
-__all__ = ["CubicSparsitySchedule", "ShflBWLinear", "ShflBWMask", "compress_", "decompress_", "load", "save", "sparsify_"]
+__all__ = ["CubicSparsitySchedule", "ShflBWConv2d", "ShflBWLinear", "ShflBWMask", "compress_", "decompress_", "load", "save", "sparsify_"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import nn
 from torch.nn.utils import parametrize
 
+from shflbw.nn.conv2d import ShflBWConv2d
 from shflbw.nn.linear import ShflBWLinear
 from shflbw.nn.masked import mask_of, set_mask
 
@@ -16,24 +17,25 @@ def _set_child(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def compress_(model: nn.Module) -> nn.Module:
-    """Replace every masked nn.Linear (see ``sparsify_``) by a ShflBWLinear running the packed op."""
-    masked = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear) and mask_of(m) is not None]
+    """Replace every masked nn.Linear / nn.Conv2d (see ``sparsify_``) by ShflBWLinear / ShflBWConv2d."""
+    masked = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and mask_of(m) is not None]
     if not masked:
         raise ValueError("no masked layer found: call shflbw.sparsify_(model, config) first")
     for name, mod in masked:
         p = mask_of(mod)
-        _set_child(model, name, ShflBWLinear.from_linear(mod, p.mask, p.perm, p.vector))
+        packed_cls = ShflBWConv2d.from_conv if isinstance(mod, nn.Conv2d) else ShflBWLinear.from_linear
+        _set_child(model, name, packed_cls(mod, p.mask, p.perm, p.vector))
     return model
 
 
 def decompress_(model: nn.Module) -> nn.Module:
-    """Replace every ShflBWLinear by an nn.Linear in masked mode (mask and permutation kept)."""
-    packed = [(n, m) for n, m in model.named_modules() if isinstance(m, ShflBWLinear)]
+    """Replace every ShflBWLinear / ShflBWConv2d by its dense layer in masked mode (mask and permutation kept)."""
+    packed = [(n, m) for n, m in model.named_modules() if isinstance(m, (ShflBWLinear, ShflBWConv2d))]
     for name, mod in packed:
-        lin = mod.to_linear()
+        dense = mod.to_conv() if isinstance(mod, ShflBWConv2d) else mod.to_linear()
         w = mod.matrix()
-        set_mask(lin, w.mask(), w.perm.long(), w.vector)
-        _set_child(model, name, lin)
+        set_mask(dense, w.mask().reshape(dense.weight.shape), w.perm.long(), w.vector)
+        _set_child(model, name, dense)
     return model
 
 

@@ -59,18 +59,24 @@ def set_mask(module: nn.Module, mask: torch.Tensor, perm: torch.Tensor, vector: 
 
 
 def selected_layers(model: nn.Module, config: ShflBWConfig, filter_fn: Callable | None = None) -> dict[str, nn.Module]:
-    # TODO(#6): nn.Conv2d once ShflBWConv2d exists.
     chosen = {
         name: mod
         for name, mod in model.named_modules()
-        if isinstance(mod, nn.Linear) and config.selects(name) and (filter_fn is None or filter_fn(mod, name))
+        if prunable(mod) and config.selects(name) and (filter_fn is None or filter_fn(mod, name))
     }
     if not chosen:
         raise ValueError(
-            f"the config selects no nn.Linear layer (include={config.include}, exclude={config.exclude}); "
-            f"layer names look like {[n for n, m in model.named_modules() if isinstance(m, nn.Linear)][:3]}"
+            f"the config selects no nn.Linear / nn.Conv2d layer (include={config.include}, exclude={config.exclude}); "
+            f"layer names look like {[n for n, m in model.named_modules() if prunable(m)][:3]}"
         )
     return chosen
+
+
+def prunable(mod: nn.Module) -> bool:
+    """nn.Linear, and nn.Conv2d with groups = 1 and zero padding (what ShflBWConv2d runs)."""
+    if isinstance(mod, nn.Conv2d):
+        return mod.groups == 1 and mod.padding_mode == "zeros"
+    return isinstance(mod, nn.Linear)
 
 
 def sparsify_(
@@ -107,10 +113,15 @@ def sparsify_(
             if sparsity is not None:
                 layer_sparsity = sparsity
             weight = dense_weight(mod)
-            importance = None if norms is None else activation_importance(weight, norms[name])
-            r = prune(weight, layer_sparsity, vector, importance=importance, balanced=config.balanced,
+            flat = weight.flatten(1)  # Conv2d: Cout x Cin*R*S, the order F.unfold gathers
+            importance = None
+            if norms is not None:
+                if isinstance(mod, nn.Conv2d):  # TODO(#6): per-(c, r, s) norms from unfolded inputs
+                    raise ValueError(f"importance='activation' is not supported for Conv2d layers yet ({name})")
+                importance = activation_importance(flat, norms[name])
+            r = prune(flat, layer_sparsity, vector, importance=importance, balanced=config.balanced,
                       time_budget=config.time_budget)
-            set_mask(mod, r.mask.to(weight.device), r.perm.to(weight.device), vector)
+            set_mask(mod, r.mask.reshape(weight.shape).to(weight.device), r.perm.to(weight.device), vector)
     return model
 
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from shflbw.config import ShflBWConfig
 from shflbw.format.matrix import ShflBWMatrix
+from shflbw.nn.conv2d import ShflBWConv2d
 from shflbw.nn.convert import _set_child
 from shflbw.nn.linear import ShflBWLinear
 from shflbw.nn.masked import mask_of
@@ -31,16 +32,20 @@ META = "shflbw.json"
 def save(model: nn.Module, directory: str, config: ShflBWConfig | None = None) -> None:
     from safetensors.torch import save_file
 
-    if any(isinstance(m, nn.Linear) and mask_of(m) is not None for m in model.modules()):
+    if any(mask_of(m) is not None for m in model.modules()):
         raise ValueError("the model still has masked layers: call shflbw.compress_(model) before saving")
-    layers = {
-        name: {"in_features": m.in_features, "out_features": m.out_features, "vector": m.vector,
-               "bias": m.bias is not None}
-        for name, m in model.named_modules()
-        if isinstance(m, ShflBWLinear)
-    }
+    layers = {}
+    for name, m in model.named_modules():
+        if isinstance(m, ShflBWLinear):
+            layers[name] = {"type": "linear", "in_features": m.in_features, "out_features": m.out_features,
+                            "vector": m.vector, "bias": m.bias is not None}
+        elif isinstance(m, ShflBWConv2d):
+            layers[name] = {"type": "conv2d", "in_channels": m.in_channels, "out_channels": m.out_channels,
+                            "kernel_size": list(m.kernel_size), "stride": list(m.stride), "dilation": list(m.dilation),
+                            "padding": m.padding if isinstance(m.padding, str) else list(m.padding),
+                            "vector": m.vector, "bias": m.bias is not None}
     if not layers:
-        raise ValueError("the model has no ShflBWLinear layer: nothing shflbw-specific to save")
+        raise ValueError("the model has no ShflBWLinear / ShflBWConv2d layer: nothing shflbw-specific to save")
     # clone: safetensors refuses tensors that share memory (tied weights are saved twice)
     state = {k: v.detach().contiguous().cpu().clone() for k, v in model.state_dict().items()}
     meta = {"format": FORMAT, "version": VERSION, "layers": layers,
@@ -92,16 +97,30 @@ def load(directory: str, skeleton: nn.Module, device: torch.device | str | None 
             mod = skeleton.get_submodule(name)
         except AttributeError:
             raise ValueError(f"the checkpoint has a layer {name!r} that the model does not: another architecture?") from None
-        shape = (info["out_features"], info["in_features"])
-        if not isinstance(mod, (nn.Linear, ShflBWLinear)) or (mod.out_features, mod.in_features) != shape:
-            raise ValueError(f"layer {name!r} is {mod.__class__.__name__} {getattr(mod, 'out_features', '?')}x"
-                             f"{getattr(mod, 'in_features', '?')} in the model but {shape[0]}x{shape[1]} in the checkpoint")
+        conv = info.get("type", "linear") == "conv2d"
+        if conv:
+            kernel = (info["in_channels"], *info["kernel_size"])
+            shape = (info["out_channels"], kernel[0] * kernel[1] * kernel[2])
+            fits = isinstance(mod, (nn.Conv2d, ShflBWConv2d)) and (
+                mod.out_channels, mod.in_channels, *mod.kernel_size) == (shape[0], *kernel)
+        else:
+            kernel = None
+            shape = (info["out_features"], info["in_features"])
+            fits = isinstance(mod, (nn.Linear, ShflBWLinear)) and (mod.out_features, mod.in_features) == shape
+        if not fits:
+            raise ValueError(f"layer {name!r} is a {mod.__class__.__name__} in the model that does not match the "
+                             f"checkpoint's {info}: another architecture?")
         try:
-            w = ShflBWMatrix(shape, info["vector"], *(state[f"{name}.{t}"] for t in ("perm", "group_ptr", "col_idx", "values")))
+            w = ShflBWMatrix(shape, info["vector"], *(state[f"{name}.{t}"] for t in ("perm", "group_ptr", "col_idx", "values")),
+                             kernel=kernel)
         except KeyError as e:
             raise ValueError(f"{weights_path} lacks tensor {e} of layer {name!r}") from None
         bias = state.get(f"{name}.bias") if info["bias"] else None
-        _set_child(skeleton, name, ShflBWLinear(w, bias))
+        if conv:
+            padding = info["padding"] if isinstance(info["padding"], str) else tuple(info["padding"])
+            _set_child(skeleton, name, ShflBWConv2d(w, bias, info["stride"], padding, info["dilation"]))
+        else:
+            _set_child(skeleton, name, ShflBWLinear(w, bias))
     missing, unexpected = [], []
     try:
         result = skeleton.load_state_dict(state, strict=False, assign=True)

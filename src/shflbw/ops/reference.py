@@ -81,3 +81,34 @@ def spmm_ref(
 ) -> torch.Tensor:
     """C = W @ B for feature-major B (K x N); C is M x N in the original row order."""
     return linear_fwd_ref(b.t(), values, col_idx, group_ptr, perm, None, out_rows).t().contiguous()
+
+
+def conv2d_ref(
+    x: torch.Tensor,
+    values: torch.Tensor,
+    col_idx: torch.Tensor,
+    group_ptr: torch.Tensor,
+    perm: torch.Tensor,
+    bias: torch.Tensor | None,
+    out_channels: int,
+    kernel: list[int],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+) -> torch.Tensor:
+    """F.conv2d (groups = 1) on a packed Cout x Cin*R*S weight: unfold, then gather each group's kept rows."""
+    import torch.nn.functional as F
+
+    n, _, h, w = x.shape
+    _, r, s = kernel
+    ho = (h + 2 * padding[0] - dilation[0] * (r - 1) - 1) // stride[0] + 1
+    wo = (w + 2 * padding[1] - dilation[1] * (s - 1) - 1) // stride[1] + 1
+    cols = F.unfold(x, (r, s), dilation=dilation, padding=padding, stride=stride)  # [N, Cin*R*S, L]
+    y = linear_fwd_ref(cols.transpose(1, 2), values, col_idx, group_ptr, perm, bias, out_channels)  # [N, L, Cout]
+    out = y.transpose(1, 2).reshape(n, out_channels, ho, wo)
+    return out.contiguous(memory_format=torch.channels_last if is_channels_last(x) else torch.contiguous_format)
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """channels_last and not also plain contiguous (as with C = 1 or H = W = 1)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()

@@ -1,0 +1,87 @@
+"""shflbw.conv2d (reference path) == F.conv2d on the masked weight; Conv2d packing and bad input."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import shflbw
+from shflbw import ShflBWMatrix
+from shflbw.testing import random_shflbw_mask, rel_error
+
+from conftest import TOLERANCE
+
+
+def _conv_problem(cout, cin, r, s, v, density, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    weight = torch.randn(cout, cin, r, s, generator=g).to(dtype)
+    mask2d, perm = random_shflbw_mask(cout, cin * r * s, v, density, generator=g)
+    mask = mask2d.view(cout, cin, r, s)
+    return weight, mask, ShflBWMatrix.from_dense(weight, mask, perm, vector=v)
+
+
+CASES = [  # (Cout, Cin, R, S, stride, padding, dilation, N, H, W)
+    (40, 3, 3, 3, 1, 1, 1, 2, 9, 11),
+    (32, 8, 1, 1, 2, 0, 1, 3, 7, 7),
+    (20, 5, 3, 3, 1, "same", 2, 1, 8, 6),
+    (16, 4, 4, 2, 1, "same", 1, 2, 7, 9),  # even kernels: asymmetric 'same' padding
+    (33, 6, 3, 5, (2, 1), (1, 2), (1, 2), 2, 10, 12),
+    (16, 4, 3, 3, 1, "valid", 1, 1, 5, 5),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=lambda d: str(d).split(".")[-1])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_conv2d_matches_dense(case, dtype, layout, nan_poison):
+    cout, cin, r, s, stride, padding, dilation, n, h, w = case
+    weight, mask, packed = _conv_problem(cout, cin, r, s, 16, 0.4, dtype, seed=cout)
+    x = torch.randn(n, cin, h, w).to(dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    bias = torch.randn(cout).to(dtype)
+    y = shflbw.conv2d(x, packed, bias, stride=stride, padding=padding, dilation=dilation)
+    ref = F.conv2d(x.double(), (weight * mask).double(), bias.double(), stride=stride, padding=padding, dilation=dilation)
+    assert y.shape == ref.shape
+    assert y.is_contiguous(memory_format=torch.channels_last if layout == "channels_last" else torch.contiguous_format)
+    assert rel_error(y, ref) < TOLERANCE[dtype]
+
+
+def test_conv_round_trip_and_save(tmp_path):
+    weight, mask, packed = _conv_problem(24, 4, 3, 3, 16, 0.5)
+    assert packed.kernel == (4, 3, 3) and packed.shape == (24, 36)
+    assert torch.equal(packed.to_dense(), weight * mask)
+    packed.save(str(tmp_path / "c.safetensors"))
+    back = ShflBWMatrix.load(str(tmp_path / "c.safetensors"))
+    assert back.kernel == (4, 3, 3) and torch.equal(back.to_dense(), weight * mask)
+
+
+def test_opcheck_and_compile():
+    weight, mask, packed = _conv_problem(16, 3, 3, 3, 16, 0.5)
+    x = torch.randn(2, 3, 6, 6)
+    args = (x, packed.values, packed.col_idx, packed.group_ptr, packed.perm, None, 16, [3, 3, 3], [1, 1], [1, 1], [1, 1])
+    torch.library.opcheck(torch.ops.shflbw.conv2d, args)
+    torch.library.opcheck(torch.ops.shflbw.conv2d, (x.contiguous(memory_format=torch.channels_last), *args[1:]))
+    f = torch.compile(lambda a: torch.relu(shflbw.conv2d(a, packed, padding=1)), fullgraph=True, backend="aot_eager")
+    assert rel_error(f(x), torch.relu(F.conv2d(x, weight * mask, padding=1))) < 1e-5
+
+
+def test_bad_arguments():
+    weight, mask, packed = _conv_problem(16, 3, 3, 3, 16, 0.5)
+    x = torch.randn(1, 3, 8, 8)
+    with pytest.raises(ValueError, match="groups=1"):
+        shflbw.conv2d(x, packed, groups=3)
+    with pytest.raises(ValueError, match="channels"):
+        shflbw.conv2d(torch.randn(1, 4, 8, 8), packed)
+    with pytest.raises(TypeError, match="dtype"):
+        shflbw.conv2d(x.double(), packed)
+    with pytest.raises(ValueError, match="stride 1"):
+        shflbw.conv2d(x, packed, stride=2, padding="same")
+    with pytest.raises(ValueError, match="pair of ints"):
+        shflbw.conv2d(x, packed, stride=(1, 2, 3))
+    with pytest.raises(ValueError, match="4-D"):
+        shflbw.conv2d(torch.randn(3, 8, 8), packed)
+    plain = ShflBWMatrix.from_dense(torch.randn(16, 27), torch.ones(16, 27, dtype=torch.bool), vector=16)
+    with pytest.raises(ValueError, match="not packed from a 4-D Conv2d weight"):
+        shflbw.conv2d(x, plain)
+    with pytest.raises(ValueError, match="multiply to K"):
+        ShflBWMatrix(plain.shape, 16, plain.perm, plain.group_ptr, plain.col_idx, plain.values, kernel=(3, 3, 2))
