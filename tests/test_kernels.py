@@ -153,3 +153,14 @@ def test_gpu_cuda_graph_and_compile():
     f = torch.compile(lambda a: shflbw.linear(a, w) * 2, fullgraph=True)
     assert rel_error(f(x), 2 * F.linear(x.double(), (weight * mask).double())) < KERNEL_TOLERANCE[torch.bfloat16]
     del ref
+
+
+def test_non_power_of_two_vector_takes_the_reference_path(nan_poison):
+    # V = 48 is a valid format (a multiple of 16) but not a tile the kernels can index
+    weight, mask, perm, w = random_problem(100, 40, 48, 0.5, torch.float16, device=DEVICE)
+    x = torch.randn(5, 40, device=DEVICE).to(torch.float16)
+    with shflbw.ops.backend("triton"):
+        y = shflbw.linear(x, w)
+        c = shflbw.spmm(w, x.t())
+    assert rel_error(y, F.linear(x.double(), (weight * mask).double())) < KERNEL_TOLERANCE[torch.float16]
+    assert rel_error(c, (weight * mask).double() @ x.t().double()) < KERNEL_TOLERANCE[torch.float16]

@@ -52,8 +52,13 @@ def backend(name: str):
         set_backend(old)
 
 
-def use_triton(t: torch.Tensor) -> bool:
-    if _backend == "reference":
+def use_triton(t: torch.Tensor, vector: int) -> bool:
+    """Whether to run the Triton kernels for operand ``t`` and a packed matrix of vector size V.
+
+    The kernels tile V rows with tl.arange, which needs a power of two: other multiples of 16
+    (48, 80, ...) always take the reference path, which is correct on any device but slower.
+    """
+    if _backend == "reference" or vector & (vector - 1):
         return False
     if _backend == "triton":
         return True

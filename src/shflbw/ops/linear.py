@@ -23,7 +23,7 @@ def linear_op(
     bias: torch.Tensor | None,
     out_features: int,
 ) -> torch.Tensor:
-    if use_triton(x):
+    if use_triton(x, values.shape[1]):
         from shflbw.kernels.linear import linear_fwd
 
         return linear_fwd(x, values, col_idx, group_ptr, perm, bias, out_features)

@@ -49,7 +49,7 @@ def mlp_op(
     out_features: int,
     activation: int,
 ) -> torch.Tensor:
-    if use_triton(x):
+    if use_triton(x, values1.shape[1]) and use_triton(x, values2.shape[1]):
         from shflbw.kernels.mlp import mlp_fwd
 
         return mlp_fwd(x, values1, col_idx1, group_ptr1, perm1, bias1_grouped, values2, col_idx2_folded, group_ptr2,

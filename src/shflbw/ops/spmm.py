@@ -19,7 +19,7 @@ def spmm_op(
     b: torch.Tensor,
     out_rows: int,
 ) -> torch.Tensor:
-    if use_triton(b):
+    if use_triton(b, values.shape[1]):
         from shflbw.kernels.spmm import spmm_fwd
 
         return spmm_fwd(values, col_idx, group_ptr, perm, b, out_rows)
