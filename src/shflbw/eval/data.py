@@ -63,3 +63,20 @@ def calibration_sentences(data: EvalData, n: int = 512, min_words: int = 4) -> l
     if len(out) < n:
         raise ValueError(f"lee_background holds only {len(out)} sentences of >= {min_words} words, asked for {n}")
     return out[:n]
+
+
+def calibration_words(data: EvalData, n: int = 512) -> list[str]:
+    """``n`` distinct words (3+ letters) of lee_background that appear in neither WordSim-353 nor SimLex-999."""
+    import re
+
+    held_out = {w for a, b, _ in data.wordsim + data.simlex for w in (a, b)}
+    out: list[str] = []
+    seen: set[str] = set()
+    for doc in data.calibration:
+        for w in re.findall(r"[a-z]+", doc.lower()):
+            if len(w) > 2 and w not in held_out and w not in seen:
+                seen.add(w)
+                out.append(w)
+                if len(out) == n:
+                    return out
+    raise ValueError(f"lee_background holds only {len(out)} usable words, asked for {n}")
