@@ -264,3 +264,16 @@ def test_end_to_end_cnn(tmp_path):
     assert isinstance(loaded.conv2, nn.Conv2d) and shflbw.nn.convert.is_masked(loaded.conv2)
     with torch.no_grad():
         assert rel_error(loaded(xe), ref) < 1e-5
+
+
+def test_keep_kernels_option_for_conv():
+    torch.manual_seed(0)
+    model = TinyCNN()
+    cfg = shflbw.ShflBWConfig(sparsity=0.75, vector=16, keep_kernels=True, time_budget=2)
+    assert shflbw.ShflBWConfig.from_json(cfg.to_json()) == cfg
+    shflbw.sparsify_(model, cfg, progress=False)
+    mask = shflbw.nn.masked.mask_of(model.conv2).mask  # [32, 32, 3, 3]
+    per_kernel = mask.flatten(2)
+    assert bool((per_kernel.all(dim=2) | ~per_kernel.any(dim=2)).all())
+    shflbw.compress_(model)
+    assert isinstance(model.conv2, shflbw.ShflBWConv2d)

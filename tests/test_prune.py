@@ -81,3 +81,19 @@ def test_nan_weight_rejected():
     w[3, 4] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         prune(w, 0.5)
+
+
+def test_column_block_keeps_whole_kernels():
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(64, 8, 3, 3, generator=g)  # a Conv2d weight: Cout x Cin x R x S
+    r = prune(w.flatten(1), 0.75, 16, column_block=9)
+    kernels = r.mask.view(64, 8, 9)
+    assert bool(((kernels.all(dim=2)) | (~kernels.any(dim=2))).all())  # each R x S kernel kept or pruned whole
+    assert r.sparsity == pytest.approx(0.75, abs=1 / 8)
+    ShflBWMatrix.from_dense(w, r.mask.view_as(w), r.perm, vector=16)
+    free = prune(w.flatten(1), 0.75, 16)
+    assert r.kept_importance <= free.kept_importance + 1e-9  # the constraint can only cost importance
+    with pytest.raises(ValueError, match="does not divide"):
+        prune(w.flatten(1), 0.75, 16, column_block=5)
+    with pytest.raises(ValueError, match="column_block applies"):
+        prune(w.flatten(1), 0.5, pattern="2:4", column_block=9)

@@ -39,6 +39,7 @@ class ShflBWConfig:
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
     overrides: dict[str, LayerOverride] = field(default_factory=dict)  # pattern -> per-layer settings
     time_budget: float | None = 30.0  # seconds of permutation search per layer
+    keep_kernels: bool = False  # Conv2d: keep or prune whole R x S kernels of an input channel together
 
     def __post_init__(self):
         _check_sparsity(self.sparsity)

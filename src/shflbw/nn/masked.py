@@ -119,8 +119,11 @@ def sparsify_(
                 if isinstance(mod, nn.Conv2d):  # TODO(#6): per-(c, r, s) norms from unfolded inputs
                     raise ValueError(f"importance='activation' is not supported for Conv2d layers yet ({name})")
                 importance = activation_importance(flat, norms[name])
+            column_block = 1
+            if config.keep_kernels and isinstance(mod, nn.Conv2d):
+                column_block = mod.kernel_size[0] * mod.kernel_size[1]
             r = prune(flat, layer_sparsity, vector, importance=importance, balanced=config.balanced,
-                      time_budget=config.time_budget)
+                      time_budget=config.time_budget, column_block=column_block)
             set_mask(mod, r.mask.reshape(weight.shape).to(weight.device), r.perm.to(weight.device), vector)
     return model
 

@@ -52,6 +52,7 @@ def prune(
     seed: int = 0,
     *,
     block_size: int = 32,
+    column_block: int = 1,
     time_budget: float | None = 30.0,
     refine: bool = True,
     progress: bool = False,
@@ -62,22 +63,35 @@ def prune(
     (V x 1, consecutive rows), "block" (block_size x block_size), "N:M" such as "2:4" ("n:m" means 2:4).
     Shfl-BW search knobs: ``time_budget`` in seconds per call (None: no limit), ``refine=False``
     for the alternation alone, ``progress=True`` for a progress bar. See prune/search.py.
+    ``column_block=c`` keeps or prunes runs of c consecutive input columns together (for a
+    flattened Conv2d weight, c = R*S keeps whole R x S kernels): the search runs on the importance
+    summed over each run, and the mask is expanded back.
     """
     _check(weight, sparsity, vector, importance)
     imp = (weight.detach().float() ** 2 if importance is None else importance.detach().float()).cpu()
     density = 1.0 - float(sparsity)
     m = weight.shape[0]
     identity = torch.arange(m)
+    if isinstance(column_block, bool) or not isinstance(column_block, int) or column_block < 1:
+        raise ValueError(f"column_block must be a positive int, got {column_block!r}")
+    if weight.shape[1] % column_block:
+        raise ValueError(f"column_block={column_block} does not divide in_features={weight.shape[1]}")
     nm = re.fullmatch(r"(\d+):(\d+)", pattern) if isinstance(pattern, str) else None
     if pattern not in PATTERNS and not nm:
         raise ValueError(f"pattern must be one of {PATTERNS} or 'N:M' like '2:4', got {pattern!r}")
     torch.manual_seed(seed)  # the search is deterministic today; the seed is for restarts (TODO(#3))
+    search_imp = imp
+    if column_block > 1:
+        if pattern not in ("shfl_bw", "vector", "unstructured"):
+            raise ValueError(f"column_block applies to shfl_bw, vector and unstructured, not {pattern!r}")
+        search_imp = imp.view(m, -1, column_block).sum(dim=2)
     if pattern == "shfl_bw":
-        mask, perm = shfl_bw_search(imp, vector, density, balanced, time_budget=time_budget, refine=refine, progress=progress)
+        mask, perm = shfl_bw_search(search_imp, vector, density, balanced, time_budget=time_budget, refine=refine,
+                                    progress=progress)
     elif pattern == "unstructured":
-        mask, perm = patterns.unstructured(imp, density), identity
+        mask, perm = patterns.unstructured(search_imp, density), identity
     elif pattern == "vector":
-        mask, perm = patterns.vector_wise(imp, vector, density, balanced), identity
+        mask, perm = patterns.vector_wise(search_imp, vector, density, balanced), identity
     elif pattern == "block":
         mask, perm = patterns.block(imp, block_size, density), identity
     else:
@@ -85,6 +99,8 @@ def prune(
         if not 0 < n <= mm:
             raise ValueError(f"n:m needs 0 < n <= m, got {n}:{mm}")
         mask, perm = patterns.n_of_m(imp, n, mm), identity
+    if column_block > 1:
+        mask = mask.repeat_interleave(column_block, dim=1)
     total = float(imp.double().sum())
     kept = float((imp.double() * mask).sum()) / total if total > 0 else 1.0
     return PruneResult(mask.to(weight.device), perm.to(weight.device), kept, pattern, vector)
