@@ -7,21 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shflbw.format.matrix import ShflBWMatrix
-from shflbw.ops.conv2d import conv2d_op
-
-
-def resolve_padding(padding, kernel: tuple[int, int], dilation: tuple[int, int], stride: tuple[int, int]):
-    """(symmetric padding [ph, pw], extra F.pad tuple or None) for int / pair / 'same' / 'valid' padding."""
-    if padding == "valid":
-        return [0, 0], None
-    if padding == "same":
-        if tuple(stride) != (1, 1):
-            raise ValueError("padding='same' needs stride 1 (as in F.conv2d)")
-        total = [dilation[0] * (kernel[0] - 1), dilation[1] * (kernel[1] - 1)]
-        if total[0] % 2 or total[1] % 2:
-            return [0, 0], (total[1] // 2, total[1] - total[1] // 2, total[0] // 2, total[0] - total[0] // 2)
-        return [total[0] // 2, total[1] // 2], None
-    return [int(padding[0]), int(padding[1])], None
+from shflbw.ops.conv2d import conv2d_op, resolve_padding
 
 
 class ShflBWConv2d(nn.Module):

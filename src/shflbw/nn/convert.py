@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from torch import nn
-from torch.nn.utils import parametrize
 
 from shflbw.nn.conv2d import ShflBWConv2d
 from shflbw.nn.linear import ShflBWLinear
@@ -40,4 +39,4 @@ def decompress_(model: nn.Module) -> nn.Module:
 
 
 def is_masked(module: nn.Module) -> bool:
-    return parametrize.is_parametrized(module, "weight") and mask_of(module) is not None
+    return mask_of(module) is not None

@@ -33,11 +33,9 @@ def conv2d_op(
 
 @conv2d_op.register_fake
 def _(x, values, col_idx, group_ptr, perm, bias, out_channels, kernel, stride, padding, dilation):
-    n, _, h, w = x.shape
-    ho = (h + 2 * padding[0] - dilation[0] * (kernel[1] - 1) - 1) // stride[0] + 1
-    wo = (w + 2 * padding[1] - dilation[1] * (kernel[2] - 1) - 1) // stride[1] + 1
+    ho, wo = reference.conv_out_size(x.shape[2], x.shape[3], kernel, stride, padding, dilation)
     fmt = torch.channels_last if reference.is_channels_last(x) else torch.contiguous_format
-    return x.new_empty(n, out_channels, ho, wo).contiguous(memory_format=fmt)
+    return x.new_empty(x.shape[0], out_channels, ho, wo).contiguous(memory_format=fmt)
 
 
 def _pair(v, name: str) -> list[int]:
@@ -46,6 +44,27 @@ def _pair(v, name: str) -> list[int]:
     if not isinstance(v, (tuple, list)) or len(v) != 2 or not all(isinstance(i, int) and not isinstance(i, bool) for i in v):
         raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
     return list(v)
+
+
+def resolve_padding(padding, kernel_hw, dilation, stride) -> tuple[list[int], tuple[int, int, int, int] | None]:
+    """(symmetric padding [ph, pw], extra F.pad tuple or None) for int / pair / 'same' / 'valid' padding.
+
+    'same' with an even total (dilation * (k - 1)) pads asymmetrically, the extra row / column at
+    the end as F.conv2d does; the unfold reference takes symmetric padding only, hence the F.pad.
+    """
+    if padding == "valid":
+        return [0, 0], None
+    if padding == "same":
+        if list(stride) != [1, 1]:
+            raise ValueError("padding='same' needs stride 1 (as in F.conv2d)")
+        total = [dilation[0] * (kernel_hw[0] - 1), dilation[1] * (kernel_hw[1] - 1)]
+        if total[0] % 2 or total[1] % 2:
+            return [0, 0], (total[1] // 2, total[1] - total[1] // 2, total[0] // 2, total[0] - total[0] // 2)
+        return [total[0] // 2, total[1] // 2], None
+    padding = _pair(padding, "padding")
+    if min(padding) < 0:
+        raise ValueError(f"padding must be >= 0, got {padding}")
+    return padding, None
 
 
 def conv2d(x: torch.Tensor, w: ShflBWMatrix, bias: torch.Tensor | None = None, stride=1, padding=0, dilation=1,
@@ -69,19 +88,9 @@ def conv2d(x: torch.Tensor, w: ShflBWMatrix, bias: torch.Tensor | None = None, s
     stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
     if min(stride) < 1 or min(dilation) < 1:
         raise ValueError(f"stride and dilation must be >= 1, got {stride} and {dilation}")
-    if padding in ("same", "valid"):
-        if padding == "same" and stride != [1, 1]:
-            raise ValueError("padding='same' needs stride 1 (as in F.conv2d)")
-        total = [dilation[0] * (r - 1), dilation[1] * (s - 1)] if padding == "same" else [0, 0]
-        if total[0] % 2 or total[1] % 2:  # asymmetric: pad the extra row/column at the end, as F.conv2d does
-            x = F.pad(x, (total[1] // 2, total[1] - total[1] // 2, total[0] // 2, total[0] - total[0] // 2))
-            padding = [0, 0]
-        else:
-            padding = [total[0] // 2, total[1] // 2]
-    else:
-        padding = _pair(padding, "padding")
-        if min(padding) < 0:
-            raise ValueError(f"padding must be >= 0, got {padding}")
+    padding, prepad = resolve_padding(padding, (r, s), dilation, stride)
+    if prepad is not None:
+        x = F.pad(x, prepad)
     m = w.shape[0]
     if bias is not None:
         if not isinstance(bias, torch.Tensor) or bias.shape != (m,):

@@ -99,14 +99,20 @@ def conv2d_ref(
     """F.conv2d (groups = 1) on a packed Cout x Cin*R*S weight: unfold, then gather each group's kept rows."""
     import torch.nn.functional as F
 
-    n, _, h, w = x.shape
+    n = x.shape[0]
     _, r, s = kernel
-    ho = (h + 2 * padding[0] - dilation[0] * (r - 1) - 1) // stride[0] + 1
-    wo = (w + 2 * padding[1] - dilation[1] * (s - 1) - 1) // stride[1] + 1
+    ho, wo = conv_out_size(x.shape[2], x.shape[3], kernel, stride, padding, dilation)
     cols = F.unfold(x, (r, s), dilation=dilation, padding=padding, stride=stride)  # [N, Cin*R*S, L]
     y = linear_fwd_ref(cols.transpose(1, 2), values, col_idx, group_ptr, perm, bias, out_channels)  # [N, L, Cout]
     out = y.transpose(1, 2).reshape(n, out_channels, ho, wo)
     return out.contiguous(memory_format=torch.channels_last if is_channels_last(x) else torch.contiguous_format)
+
+
+def conv_out_size(h: int, w: int, kernel, stride, padding, dilation) -> tuple[int, int]:
+    """Output height and width of a convolution (kernel = (Cin, R, S)), as F.conv2d computes them."""
+    ho = (h + 2 * padding[0] - dilation[0] * (kernel[1] - 1) - 1) // stride[0] + 1
+    wo = (w + 2 * padding[1] - dilation[1] * (kernel[2] - 1) - 1) // stride[1] + 1
+    return ho, wo
 
 
 def is_channels_last(x: torch.Tensor) -> bool:

@@ -193,13 +193,6 @@ def oneshot_prune_(
 
 
 def _rowwise_lstsq(weight, mask, hessian, damp: float, cross=None) -> torch.Tensor:
-    w = weight.detach().double()
-    h = hessian.double()
-    lam = damp * float(h.diagonal().mean()) + 1e-12
-    rhs = w @ (h if cross is None else cross.double())
-    out = torch.zeros_like(w)
-    for i in range(w.shape[0]):
-        cols = torch.nonzero(mask[i]).flatten()
-        if cols.numel():
-            out[i, cols] = torch.linalg.solve(h[cols][:, cols] + lam * torch.eye(cols.numel(), dtype=h.dtype), rhs[i, cols])
-    return out.to(weight.dtype)
+    """The refit of any mask: every row its own group (one solve per row)."""
+    perm = torch.arange(weight.shape[0], device=weight.device)
+    return reconstruct_group_lstsq(weight, mask, perm, 1, hessian, damp, cross)
