@@ -46,18 +46,20 @@ def _dt(d):
 @pytest.mark.parametrize("dtype", DTYPES, ids=_dt)
 @pytest.mark.parametrize("case", CASES, ids=_id)
 @pytest.mark.parametrize(
-    "path,splits,row_slice",
-    [("decode", 1, None), ("decode", 3, None), ("decode", 1, 16), ("decode", 2, 16), ("transpose", None, None),
-     ("roundtrip", None, None)],
-    ids=["decode", "decode-split3", "decode-slice16", "decode-slice16-split2", "transpose", "roundtrip"],
+    "path,splits,row_slice,reduce",
+    [("decode", 1, None, "fixup"), ("decode", 3, None, "fixup"), ("decode", 3, None, "atomic"),
+     ("decode", 1, 16, "fixup"), ("decode", 2, 16, "fixup"), ("splitk", 3, None, None), ("transpose", None, None, None),
+     ("roundtrip", None, None, None)],
+    ids=["decode", "decode-split3", "decode-split3-atomic", "decode-slice16", "decode-slice16-split2", "splitk3",
+         "transpose", "roundtrip"],
 )
-def test_linear_kernels_match_reference(case, dtype, path, splits, row_slice, nan_poison):
+def test_linear_kernels_match_reference(case, dtype, path, splits, row_slice, reduce, nan_poison):
     m, k, t, v, density, empty = case
     weight, mask, perm, w = random_problem(m, k, v, density, dtype, seed=m + t, device=DEVICE, empty_groups=empty)
     x = torch.randn(t, k, device=DEVICE).to(dtype)
     bias = torch.randn(m, device=DEVICE).to(dtype)
     y = linear_fwd(x, w.values, w.col_idx, w.group_ptr, w.perm, bias, m, path=path, splits=splits, config=SMALL,
-                   decode_config=SMALL_DECODE, row_slice=row_slice)
+                   decode_config=SMALL_DECODE, row_slice=row_slice, reduce=reduce or "fixup")
     ref = F.linear(x.double(), (weight * mask).double(), bias.double())
     assert y.shape == (t, m) and y.dtype == dtype
     assert rel_error(y, ref) < KERNEL_TOLERANCE[dtype]
@@ -72,6 +74,29 @@ def test_spmm_kernel_matches_reference(case, dtype, nan_poison):
     c = spmm_fwd(w.values, w.col_idx, w.group_ptr, w.perm, b, m, config=SMALL)
     assert c.shape == (m, n)
     assert rel_error(c, (weight * mask).double() @ b.double()) < KERNEL_TOLERANCE[dtype]
+
+
+def test_decode_fixup_is_repeatable_and_leaves_counters_zeroed(nan_poison):
+    # The last split of each tile sums the partials in split order and re-zeroes its counter: a
+    # second call (and a call with other shapes) must see clean counters and give the same bits.
+    from shflbw.kernels.decode import arrival_counters
+
+    weight, mask, perm, w = random_problem(96, 80, 32, 0.5, torch.float32, seed=3, device=DEVICE)
+    x = torch.randn(3, 80, device=DEVICE)
+    args = (w.values, w.col_idx, w.group_ptr, w.perm, None, 96)
+    kw = dict(path="decode", splits=4, decode_config=SMALL_DECODE)
+    y1 = linear_fwd(x, *args, **kw)
+    assert int(arrival_counters(x.device, 1).abs().sum()) == 0
+    y2 = linear_fwd(x, *args, **kw)
+    assert torch.equal(y1, y2)
+    assert rel_error(y1, x.double() @ (weight * mask).double().t()) < 1e-5
+
+
+def test_decode_rejects_unknown_reduce():
+    weight, mask, perm, w = random_problem(64, 32, 32, 0.5, device=DEVICE)
+    with pytest.raises(ValueError, match="reduce"):
+        linear_fwd(torch.randn(2, 32, device=DEVICE), w.values, w.col_idx, w.group_ptr, w.perm, None, 64,
+                   path="decode", splits=2, reduce="tree")
 
 
 def test_decode_plan_follows_the_measured_rule():

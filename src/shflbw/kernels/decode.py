@@ -36,7 +36,9 @@ def linear_decode_fwd_kernel(
     gptr_ptr,  # [G + 1] int32
     perm_ptr,  # [M] int32
     bias_ptr,  # [M] or dummy
-    out_ptr,  # [T, M] contiguous: out dtype, or float32 when ATOMIC
+    out_ptr,  # [T, M] contiguous: out dtype, or float32 when REDUCE == 1
+    part_ptr,  # REDUCE == 2: float32 [SPLITS, tiles, BT, VS] partial sums; else dummy
+    lock_ptr,  # REDUCE == 2: int32 [tiles] arrival counters, zero between launches; else dummy
     T,
     M,
     stride_xt,
@@ -46,7 +48,7 @@ def linear_decode_fwd_kernel(
     BT: tl.constexpr,
     BK: tl.constexpr,
     HAS_BIAS: tl.constexpr,
-    ATOMIC: tl.constexpr,
+    REDUCE: tl.constexpr,  # 0: one split, store; 1: atomic adds into float32 out; 2: last split sums
     DOT_PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
@@ -82,12 +84,53 @@ def linear_decode_fwd_kernel(
     rows = tl.load(perm_ptr + row_pos, mask=row_ok, other=0).to(tl.int64)
     out_ptrs = out_ptr + offs_t.to(tl.int64)[:, None] * M + rows[None, :]
     ok = t_ok[:, None] & row_ok[None, :]
-    if ATOMIC:
+    if REDUCE == 1:
         tl.atomic_add(out_ptrs, acc, mask=ok, sem="relaxed")
     else:
-        if HAS_BIAS:
-            acc += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)[None, :]
-        tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=ok)
+        if REDUCE == 2:
+            # Stream-K style finish in the same launch: every split stores its partial tile, the
+            # last to arrive (counted by an atomic per tile) sums all of them in split order
+            # (deterministic) and writes the output; it also re-zeroes the counter for next time.
+            n_tiles = tl.num_programs(0) * (V // VS) * tl.num_programs(2)
+            tile = (pid_t * tl.num_programs(0) + g) * (V // VS) + q
+            offs_p = tl.arange(0, BT)[:, None] * VS + tl.arange(0, VS)[None, :]
+            tl.store(part_ptr + (s * n_tiles + tile).to(tl.int64) * (BT * VS) + offs_p, acc, mask=t_ok[:, None])
+            tl.debug_barrier()  # every thread's partial is written before the release below
+            arrived = tl.atomic_add(lock_ptr + tile, 1, sem="acq_rel")
+            if arrived == SPLITS - 1:
+                acc = tl.zeros([BT, VS], dtype=tl.float32)
+                for s2 in range(0, SPLITS):
+                    acc += tl.load(
+                        part_ptr + (s2 * n_tiles + tile).to(tl.int64) * (BT * VS) + offs_p,
+                        mask=t_ok[:, None], other=0.0, cache_modifier=".cg",
+                    )
+                tl.store(lock_ptr + tile, 0)
+                if HAS_BIAS:
+                    acc += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)[None, :]
+                tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=ok)
+        else:
+            if HAS_BIAS:
+                acc += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)[None, :]
+            tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+_locks: dict = {}
+
+
+def arrival_counters(device: torch.device, n: int) -> torch.Tensor:
+    """A zeroed int32 buffer of at least ``n`` counters for this device and stream, kept between calls.
+
+    The kernel leaves every counter it used at zero, so the buffer is zeroed once, at allocation
+    (a power-of-two size, so it is rarely re-made; CUDA-graph capture records that one memset).
+    One buffer per stream: two launches sharing counters concurrently would race.
+    """
+    stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
+    key = (str(device), stream)
+    buf = _locks.get(key)
+    if buf is None or buf.numel() < n:
+        buf = torch.zeros(max(1024, triton.next_power_of_2(n)), dtype=torch.int32, device=device)
+        _locks[key] = buf
+    return buf
 
 
 def linear_decode(
@@ -101,8 +144,16 @@ def linear_decode(
     splits: int,
     config: DecodeConfig = DecodeConfig(),
     row_slice: int | None = None,
+    reduce: str = "fixup",
 ) -> torch.Tensor:
-    """x2 (T x K, unit stride on K) -> T x M; ``splits`` programs share each group, tokens in tiles of <= 64."""
+    """x2 (T x K, unit stride on K) -> T x M; ``splits`` programs share each group, tokens in tiles of <= 64.
+
+    With ``splits > 1`` the partial sums meet either in the same launch (``reduce='fixup'``: the
+    last split of each tile sums them) or by float32 atomic adds finished by later launches
+    (``reduce='atomic'``).
+    """
+    if reduce not in ("fixup", "atomic"):
+        raise ValueError(f"reduce must be 'fixup' or 'atomic', got {reduce!r}")
     t = x2.shape[0]
     v = values.shape[1]
     n_groups = group_ptr.numel() - 1
@@ -110,12 +161,19 @@ def linear_decode(
     vs = row_slice or v
     if v % vs or vs < 16 or vs & (vs - 1):
         raise ValueError(f"row_slice must be a power of two >= 16 dividing V={v}, got {vs}")
-    atomic = splits > 1
-    if atomic:
+    mode = 0 if splits == 1 else 2 if reduce == "fixup" else 1
+    grid = (n_groups, splits * (v // vs), triton.cdiv(t, bt))
+    n_tiles = grid[0] * (v // vs) * grid[2]
+    if mode == 1:
         out = torch.zeros(t, out_features, dtype=torch.float32, device=x2.device)
     else:
         out = torch.empty(t, out_features, dtype=x2.dtype, device=x2.device)
-    linear_decode_fwd_kernel[(n_groups, splits * (v // vs), triton.cdiv(t, bt))](
+    if mode == 2:
+        part = torch.empty(splits * n_tiles * bt * vs, dtype=torch.float32, device=x2.device)
+        locks = arrival_counters(x2.device, n_tiles)
+    else:
+        part = locks = values
+    linear_decode_fwd_kernel[grid](
         x2,
         values,
         col_idx,
@@ -123,6 +181,8 @@ def linear_decode(
         perm,
         bias if bias is not None else values,
         out,
+        part,
+        locks,
         t,
         out_features,
         x2.stride(0),
@@ -132,12 +192,12 @@ def linear_decode(
         BT=bt,
         BK=config.block_k,
         HAS_BIAS=bias is not None,
-        ATOMIC=atomic,
+        REDUCE=mode,
         DOT_PRECISION=dot_precision(values.dtype),
         UPCAST=interpreter_upcast(values.dtype),
         num_warps=config.num_warps,
     )
-    if atomic:
+    if mode == 1:
         if bias is not None:
             out += bias.float()
         out = out.to(x2.dtype)

@@ -40,9 +40,11 @@ def linear_fwd(
     decode_config: DecodeConfig | None = None,
     splits: int | None = None,
     row_slice: int | None = None,
+    reduce: str = "fixup",
 ) -> torch.Tensor:
-    """y = x @ W^T (+ bias); ``path`` ('decode' | 'roundtrip' | 'transpose'), ``config`` (SpmmConfig),
-    ``decode_config``, ``splits`` and ``row_slice`` fix the choice (tests, benchmarks)."""
+    """y = x @ W^T (+ bias); ``path`` ('decode' | 'splitk' | 'roundtrip' | 'transpose'), ``config``
+    (SpmmConfig), ``decode_config``, ``splits``, ``row_slice`` and ``reduce`` fix the choice (tests,
+    benchmarks)."""
     k = x.shape[-1]
     x2 = x.reshape(-1, k)
     t = x2.shape[0]
@@ -56,8 +58,18 @@ def linear_fwd(
         plan_slice, plan_splits = decode_plan(group_ptr.numel() - 1, values.shape[1], k, sm_count(x.device))
         out = linear_decode(
             x2, values, col_idx, group_ptr, perm, bias, out_features, splits or plan_splits,
-            config=decode_config or DecodeConfig(), row_slice=row_slice or plan_slice,
+            config=decode_config or DecodeConfig(), row_slice=row_slice or plan_slice, reduce=reduce,
         )
+    elif path == "splitk":
+        # Few programs per group at small T would leave most SMs idle (4096 x 4096, V = 128,
+        # T = 128: 32 programs), so each group's kept vectors are split over several programs
+        # that add float32 partial sums into a feature-major buffer; the transpose back adds the
+        # bias and casts.
+        xt = transpose(x2)
+        cfg = config or spmm_config(values.shape[1], t, x.dtype)
+        acc = torch.zeros(out_features, t, dtype=torch.float32, device=x.device)
+        launch_spmm(values, col_idx, group_ptr, perm, xt, None, acc, (t, 1), cfg, splits=splits or 4)
+        out = transpose(acc, dtype=x.dtype, bias=bias)
     elif path in ("roundtrip", "transpose"):
         xt = transpose(x2)  # [K, T]
         cfg = config or spmm_config(values.shape[1], t, x.dtype)
@@ -71,5 +83,5 @@ def linear_fwd(
             out = torch.empty(t, out_features, dtype=x.dtype, device=x.device)
             launch_spmm(values, col_idx, group_ptr, perm, xt, bias, out, (1, out_features), cfg)
     else:
-        raise ValueError(f"path must be 'decode', 'roundtrip' or 'transpose', got {path!r}")
+        raise ValueError(f"path must be 'decode', 'splitk', 'roundtrip' or 'transpose', got {path!r}")
     return out.reshape(*x.shape[:-1], out_features)

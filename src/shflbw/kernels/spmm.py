@@ -56,6 +56,7 @@ def spmm_fwd_kernel(
     stride_bn,
     stride_om,
     stride_on,
+    SPLITS,
     V: tl.constexpr,
     BN: tl.constexpr,
     BK: tl.constexpr,
@@ -64,10 +65,12 @@ def spmm_fwd_kernel(
     PERMUTE_OUT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
+    ATOMIC: tl.constexpr,  # split-K: add float32 partial sums into out (bias and activation: the caller's)
 ):
     # Groups vary fastest: programs running together share one [K, BN] slab of B in L2.
     g = tl.program_id(0)
     pid_n = tl.program_id(1)
+    split = tl.program_id(2)
     start = tl.load(gptr_ptr + g)
     end = tl.load(gptr_ptr + g + 1)
     offs_v = tl.arange(0, V)
@@ -75,7 +78,8 @@ def spmm_fwd_kernel(
     offs_n = pid_n * BN + tl.arange(0, BN)
     n_ok = offs_n < N
     acc = tl.zeros([V, BN], dtype=tl.float32)
-    for k0 in range(start, end, BK):
+    # Split s takes every SPLITS-th [BK] step of the group (no host-side group sizes: capturable).
+    for k0 in range(start + split * BK, end, SPLITS * BK):
         kk = k0 + offs_k  # [BK]
         k_ok = kk < end
         cols = tl.load(cols_ptr + kk, mask=k_ok, other=0).to(tl.int64)
@@ -98,14 +102,17 @@ def spmm_fwd_kernel(
         # Scattering rows through perm into a token-major output cost 2.7x the whole kernel
         # (4096^2, 4096 tokens, 75 %: 289 us against 108 us feature-major, H200).
         rows = row_pos.to(tl.int64)
-    if HAS_BIAS:
-        acc += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)[:, None]
-    if ACTIVATION == 1:
-        acc = tl.maximum(acc, 0.0)
-    elif ACTIVATION == 2:
-        acc = 0.5 * acc * (1.0 + tl.erf(acc * 0.7071067811865476))
     out_ptrs = out_ptr + rows[:, None] * stride_om + offs_n.to(tl.int64)[None, :] * stride_on
-    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & n_ok[None, :])
+    if ATOMIC:
+        tl.atomic_add(out_ptrs, acc, mask=row_ok[:, None] & n_ok[None, :], sem="relaxed")
+    else:
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)[:, None]
+        if ACTIVATION == 1:
+            acc = tl.maximum(acc, 0.0)
+        elif ACTIVATION == 2:
+            acc = 0.5 * acc * (1.0 + tl.erf(acc * 0.7071067811865476))
+        tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & n_ok[None, :])
 
 
 def launch_spmm(
@@ -120,18 +127,23 @@ def launch_spmm(
     config: SpmmConfig,
     permute_out: bool = True,
     activation: int = 0,
+    splits: int = 1,
 ) -> torch.Tensor:
     """Run the kernel into ``out`` viewed as M x N with ``out_strides``; B is K x N (any strides).
 
     ``permute_out=False`` writes rows in group order (row ``g*V + r`` of a padded G*V x N output)
     and adds ``bias`` in that order too: the caller passes a bias already permuted.
     ``activation`` (codes in shflbw.ops.mlp.ACTIVATIONS) is applied after the bias, before the store.
+    ``splits > 1`` splits each group's kept vectors over that many programs, which add float32
+    partial sums into a zeroed float32 ``out`` (no bias, no activation: the caller finishes).
     """
+    if splits > 1 and (out.dtype != torch.float32 or bias is not None or activation):
+        raise ValueError("split-K adds float32 partial sums: out must be float32, with no bias or activation")
     m = perm.numel() if permute_out else (group_ptr.numel() - 1) * values.shape[1]
     n = b.shape[1]
     v = values.shape[1]
     n_groups = group_ptr.numel() - 1
-    grid = (n_groups, triton.cdiv(n, config.block_n))
+    grid = (n_groups, triton.cdiv(n, config.block_n), splits)
     spmm_fwd_kernel[grid](
         values,
         col_idx,
@@ -146,6 +158,7 @@ def launch_spmm(
         b.stride(1),
         out_strides[0],
         out_strides[1],
+        splits,
         V=v,
         BN=config.block_n,
         BK=config.block_k,
@@ -154,6 +167,7 @@ def launch_spmm(
         PERMUTE_OUT=permute_out,
         DOT_PRECISION=dot_precision(values.dtype),
         UPCAST=interpreter_upcast(values.dtype),
+        ATOMIC=splits > 1,
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )
