@@ -102,10 +102,13 @@ def test_decode_rejects_unknown_reduce():
 def test_decode_plan_follows_the_measured_rule():
     from shflbw.kernels.configs import decode_plan
 
-    assert decode_plan(64, 64, 4096, 132) == (64, 4)  # whole groups, 4 K splits
-    assert decode_plan(48, 64, 768, 132) == (32, 1)  # small K: 32-row slices, no split-K
-    assert decode_plan(12, 16, 768, 132) == (16, 1)
-    assert decode_plan(64, 64, 4096, None) == (64, 1)  # CPU interpreter
+    # (n_groups, V, nnz, tokens, SMs): about 4 programs per SM at T = 1, 2 at T = 16
+    assert decode_plan(64, 64, 64 * 1024, 1, 132) == (64, 8)  # 4096^2, 75 %
+    assert decode_plan(172, 64, 172 * 1024, 1, 132) == (64, 4)  # 11008 x 4096
+    assert decode_plan(172, 64, 172 * 1024, 16, 132) == (64, 2)
+    assert decode_plan(48, 64, 48 * 192, 1, 132) == (64, 2)  # 3072 x 768: only 2 steps of 128 per group
+    assert decode_plan(1000, 64, 1000 * 1024, 1, 132) == (64, 1)  # enough groups: no split
+    assert decode_plan(64, 64, 64 * 1024, 1, None) == (64, 1)  # CPU interpreter
 
 
 def test_decode_rejects_bad_row_slice():

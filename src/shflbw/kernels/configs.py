@@ -8,17 +8,19 @@ benchmarks/ runs on an H200 (BENCHMARKS.md).
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 
 from shflbw.kernels.spmm import SpmmConfig
 
-# Token counts up to this go to the weight-bound decode kernel.
+# Token counts up to this go to the weight-bound decode kernel (T = 16 measured; T = 32 not yet).
 DECODE_MAX_TOKENS = 32
 # From this many tokens the 'roundtrip' path (feature-major output, transpose back) beats storing
-# through the permutation: at T = 4096 it won on all 12 cases (1.36-1.61x vs 0.69-1.14x of dense at
-# 75 %); at T = 512 the scatter store won 9 of 12. T = 1024-2048 not measured yet.
-ROUNDTRIP_MIN_TOKENS = 2048
+# through the permutation. prototype/sweep_small_t.py (commit 126f865, 4 layers >= 4096, V 64/128,
+# 50-87.5 %): the roundtrip was faster in 3 of 16 cases at T = 128, 13 of 16 at T = 512, 14 of 16
+# at T = 1024 and 2048. Split-K ('splitk' path) won only 2 of 64 cases there, so it is not chosen.
+ROUNDTRIP_MIN_TOKENS = 512
 
 
 def spmm_config(vector: int, n: int, dtype: torch.dtype) -> SpmmConfig:
@@ -41,16 +43,20 @@ def sm_count(device: torch.device) -> int | None:
     return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
 
 
-def decode_plan(n_groups: int, vector: int, in_features: int, sms: int | None) -> tuple[int, int]:
-    """(row_slice, k_splits) for the decode kernel, chosen from the H200 decode sweep (BENCHMARKS.md).
+def decode_plan(n_groups: int, vector: int, nnz: int, tokens: int, sms: int | None, block_k: int = 128) -> tuple[int, int]:
+    """(row_slice, k_splits) for the decode kernel (whole V-row groups; split-K finished in-launch).
 
-    K >= 2048: whole V-row groups, 4 K splits (best or within 10 % of best on 4096 x 4096,
-    11008 x 4096, 4096 x 11008 and 14336 x 4096 at T = 1 and 16). Small K (3072 x 768): 32-row
-    slices and no split-K won (0.82-1.14x against 0.76-0.80x split 4). Slices of 16 rows lost
-    everywhere (0.39x at 4096^2, 50 %, T = 1): 32-byte pieces of each 128-byte vector and tiny dots.
+    From the H200 decode sweep (prototype/sweep_small_t.py, BENCHMARKS.md; 5 layers x T = 1, 16 x
+    50/75/87.5 %): the best split count keeps about 4 programs per SM at T = 1 and 2 at T = 16
+    (more tokens per program is more work per program), rounded to a power of two, 1-8; never more
+    splits than a group's average kept vectors fill [block_k] steps. This rule came within 3 % of
+    the best of 11 variants on average (worst case 19 %). Row slices of 32 never won by more than
+    noise; 16 lost everywhere (BENCHMARKS.md).
     """
     if sms is None:
         return vector, 1
-    if in_features < 2048:
-        return min(vector, 32), 1
-    return vector, 4
+    per_sm = 4 if tokens == 1 else 2
+    want = per_sm * sms / max(1, n_groups)
+    splits = 2 ** max(0, round(math.log2(max(1.0, want))))
+    steps = max(1, math.ceil(nnz / max(1, n_groups) / block_k))
+    return vector, int(min(8, splits, steps))

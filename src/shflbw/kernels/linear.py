@@ -55,10 +55,13 @@ def linear_fwd(
     if path == "decode":
         if x2.stride(-1) != 1:
             x2 = x2.contiguous()
-        plan_slice, plan_splits = decode_plan(group_ptr.numel() - 1, values.shape[1], k, sm_count(x.device))
+        dcfg = decode_config or DecodeConfig()
+        plan_slice, plan_splits = decode_plan(
+            group_ptr.numel() - 1, values.shape[1], values.shape[0], t, sm_count(x.device), dcfg.block_k
+        )
         out = linear_decode(
             x2, values, col_idx, group_ptr, perm, bias, out_features, splits or plan_splits,
-            config=decode_config or DecodeConfig(), row_slice=row_slice or plan_slice, reduce=reduce,
+            config=dcfg, row_slice=row_slice or plan_slice, reduce=reduce,
         )
     elif path == "splitk":
         # Few programs per group at small T would leave most SMs idle (4096 x 4096, V = 128,
