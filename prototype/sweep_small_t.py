@@ -67,11 +67,18 @@ def decode_part(result):
                           torch.bfloat16, graph=True)
             rows = [record(result, case, dense, gated("current", lambda: linear_fwd(x, *args, path="decode", reduce="atomic"),
                                                       ref, torch.bfloat16, graph=True))]
-            for splits, bk, vs in [(1, 128, 64), (2, 128, 64), (4, 128, 64), (8, 128, 64), (4, 64, 64), (8, 64, 64),
-                                   (16, 64, 64), (2, 128, 32), (4, 128, 32), (4, 256, 64)]:
-                name = f"fixup-s{splits}-bk{bk}-vs{vs}"
+            rows.append(record(result, case, dense, gated("plan", lambda: linear_fwd(x, *args), ref, torch.bfloat16,
+                                                          graph=True)))
+            variants = [(2, 128, 64, 4, False), (4, 128, 64, 4, False), (8, 128, 64, 4, False), (4, 64, 64, 4, False)]
+            if t == 1:
+                variants += [(s_, bk, 64, nw, True) for s_, bk, nw in [(2, 128, 4), (4, 128, 4), (8, 128, 4), (4, 64, 4),
+                                                                        (8, 64, 4), (16, 64, 4), (4, 128, 8), (8, 256, 8),
+                                                                        (4, 256, 8), (1, 128, 4)]]
+            for splits, bk, vs, nw, gemv in variants:
+                name = f"fixup-s{splits}-bk{bk}-w{nw}" + ("-gemv" if gemv else "")
+                dcfg = DecodeConfig(block_k=bk, num_warps=nw, gemv=gemv)
                 fn = lambda: linear_fwd(x, *args, path="decode", splits=splits, row_slice=vs,  # noqa: E731
-                                        decode_config=DecodeConfig(block_k=bk), reduce="fixup")
+                                        decode_config=dcfg, reduce="fixup")
                 rows.append(record(result, case, dense, gated(name, fn, ref, torch.bfloat16, graph=True)))
             best = min((r for r in rows if r["us"]), key=lambda r: r["us"])
             cur = rows[0]

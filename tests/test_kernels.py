@@ -21,6 +21,7 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 # Small tiles keep the interpreter fast; they still cover tails in every dimension.
 SMALL = SpmmConfig(block_n=16, block_k=16, num_warps=4, num_stages=1)
 SMALL_DECODE = DecodeConfig(block_k=16)
+SMALL_GEMV = DecodeConfig(block_k=16, gemv=True)
 
 # (M, K, T, V, density, empty groups): T not a power of two, M not a multiple of V, odd K,
 # sparsity 0 and near 1, an empty group.
@@ -74,6 +75,18 @@ def test_spmm_kernel_matches_reference(case, dtype, nan_poison):
     c = spmm_fwd(w.values, w.col_idx, w.group_ptr, w.perm, b, m, config=SMALL)
     assert c.shape == (m, n)
     assert rel_error(c, (weight * mask).double() @ b.double()) < KERNEL_TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_dt)
+@pytest.mark.parametrize("splits", [1, 3])
+def test_decode_gemv_one_token(dtype, splits, nan_poison):
+    weight, mask, perm, w = random_problem(130, 70, 64, 0.3, dtype, seed=5, device=DEVICE, empty_groups=(1,))
+    x = torch.randn(1, 70, device=DEVICE).to(dtype)
+    bias = torch.randn(130, device=DEVICE).to(dtype)
+    y = linear_fwd(x, w.values, w.col_idx, w.group_ptr, w.perm, bias, 130, path="decode", splits=splits,
+                   decode_config=SMALL_GEMV)
+    ref = F.linear(x.double(), (weight * mask).double(), bias.double())
+    assert y.shape == (1, 130) and rel_error(y, ref) < KERNEL_TOLERANCE[dtype]
 
 
 def test_decode_fixup_is_repeatable_and_leaves_counters_zeroed(nan_poison):

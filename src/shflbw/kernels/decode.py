@@ -28,6 +28,8 @@ class DecodeConfig:
     # BK 128 beat 64 in the decode sweep (4096^2, T = 1, 75 %: 1.38x vs 1.20x of dense, 4 splits).
     block_k: int = 128
     num_warps: int = 4
+    # One token per program on CUDA cores (T = 1 only); False: a tensor-core tile of >= 16 tokens.
+    gemv: bool = False
 
 
 @triton.jit
@@ -51,6 +53,7 @@ def linear_decode_fwd_kernel(
     BK: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     REDUCE: tl.constexpr,  # 0: one split, store; 1: atomic adds into float32 out; 2: last split sums
+    GEMV: tl.constexpr,  # BT == 1: CUDA-core multiply-adds instead of a tensor-core tile
     DOT_PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
@@ -64,23 +67,36 @@ def linear_decode_fwd_kernel(
     t_ok = offs_t < T
     offs_v = q * VS + tl.arange(0, VS)
     offs_k = tl.arange(0, BK)
-    acc = tl.zeros([BT, VS], dtype=tl.float32)
     # Split s takes every SPLITS-th [BK] tile of the group: no host-side knowledge of group sizes
     # is needed, so the launch stays sync-free and capturable in a CUDA graph.
-    for k0 in range(start + s * BK, end, SPLITS * BK):
-        kk = k0 + offs_k
-        k_ok = kk < end
-        cols = tl.load(cols_ptr + kk, mask=k_ok, other=0).to(tl.int64)
-        xg = tl.load(
-            x_ptr + offs_t.to(tl.int64)[:, None] * stride_xt + cols[None, :],
-            mask=t_ok[:, None] & k_ok[None, :],
-            other=0.0,
-        )  # [BT, BK]
-        w = tl.load(vals_ptr + kk.to(tl.int64)[:, None] * V + offs_v[None, :], mask=k_ok[:, None], other=0.0)  # [BK, VS]
-        if UPCAST:
-            xg = xg.to(tl.float32)
-            w = w.to(tl.float32)
-        acc += tl.dot(xg, w, input_precision=DOT_PRECISION)
+    if GEMV:
+        # One token: multiply-adds on CUDA cores into a [BK, VS] register tile, reduced once at the
+        # end; no tensor-core tile padded from 1 to 16 tokens, no trip through shared memory.
+        acc2 = tl.zeros([BK, VS], dtype=tl.float32)
+        for k0 in range(start + s * BK, end, SPLITS * BK):
+            kk = k0 + offs_k
+            k_ok = kk < end
+            cols = tl.load(cols_ptr + kk, mask=k_ok, other=0).to(tl.int64)
+            xg = tl.load(x_ptr + pid_t.to(tl.int64) * stride_xt + cols, mask=k_ok, other=0.0)  # [BK]
+            w = tl.load(vals_ptr + kk.to(tl.int64)[:, None] * V + offs_v[None, :], mask=k_ok[:, None], other=0.0)
+            acc2 += xg.to(tl.float32)[:, None] * w.to(tl.float32)
+        acc = tl.sum(acc2, axis=0)[None, :]  # [1, VS]
+    else:
+        acc = tl.zeros([BT, VS], dtype=tl.float32)
+        for k0 in range(start + s * BK, end, SPLITS * BK):
+            kk = k0 + offs_k
+            k_ok = kk < end
+            cols = tl.load(cols_ptr + kk, mask=k_ok, other=0).to(tl.int64)
+            xg = tl.load(
+                x_ptr + offs_t.to(tl.int64)[:, None] * stride_xt + cols[None, :],
+                mask=t_ok[:, None] & k_ok[None, :],
+                other=0.0,
+            )  # [BT, BK]
+            w = tl.load(vals_ptr + kk.to(tl.int64)[:, None] * V + offs_v[None, :], mask=k_ok[:, None], other=0.0)  # [BK, VS]
+            if UPCAST:
+                xg = xg.to(tl.float32)
+                w = w.to(tl.float32)
+            acc += tl.dot(xg, w, input_precision=DOT_PRECISION)
     row_pos = g * V + offs_v
     row_ok = row_pos < M
     rows = tl.load(perm_ptr + row_pos, mask=row_ok, other=0).to(tl.int64)
@@ -159,7 +175,8 @@ def linear_decode(
     t = x2.shape[0]
     v = values.shape[1]
     n_groups = group_ptr.numel() - 1
-    bt = min(64, max(16, triton.next_power_of_2(t)))
+    gemv = config.gemv and t == 1
+    bt = 1 if gemv else min(64, max(16, 1 << (t - 1).bit_length()))  # next power of two, cheaply
     vs = row_slice or v
     if v % vs or vs < 16 or vs & (vs - 1):
         raise ValueError(f"row_slice must be a power of two >= 16 dividing V={v}, got {vs}")
@@ -195,6 +212,7 @@ def linear_decode(
         BK=config.block_k,
         HAS_BIAS=bias is not None,
         REDUCE=mode,
+        GEMV=gemv,
         DOT_PRECISION=dot_precision(values.dtype),
         UPCAST=interpreter_upcast(values.dtype),
         num_warps=config.num_warps,

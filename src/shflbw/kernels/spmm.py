@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import functools
 import os
 
 import torch
@@ -38,7 +39,13 @@ def interpreter_upcast(dtype: torch.dtype) -> bool:
     ~1e10 on a 16 x 16 product, seen here; fp16 and fp32 are right), so under TRITON_INTERPRET
     the kernels cast bf16 tiles to fp32 before the dot. Compiled GPU kernels never do.
     """
-    return dtype == torch.bfloat16 and os.environ.get("TRITON_INTERPRET", "0") == "1"
+    return dtype == torch.bfloat16 and _interpreting()
+
+
+@functools.cache
+def _interpreting() -> bool:
+    # Read once: the interpreter is chosen when Triton is imported, and os.environ costs per call.
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 @triton.jit
