@@ -46,16 +46,16 @@ def sm_count(device: torch.device) -> int | None:
 def decode_plan(n_groups: int, vector: int, nnz: int, tokens: int, sms: int | None, block_k: int = 128) -> tuple[int, int]:
     """(row_slice, k_splits) for the decode kernel (whole V-row groups; split-K finished in-launch).
 
-    From the H200 decode sweep (prototype/sweep_small_t.py, BENCHMARKS.md; 5 layers x T = 1, 16 x
-    50/75/87.5 %): the best split count keeps about 4 programs per SM at T = 1 and 2 at T = 16
-    (more tokens per program is more work per program), rounded to a power of two, 1-8; never more
-    splits than a group's average kept vectors fill [block_k] steps. This rule came within 3 % of
-    the best of 11 variants on average (worst case 19 %). Row slices of 32 never won by more than
-    noise; 16 lost everywhere (BENCHMARKS.md).
+    From the H200 decode sweeps (prototype/sweep_small_t.py, BENCHMARKS.md; 5 layers x T = 1, 16 x
+    50/75/87.5 %): the best split count keeps about 3 programs per SM at T = 1 (the one-token
+    CUDA-core kernel: within 2.3 % of the best of 14 variants on average) and 2 at T = 16 (more
+    tokens per program is more work per program; within 3 % of the best of 11), rounded to a
+    power of two, 1-8; never more splits than a group's average kept vectors fill [block_k] steps.
+    Row slices of 32 never won by more than noise; 16 lost everywhere (BENCHMARKS.md).
     """
     if sms is None:
         return vector, 1
-    per_sm = 4 if tokens == 1 else 2
+    per_sm = 3 if tokens == 1 else 2
     want = per_sm * sms / max(1, n_groups)
     splits = 2 ** max(0, round(math.log2(max(1.0, want))))
     steps = max(1, math.ceil(nnz / max(1, n_groups) / block_k))
