@@ -69,14 +69,15 @@ def decode_part(result):
                                                       ref, torch.bfloat16, graph=True))]
             rows.append(record(result, case, dense, gated("plan", lambda: linear_fwd(x, *args), ref, torch.bfloat16,
                                                           graph=True)))
-            variants = [(2, 128, 64, 4, False), (4, 128, 64, 4, False), (8, 128, 64, 4, False), (4, 64, 64, 4, False)]
+            variants = [(2, 128, 64, 4, False), (4, 128, 64, 4, False), (1, 128, 64, 4, False)]
             if t == 1:
-                variants += [(s_, bk, 64, nw, True) for s_, bk, nw in [(2, 128, 4), (4, 128, 4), (8, 128, 4), (4, 64, 4),
-                                                                        (8, 64, 4), (16, 64, 4), (4, 128, 8), (8, 256, 8),
-                                                                        (4, 256, 8), (1, 128, 4)]]
+                variants += [(s_, bk, 64, nw, True) for s_, bk, nw in [(2, 128, 4), (4, 128, 4), (8, 128, 4), (4, 256, 8)]]
+            else:
+                variants += [(s_, bk, 64, nw, "xt") for s_, bk, nw in [(1, 128, 4), (2, 128, 4), (4, 128, 4), (2, 64, 4),
+                                                                        (4, 64, 4), (8, 64, 4), (2, 256, 8), (1, 256, 8)]]
             for splits, bk, vs, nw, gemv in variants:
-                name = f"fixup-s{splits}-bk{bk}-w{nw}" + ("-gemv" if gemv else "")
-                dcfg = DecodeConfig(block_k=bk, num_warps=nw, gemv=gemv)
+                name = f"fixup-s{splits}-bk{bk}-w{nw}" + ("-gemv" if gemv is True else "-xt" if gemv == "xt" else "")
+                dcfg = DecodeConfig(block_k=bk, num_warps=nw, gemv=gemv is True, transpose_x=gemv == "xt")
                 fn = lambda: linear_fwd(x, *args, path="decode", splits=splits, row_slice=vs,  # noqa: E731
                                         decode_config=dcfg, reduce="fixup")
                 rows.append(record(result, case, dense, gated(name, fn, ref, torch.bfloat16, graph=True)))

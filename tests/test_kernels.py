@@ -22,6 +22,7 @@ DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 SMALL = SpmmConfig(block_n=16, block_k=16, num_warps=4, num_stages=1)
 SMALL_DECODE = DecodeConfig(block_k=16, gemv=False)
 SMALL_GEMV = DecodeConfig(block_k=16, gemv=True)
+SMALL_XT = DecodeConfig(block_k=16, transpose_x=True)
 
 # (M, K, T, V, density, empty groups): T not a power of two, M not a multiple of V, odd K,
 # sparsity 0 and near 1, an empty group.
@@ -48,10 +49,10 @@ def _dt(d):
 @pytest.mark.parametrize("case", CASES, ids=_id)
 @pytest.mark.parametrize(
     "path,splits,row_slice,reduce",
-    [("decode", 1, None, "fixup"), ("decode", 3, None, "fixup"), ("decode", 3, None, "atomic"),
+    [("decode", 1, None, "fixup"), ("decode-xt", 2, None, "fixup"), ("decode", 3, None, "fixup"), ("decode", 3, None, "atomic"),
      ("decode", 1, 16, "fixup"), ("decode", 2, 16, "fixup"), ("splitk", 3, None, None), ("transpose", None, None, None),
      ("roundtrip", None, None, None)],
-    ids=["decode", "decode-split3", "decode-split3-atomic", "decode-slice16", "decode-slice16-split2", "splitk3",
+    ids=["decode", "decode-xt-split2", "decode-split3", "decode-split3-atomic", "decode-slice16", "decode-slice16-split2", "splitk3",
          "transpose", "roundtrip"],
 )
 def test_linear_kernels_match_reference(case, dtype, path, splits, row_slice, reduce, nan_poison):
@@ -59,8 +60,9 @@ def test_linear_kernels_match_reference(case, dtype, path, splits, row_slice, re
     weight, mask, perm, w = random_problem(m, k, v, density, dtype, seed=m + t, device=DEVICE, empty_groups=empty)
     x = torch.randn(t, k, device=DEVICE).to(dtype)
     bias = torch.randn(m, device=DEVICE).to(dtype)
-    y = linear_fwd(x, w.values, w.col_idx, w.group_ptr, w.perm, bias, m, path=path, splits=splits, config=SMALL,
-                   decode_config=SMALL_DECODE, row_slice=row_slice, reduce=reduce or "fixup")
+    dcfg = SMALL_XT if path == "decode-xt" else SMALL_DECODE
+    y = linear_fwd(x, w.values, w.col_idx, w.group_ptr, w.perm, bias, m, path=path.replace("-xt", ""), splits=splits,
+                   config=SMALL, decode_config=dcfg, row_slice=row_slice, reduce=reduce or "fixup")
     ref = F.linear(x.double(), (weight * mask).double(), bias.double())
     assert y.shape == (t, m) and y.dtype == dtype
     assert rel_error(y, ref) < KERNEL_TOLERANCE[dtype]

@@ -31,11 +31,13 @@ class DecodeConfig:
     # T = 1 on CUDA cores (no tensor-core tile padded to 16 tokens): 4-15 % faster than the tile
     # at T = 1 on the four layers >= 4096 (H200 sweep, commit 5abf4f1). False: always the tile.
     gemv: bool = True
+    # T > 1: transpose X first (one more launch) so the gather reads whole token runs.
+    transpose_x: bool = False
 
 
 @triton.jit
 def linear_decode_fwd_kernel(
-    x_ptr,  # [T, K] at (stride_xt, 1)
+    x_ptr,  # [T, K] at (stride_xt, stride_xk)
     vals_ptr,  # [nnz, V]
     cols_ptr,  # [nnz] int32
     gptr_ptr,  # [G + 1] int32
@@ -47,6 +49,7 @@ def linear_decode_fwd_kernel(
     T,
     M,
     stride_xt,
+    stride_xk,
     SPLITS,
     V: tl.constexpr,
     VS: tl.constexpr,
@@ -78,7 +81,7 @@ def linear_decode_fwd_kernel(
             kk = k0 + offs_k
             k_ok = kk < end
             cols = tl.load(cols_ptr + kk, mask=k_ok, other=0).to(tl.int64)
-            xg = tl.load(x_ptr + pid_t.to(tl.int64) * stride_xt + cols, mask=k_ok, other=0.0)  # [BK]
+            xg = tl.load(x_ptr + pid_t.to(tl.int64) * stride_xt + cols * stride_xk, mask=k_ok, other=0.0)  # [BK]
             w = tl.load(vals_ptr + kk.to(tl.int64)[:, None] * V + offs_v[None, :], mask=k_ok[:, None], other=0.0)
             acc2 += xg.to(tl.float32)[:, None] * w.to(tl.float32)
         acc = tl.sum(acc2, axis=0)[None, :]  # [1, VS]
@@ -89,7 +92,7 @@ def linear_decode_fwd_kernel(
             k_ok = kk < end
             cols = tl.load(cols_ptr + kk, mask=k_ok, other=0).to(tl.int64)
             xg = tl.load(
-                x_ptr + offs_t.to(tl.int64)[:, None] * stride_xt + cols[None, :],
+                x_ptr + offs_t.to(tl.int64)[:, None] * stride_xt + cols[None, :] * stride_xk,
                 mask=t_ok[:, None] & k_ok[None, :],
                 other=0.0,
             )  # [BT, BK]
@@ -165,7 +168,7 @@ def linear_decode(
     row_slice: int | None = None,
     reduce: str = "fixup",
 ) -> torch.Tensor:
-    """x2 (T x K, unit stride on K) -> T x M; ``splits`` programs share each group, tokens in tiles of <= 64.
+    """x2 (T x K, any strides) -> T x M; ``splits`` programs share each group, tokens in tiles of <= 64.
 
     With ``splits > 1`` the partial sums meet either in the same launch (``reduce='fixup'``: the
     last split of each tile sums them) or by float32 atomic adds finished by later launches
@@ -206,6 +209,7 @@ def linear_decode(
         t,
         out_features,
         x2.stride(0),
+        x2.stride(1),
         splits,
         V=v,
         VS=vs,

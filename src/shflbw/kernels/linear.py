@@ -53,9 +53,13 @@ def linear_fwd(
     if path is None:
         path = "decode" if t <= DECODE_MAX_TOKENS else "roundtrip" if t >= ROUNDTRIP_MIN_TOKENS else "transpose"
     if path == "decode":
-        if x2.stride(-1) != 1:
-            x2 = x2.contiguous()
         dcfg = decode_config or DecodeConfig()
+        if t > 1 and dcfg.transpose_x:
+            # Feature-major X: each gathered feature is one contiguous run of T tokens, not T
+            # scattered 2-byte reads.
+            x2 = transpose(x2).t()
+        elif x2.stride(-1) != 1:
+            x2 = x2.contiguous()
         plan_slice, plan_splits = decode_plan(
             group_ptr.numel() - 1, values.shape[1], values.shape[0], t, sm_count(x.device), dcfg.block_k
         )
