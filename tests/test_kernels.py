@@ -115,15 +115,20 @@ def test_decode_rejects_unknown_reduce():
 
 
 def test_decode_plan_follows_the_measured_rule():
-    from shflbw.kernels.configs import decode_plan
+    from shflbw.kernels.configs import decode_config, decode_plan
 
-    # (n_groups, V, nnz, tokens, SMs): about 3 programs per SM at T = 1, 2 at T = 16
-    assert decode_plan(64, 64, 64 * 1024, 1, 132) == (64, 8)  # 4096^2, 75 %
-    assert decode_plan(172, 64, 172 * 1024, 1, 132) == (64, 2)  # 11008 x 4096
-    assert decode_plan(172, 64, 172 * 1024, 16, 132) == (64, 2)
-    assert decode_plan(48, 64, 48 * 192, 1, 132) == (64, 2)  # 3072 x 768: only 2 steps of 128 per group
-    assert decode_plan(1000, 64, 1000 * 1024, 1, 132) == (64, 1)  # enough groups: no split
-    assert decode_plan(64, 64, 64 * 1024, 1, None) == (64, 1)  # CPU interpreter
+    one, tile, xt = decode_config(1, 4096), decode_config(16, 768), decode_config(16, 4096)
+    assert one.gemv and not tile.transpose_x and xt.transpose_x and xt.block_k == 256
+    # (n_groups, V, nnz, tokens, SMs, config): about 3 programs per SM at T = 1, 1 with X
+    # transposed, 2 for the tile
+    assert decode_plan(64, 64, 64 * 1024, 1, 132, one) == (64, 8)  # 4096^2, 75 %
+    assert decode_plan(172, 64, 172 * 1024, 1, 132, one) == (64, 2)  # 11008 x 4096
+    assert decode_plan(172, 64, 172 * 1024, 16, 132, xt) == (64, 1)
+    assert decode_plan(64, 64, 64 * 1024, 16, 132, xt) == (64, 2)
+    assert decode_plan(48, 64, 48 * 192, 16, 132, tile) == (64, 2)  # 3072 x 768: 2 steps of 128 per group
+    assert decode_plan(48, 64, 48 * 192, 1, 132, one) == (64, 2)
+    assert decode_plan(1000, 64, 1000 * 1024, 1, 132, one) == (64, 1)  # enough groups: no split
+    assert decode_plan(64, 64, 64 * 1024, 1, None, one) == (64, 1)  # CPU interpreter
 
 
 def test_decode_rejects_bad_row_slice():

@@ -12,6 +12,7 @@ import math
 
 import torch
 
+from shflbw.kernels.decode import DecodeConfig
 from shflbw.kernels.spmm import SpmmConfig
 
 # Token counts up to this go to the weight-bound decode kernel (T = 16 measured; T = 32 not yet).
@@ -43,20 +44,39 @@ def sm_count(device: torch.device) -> int | None:
     return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
 
 
-def decode_plan(n_groups: int, vector: int, nnz: int, tokens: int, sms: int | None, block_k: int = 128) -> tuple[int, int]:
+def decode_config(tokens: int, in_features: int) -> DecodeConfig:
+    """The decode kernel's launch config for this token count and K (H200 sweeps, BENCHMARKS.md).
+
+    T = 1: the CUDA-core kernel, BK 128, 4 warps. T > 1 with K >= 2048: X transposed first (one
+    more launch) and BK 256 with 8 warps: at T = 16, 75 %, 1.27-1.75x of dense on the four layers
+    >= 4096 against 1.15-1.41x for the tensor-core tile gathering from token-major X (commit
+    94f0de4). Small K (3072 x 768): the transpose does not pay; the tile plan stays.
+    """
+    if tokens > 1 and in_features >= 2048:
+        return DecodeConfig(block_k=256, num_warps=8, transpose_x=True)
+    return DecodeConfig()
+
+
+def decode_plan(n_groups: int, vector: int, nnz: int, tokens: int, sms: int | None, config: DecodeConfig) -> tuple[int, int]:
     """(row_slice, k_splits) for the decode kernel (whole V-row groups; split-K finished in-launch).
 
     From the H200 decode sweeps (prototype/sweep_small_t.py, BENCHMARKS.md; 5 layers x T = 1, 16 x
-    50/75/87.5 %): the best split count keeps about 3 programs per SM at T = 1 (the one-token
-    CUDA-core kernel: within 2.3 % of the best of 14 variants on average) and 2 at T = 16 (more
-    tokens per program is more work per program; within 3 % of the best of 11), rounded to a
-    power of two, 1-8; never more splits than a group's average kept vectors fill [block_k] steps.
-    Row slices of 32 never won by more than noise; 16 lost everywhere (BENCHMARKS.md).
+    50/75/87.5 %), the best split count keeps about this many programs per SM, rounded to a power
+    of two, 1-8: 3 at T = 1 (the CUDA-core kernel: within 2.3 % of the best of 14 variants on
+    average), 1 at T > 1 with X transposed (BK 256: within 2.6 % of the best of 12), 2 for the
+    tensor-core tile from token-major X (within 3 % of the best of 11). Never more splits than a
+    group's average kept vectors fill [block_k] steps. Row slices of 32 never won by more than
+    noise; 16 lost everywhere (BENCHMARKS.md).
     """
     if sms is None:
         return vector, 1
-    per_sm = 3 if tokens == 1 else 2
+    if tokens == 1 and config.gemv:
+        per_sm = 3
+    elif config.transpose_x:
+        per_sm = 1
+    else:
+        per_sm = 2
     want = per_sm * sms / max(1, n_groups)
     splits = 2 ** max(0, round(math.log2(max(1.0, want))))
-    steps = max(1, math.ceil(nnz / max(1, n_groups) / block_k))
+    steps = max(1, math.ceil(nnz / max(1, n_groups) / config.block_k))
     return vector, int(min(8, splits, steps))

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import torch
 
-from shflbw.kernels.configs import DECODE_MAX_TOKENS, ROUNDTRIP_MIN_TOKENS, decode_plan, sm_count, spmm_config
-from shflbw.kernels.decode import DecodeConfig, linear_decode
+from shflbw.kernels.configs import DECODE_MAX_TOKENS, ROUNDTRIP_MIN_TOKENS, decode_config as pick_decode_config
+from shflbw.kernels.configs import decode_plan, sm_count, spmm_config
+from shflbw.kernels.decode import DecodeConfig, linear_decode  # noqa: F401  (DecodeConfig: type of decode_config)
 from shflbw.kernels.spmm import SpmmConfig, launch_spmm
 from shflbw.kernels.transpose import transpose
 
@@ -53,7 +54,7 @@ def linear_fwd(
     if path is None:
         path = "decode" if t <= DECODE_MAX_TOKENS else "roundtrip" if t >= ROUNDTRIP_MIN_TOKENS else "transpose"
     if path == "decode":
-        dcfg = decode_config or DecodeConfig()
+        dcfg = decode_config or pick_decode_config(t, k)
         if t > 1 and dcfg.transpose_x:
             # Feature-major X: each gathered feature is one contiguous run of T tokens, not T
             # scattered 2-byte reads.
@@ -61,7 +62,7 @@ def linear_fwd(
         elif x2.stride(-1) != 1:
             x2 = x2.contiguous()
         plan_slice, plan_splits = decode_plan(
-            group_ptr.numel() - 1, values.shape[1], values.shape[0], t, sm_count(x.device), dcfg.block_k
+            group_ptr.numel() - 1, values.shape[1], values.shape[0], t, sm_count(x.device), dcfg
         )
         out = linear_decode(
             x2, values, col_idx, group_ptr, perm, bias, out_features, splits or plan_splits,
