@@ -6,7 +6,10 @@ import collections
 import json
 import sys
 
-COLUMNS = ["shflbw", "transpose-scatter", "decode-path", "spmm-feature-major", "group-order-out", "torch-2:4"]
+# '-graph' columns are CUDA-graph replays against dense replays (GPU time without host launch cost).
+COLUMNS = ["shflbw", "shflbw-graph", "transpose-scatter", "decode-path", "spmm-feature-major", "group-order-out",
+           "torch-2:4", "torch-2:4-wxT"]
+NOT_OURS = ("dense", "dense-graph", "torch-2:4", "torch-2:4-wxT", "spmm-feature-major", "group-order-out")
 
 
 def main(path: str) -> None:
@@ -17,14 +20,15 @@ def main(path: str) -> None:
     for r in data["rows"]:
         if "case" in r:
             by[r["case"]][r["variant"]] = r
-    print("| case | dense us | " + " | ".join(COLUMNS) + " | best shflbw variant |")
-    print("|---|---|" + "---|" * (len(COLUMNS) + 1))
+    columns = [c for c in COLUMNS if any(c in v for v in by.values())]
+    print("| case | dense us | " + " | ".join(columns) + " | best shflbw variant |")
+    print("|---|---|" + "---|" * (len(columns) + 1))
     for case, v in by.items():
         cells = []
-        for c in COLUMNS:
+        for c in columns:
             r = v.get(c)
             cells.append(f"{r['speedup']:.2f}x" if r and r.get("speedup") else ("WRONG" if r and r.get("status") == "WRONG" else ""))
-        ours = [r for k, r in v.items() if k not in ("dense", "torch-2:4", "spmm-feature-major", "group-order-out") and r.get("speedup")]
+        ours = [r for k, r in v.items() if k not in NOT_OURS and r.get("speedup")]
         best = max(ours, key=lambda r: r["speedup"]) if ours else None
         best_s = f"{best['variant']} {best['speedup']:.2f}x" if best else ""
         print(f"| {case.replace('-bfloat16', '')} | {v['dense']['us']:.1f} | " + " | ".join(cells) + f" | {best_s} |")

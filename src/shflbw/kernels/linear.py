@@ -4,6 +4,9 @@
 - T >= ROUNDTRIP_MIN_TOKENS ('roundtrip'): transpose X to feature-major, run the feature-major
   kernel with a feature-major output written through the permutation (whole rows move, so the
   scatter is coalesced), transpose the result back.
+- 'splitk' (never chosen by dispatch; measured slower in 62 of 64 cases at T = 128-2048): transpose
+  X, split each group's kept vectors over several programs adding float32 partials into a
+  feature-major buffer, transpose back adding the bias and casting.
 - in between ('transpose'): transpose X to feature-major with a tiled Triton copy (3.0-3.7 TB/s
   on an H200, against 0.5-0.6 for torch's x.t().contiguous()), then run the feature-major SpMM
   kernel storing its tile transposed into the token-major output through the permutation,
