@@ -212,3 +212,26 @@ def test_non_power_of_two_vector_takes_the_reference_path(nan_poison):
         c = shflbw.spmm(w, x.t())
     assert rel_error(y, F.linear(x.double(), (weight * mask).double())) < KERNEL_TOLERANCE[torch.float16]
     assert rel_error(c, (weight * mask).double() @ x.t().double()) < KERNEL_TOLERANCE[torch.float16]
+
+
+@pytest.mark.parametrize("path", ["roundtrip", "transpose", "splitk", "decode"])
+def test_feature_major_input_is_used_in_place(path, nan_poison, monkeypatch):
+    # x handed over as a transposed view of a feature-major buffer (strides (1, T)): same result,
+    # and the roundtrip / transpose / split-K paths skip their input transpose.
+    import shflbw.kernels.transpose as tr
+
+    m, k, t = 96, 48, 40
+    weight, mask, perm, w = random_problem(m, k, 32, 0.5, torch.float32, seed=4, device=DEVICE)
+    xt = torch.randn(k, t, device=DEVICE)
+    x = xt.t()
+    assert x.stride() == (1, t)
+    calls = []
+    real = tr.transpose_kernel
+    monkeypatch.setattr(tr, "transpose_kernel", type("Spy", (), {"__getitem__": lambda self, g: (calls.append(g), real[g])[1]})())
+    y = linear_fwd(x, w.values, w.col_idx, w.group_ptr, w.perm, None, m, path=path, splits=2, config=SMALL,
+                   decode_config=SMALL_XT)
+    assert rel_error(y, x.double() @ (weight * mask).double().t()) < KERNEL_TOLERANCE[torch.float32]
+    if path in ("transpose", "decode"):
+        assert not calls  # nothing transposed at all
+    else:
+        assert len(calls) == 1  # only the output goes back to token-major

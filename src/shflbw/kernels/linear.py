@@ -27,7 +27,7 @@ from shflbw.kernels.configs import DECODE_MAX_TOKENS, ROUNDTRIP_MIN_TOKENS, deco
 from shflbw.kernels.configs import decode_plan, sm_count, spmm_config
 from shflbw.kernels.decode import DecodeConfig, linear_decode  # noqa: F401  (DecodeConfig: type of decode_config)
 from shflbw.kernels.spmm import SpmmConfig, launch_spmm
-from shflbw.kernels.transpose import transpose
+from shflbw.kernels.transpose import feature_major, transpose
 
 
 def linear_fwd(
@@ -61,7 +61,7 @@ def linear_fwd(
         if t > 1 and dcfg.transpose_x:
             # Feature-major X: each gathered feature is one contiguous run of T tokens, not T
             # scattered 2-byte reads.
-            x2 = transpose(x2).t()
+            x2 = feature_major(x2).t()
         elif x2.stride(-1) != 1:
             x2 = x2.contiguous()
         plan_slice, plan_splits = decode_plan(
@@ -76,13 +76,13 @@ def linear_fwd(
         # T = 128: 32 programs), so each group's kept vectors are split over several programs
         # that add float32 partial sums into a feature-major buffer; the transpose back adds the
         # bias and casts.
-        xt = transpose(x2)
+        xt = feature_major(x2)
         cfg = config or spmm_config(values.shape[1], t, x.dtype)
         acc = torch.zeros(out_features, t, dtype=torch.float32, device=x.device)
         launch_spmm(values, col_idx, group_ptr, perm, xt, None, acc, (t, 1), cfg, splits=splits or 4)
         out = transpose(acc, dtype=x.dtype, bias=bias)
     elif path in ("roundtrip", "transpose"):
-        xt = transpose(x2)  # [K, T]
+        xt = feature_major(x2)  # [K, T]
         cfg = config or spmm_config(values.shape[1], t, x.dtype)
         if path == "roundtrip":
             # Feature-major output: the permutation moves whole contiguous rows (cheap), then one

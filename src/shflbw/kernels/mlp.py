@@ -6,7 +6,7 @@ import torch
 
 from shflbw.kernels.configs import spmm_config
 from shflbw.kernels.spmm import SpmmConfig, launch_spmm
-from shflbw.kernels.transpose import transpose
+from shflbw.kernels.transpose import feature_major, transpose
 
 
 def mlp_fwd(x, values1, col_idx1, group_ptr1, perm1, bias1_grouped, values2, col_idx2_folded, group_ptr2, perm2, bias2,
@@ -18,7 +18,7 @@ def mlp_fwd(x, values1, col_idx1, group_ptr1, perm1, bias1_grouped, values2, col
         return x.new_zeros(*x.shape[:-1], out_features)
     cfg1 = config or spmm_config(values1.shape[1], t, x.dtype)
     cfg2 = config or spmm_config(values2.shape[1], t, x.dtype)
-    xt = transpose(x2)  # [K, T]
+    xt = feature_major(x2)  # [K, T]
     hidden_padded = (group_ptr1.numel() - 1) * values1.shape[1]
     h = torch.empty(hidden_padded, t, dtype=x.dtype, device=x.device)  # feature-major, group order
     launch_spmm(values1, col_idx1, group_ptr1, perm1, xt, bias1_grouped, h, (t, 1), cfg1, permute_out=False, activation=activation)

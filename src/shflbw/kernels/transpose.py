@@ -60,3 +60,13 @@ def transpose(
         BR=block_r, BC=block_c, HAS_BIAS=bias is not None, num_warps=num_warps,
     )
     return y
+
+
+def feature_major(x2: torch.Tensor) -> torch.Tensor:
+    """X^T (K x T, contiguous) for the feature-major kernel: free when x2 is already a transposed
+    view of a feature-major buffer (a producer that keeps activations feature-major hands over
+    ``out_fm.t()``), else one tiled transpose."""
+    xt = x2.t()
+    if xt.is_contiguous():
+        return xt
+    return transpose(x2)

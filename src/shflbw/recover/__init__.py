@@ -1,5 +1,6 @@
-"""Accuracy recovery: one-shot reconstruction from calibration data (and, later, distillation)."""
+"""Accuracy recovery: one-shot reconstruction from calibration data, and distillation fine-tuning."""
 
-from shflbw.recover.reconstruct import reconstruct_group_lstsq, oneshot_prune_
+from shflbw.recover.distill import DistillConfig, distill_
+from shflbw.recover.reconstruct import oneshot_prune_, reconstruct_group_lstsq
 
-__all__ = ["oneshot_prune_", "reconstruct_group_lstsq"]
+__all__ = ["DistillConfig", "distill_", "oneshot_prune_", "reconstruct_group_lstsq"]
