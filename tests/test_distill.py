@@ -44,7 +44,7 @@ def test_distillation_lowers_the_gap_and_keeps_the_masks():
     # the teacher is untouched and the result still packs
     assert all(mask_of(m) is None for m in teacher.modules())
     shflbw.compress_(student)
-    assert isinstance(student[0], shflbw.ShflBWLinear)
+    assert isinstance(student[0], shflbw.ShflBWMLP) and isinstance(student[4], shflbw.ShflBWLinear)
 
 
 def test_time_budget_stops_early():

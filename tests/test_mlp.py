@@ -31,7 +31,9 @@ def _dense(x, dense, act):
 @pytest.mark.parametrize("backend", ["reference", "triton"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=lambda d: str(d).split(".")[-1])
 @pytest.mark.parametrize("act", ["gelu", "relu", "none"])
-@pytest.mark.parametrize("k,hidden,out,t,v", [(40, 70, 36, 19, 32), (32, 48, 50, 5, 16)], ids=["M70-pad", "T5"])
+# T <= 32 takes the decode kernels (group-order fc1, folded fc2); T = 40 the feature-major region.
+@pytest.mark.parametrize("k,hidden,out,t,v", [(40, 70, 36, 19, 32), (32, 48, 50, 5, 16), (40, 70, 36, 40, 32)],
+                         ids=["M70-pad", "T5", "T40-feature-major"])
 def test_mlp_matches_dense(backend, dtype, act, k, hidden, out, t, v, nan_poison):
     pytest.importorskip("triton") if backend == "triton" else None
     dense, packed = _block(k, hidden, out, v, 0.4, dtype, seed=t)

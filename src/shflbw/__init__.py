@@ -6,7 +6,7 @@ tensor cores.
 
 from shflbw.config import LayerOverride, ShflBWConfig
 from shflbw.format import ShflBWMatrix
-from shflbw.nn import CubicSparsitySchedule, ShflBWConv2d, ShflBWLinear, compress_, decompress_, load, save, sparsify_
+from shflbw.nn import CubicSparsitySchedule, ShflBWConv2d, ShflBWLinear, ShflBWMLP, compress_, decompress_, load, save, sparsify_
 from shflbw.ops import PackedMLP, conv2d, linear, mlp, spmm
 from shflbw.prune import PruneResult, prune
 
@@ -20,6 +20,7 @@ __all__ = [
     "ShflBWConfig",
     "ShflBWConv2d",
     "ShflBWLinear",
+    "ShflBWMLP",
     "ShflBWMatrix",
     "__version__",
     "compress_",

@@ -15,8 +15,13 @@ def _set_child(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def compress_(model: nn.Module) -> nn.Module:
-    """Replace every masked nn.Linear / nn.Conv2d (see ``sparsify_``) by ShflBWLinear / ShflBWConv2d."""
+def compress_(model: nn.Module, regions: bool = True) -> nn.Module:
+    """Replace every masked nn.Linear / nn.Conv2d (see ``sparsify_``) by ShflBWLinear / ShflBWConv2d.
+
+    ``regions=True`` then runs recognised MLP blocks (Linear -> ReLU/GELU -> Linear, both
+    compressed) as one feature-major ``ShflBWMLP`` (see shflbw.nn.mlp); those are inference-only.
+    ``regions=False`` keeps per-layer modules (autograd through x and the packed values).
+    """
     masked = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and mask_of(m) is not None]
     if not masked:
         raise ValueError("no masked layer found: call shflbw.sparsify_(model, config) first")
@@ -24,11 +29,18 @@ def compress_(model: nn.Module) -> nn.Module:
         p = mask_of(mod)
         packed_cls = ShflBWConv2d.from_conv if isinstance(mod, nn.Conv2d) else ShflBWLinear.from_linear
         _set_child(model, name, packed_cls(mod, p.mask, p.perm, p.vector))
+    if regions:
+        from shflbw.nn.mlp import fuse_regions_
+
+        fuse_regions_(model)
     return model
 
 
 def decompress_(model: nn.Module) -> nn.Module:
     """Replace every ShflBWLinear / ShflBWConv2d by its dense layer in masked mode (mask and permutation kept)."""
+    from shflbw.nn.mlp import unfuse_regions_
+
+    unfuse_regions_(model)
     packed = [(n, m) for n, m in model.named_modules() if isinstance(m, (ShflBWLinear, ShflBWConv2d))]
     for name, mod in packed:
         dense = mod.to_conv() if isinstance(mod, ShflBWConv2d) else mod.to_linear()

@@ -30,6 +30,19 @@ META = "shflbw.json"
 
 
 def save(model: nn.Module, directory: str, config: ShflBWConfig | None = None) -> None:
+    """Write ``model`` (compressed) to ``directory``. MLP regions are stored as their per-layer
+    modules (the model is unfused for the write and fused again after) and re-fused by ``load``."""
+    from shflbw.nn.mlp import fuse_regions_, unfuse_regions_
+
+    n_regions = unfuse_regions_(model)
+    try:
+        _save(model, directory, config, regions=n_regions > 0)
+    finally:
+        if n_regions:
+            fuse_regions_(model)
+
+
+def _save(model: nn.Module, directory: str, config: ShflBWConfig | None, regions: bool) -> None:
     from safetensors.torch import save_file
 
     if any(mask_of(m) is not None for m in model.modules()):
@@ -48,7 +61,7 @@ def save(model: nn.Module, directory: str, config: ShflBWConfig | None = None) -
         raise ValueError("the model has no ShflBWLinear / ShflBWConv2d layer: nothing shflbw-specific to save")
     # clone: safetensors refuses tensors that share memory (tied weights are saved twice)
     state = {k: v.detach().contiguous().cpu().clone() for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT, "version": VERSION, "layers": layers,
+    meta = {"format": FORMAT, "version": VERSION, "layers": layers, "regions": regions,
             "config": None if config is None else json.loads(config.to_json())}
     directory = os.path.abspath(directory)
     parent = os.path.dirname(directory)
@@ -139,4 +152,8 @@ def load(directory: str, skeleton: nn.Module, device: torch.device | str | None 
         )
     if device is not None:
         skeleton.to(device)
+    if meta.get("regions"):
+        from shflbw.nn.mlp import fuse_regions_
+
+        fuse_regions_(skeleton)
     return skeleton
