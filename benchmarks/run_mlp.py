@@ -21,10 +21,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.run_linear import stamp  # noqa: E402
 from benchmarks.timing import format_row, gated  # noqa: E402
-from shflbw import PackedMLP, ShflBWMatrix, mlp  # noqa: E402
+from shflbw import PackedMLP, ShflBWMatrix, linear, mlp  # noqa: E402
 from shflbw.testing import random_shflbw_mask  # noqa: E402
 
-CASES = [(4096, 16384), (4096, 11008)]  # (model dim, hidden)
+CASES = {"large": [(4096, 16384), (4096, 11008)],  # (model dim, hidden)
+         "encoders": [(1024, 4096), (384, 1536)]}  # BERT-large's and MiniLM's blocks (run_e2e.py)
 
 
 def packed(m, k, v, density, gen):
@@ -39,11 +40,12 @@ def main() -> int:
     ap.add_argument("--tokens", default="2048,4096")
     ap.add_argument("--sparsities", default="0.75,0.875")
     ap.add_argument("--vector", type=int, default=64)
+    ap.add_argument("--cases", default="large", choices=sorted(CASES))
     ap.add_argument("--out", default="mlp.json")
     args = ap.parse_args()
     result = {"stamp": stamp(), "rows": []}
     dense_c = torch.compile(lambda x, w1, b1, w2, b2: F.linear(F.gelu(F.linear(x, w1, b1)), w2, b2))
-    for (d, hdim), t, s in itertools.product(CASES, map(int, args.tokens.split(",")), map(float, args.sparsities.split(","))):
+    for (d, hdim), t, s in itertools.product(CASES[args.cases], map(int, args.tokens.split(",")), map(float, args.sparsities.split(","))):
         gen = torch.Generator().manual_seed(0)
         w1, w1m, p1 = packed(hdim, d, args.vector, 1 - s, gen)
         w2, w2m, p2 = packed(d, hdim, args.vector, 1 - s, gen)
@@ -58,6 +60,8 @@ def main() -> int:
             gated("dense-eager", lambda: F.linear(F.gelu(F.linear(x, w1, b1)), w2, b2), ref_dense, torch.bfloat16),
             gated("dense-compiled", lambda: dense_c(x, w1, b1, w2, b2), ref_dense, torch.bfloat16),
             gated("shflbw-mlp", lambda: mlp(x, block), ref, torch.bfloat16),
+            # the same block as two per-layer token-major calls with GELU between (compress_(regions=False))
+            gated("shflbw-per-layer", lambda: linear(F.gelu(linear(x, p1, b1)), p2, b2), ref, torch.bfloat16),
         ]
         base = min(r["us"] for r in rows[:2] if r["us"])
         for r in rows:

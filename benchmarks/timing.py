@@ -6,10 +6,11 @@ import torch
 import triton
 
 
-def median_us(fn, graph: bool = False) -> float:
+def median_us(fn, graph: bool = False, rep: int = 100) -> float:
     """Median time of fn() in microseconds (do_bench, L2 flushed between runs).
 
     ``graph=True`` captures fn in a CUDA graph and times its replays, as decode servers run it.
+    ``rep`` (ms of repeats): raise it for calls of tens of ms, or the median is of a handful of runs.
     """
     if graph:
         fn()  # compile / warm up outside capture
@@ -22,8 +23,8 @@ def median_us(fn, graph: bool = False) -> float:
         g = torch.cuda.CUDAGraph()
         with torch.cuda.graph(g):
             fn()
-        return triton.testing.do_bench(g.replay, warmup=25, rep=100, return_mode="median") * 1e3
-    return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median") * 1e3
+        return triton.testing.do_bench(g.replay, warmup=25, rep=rep, return_mode="median") * 1e3
+    return triton.testing.do_bench(fn, warmup=25, rep=rep, return_mode="median") * 1e3
 
 
 def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
