@@ -8,7 +8,9 @@ import shflbw
 from shflbw import ShflBWMatrix
 from shflbw.testing import random_shflbw_mask, rel_error
 
-from conftest import TOLERANCE
+from conftest import KERNEL_TOLERANCE, TOLERANCE
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _conv_problem(cout, cin, r, s, v, density, dtype=torch.float32, seed=0):
@@ -29,21 +31,54 @@ CASES = [  # (Cout, Cin, R, S, stride, padding, dilation, N, H, W)
 ]
 
 
+@pytest.mark.parametrize("backend", ["reference", "triton"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=lambda d: str(d).split(".")[-1])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
 @pytest.mark.parametrize("layout", ["nchw", "channels_last"])
-def test_conv2d_matches_dense(case, dtype, layout, nan_poison):
+def test_conv2d_matches_dense(case, dtype, layout, backend, nan_poison):
+    # triton: the implicit-GEMM kernel on the batch-innermost layout (the interpreter on CPU)
+    if backend == "triton":
+        pytest.importorskip("triton")
     cout, cin, r, s, stride, padding, dilation, n, h, w = case
     weight, mask, packed = _conv_problem(cout, cin, r, s, 16, 0.4, dtype, seed=cout)
     x = torch.randn(n, cin, h, w).to(dtype)
     if layout == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
     bias = torch.randn(cout).to(dtype)
-    y = shflbw.conv2d(x, packed, bias, stride=stride, padding=padding, dilation=dilation)
+    x, packed, bias = x.to(DEVICE), packed.to(DEVICE), bias.to(DEVICE)
+    with shflbw.ops.backend(backend):
+        y = shflbw.conv2d(x, packed, bias, stride=stride, padding=padding, dilation=dilation)
+    x, bias, y = x.cpu(), bias.cpu(), y.cpu()
     ref = F.conv2d(x.double(), (weight * mask).double(), bias.double(), stride=stride, padding=padding, dilation=dilation)
     assert y.shape == ref.shape
     assert y.is_contiguous(memory_format=torch.channels_last if layout == "channels_last" else torch.contiguous_format)
-    assert rel_error(y, ref) < TOLERANCE[dtype]
+    assert rel_error(y, ref) < (TOLERANCE if backend == "reference" else KERNEL_TOLERANCE)[dtype]
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+@pytest.mark.parametrize("v,n", [(16, 5), (32, 64)], ids=["V16-N5", "V32-N64"])
+def test_conv2d_chwn_layout_with_relu(backend, v, n, nan_poison):
+    # batch innermost in and out; N = 64 makes every gathered row one whole run of the batch
+    if backend == "triton":
+        pytest.importorskip("triton")
+    weight, mask, packed = _conv_problem(40, 6, 3, 3, v, 0.3, seed=n)
+    x = torch.randn(n, 6, 6, 5)
+    bias = torch.randn(40)
+    with shflbw.ops.backend(backend):
+        y = shflbw.conv2d_chwn(x.permute(1, 2, 3, 0).contiguous().to(DEVICE), packed.to(DEVICE), bias.to(DEVICE),
+                               stride=2, padding=1, relu=True).cpu()
+    ref = torch.relu(F.conv2d(x.double(), (weight * mask).double(), bias.double(), stride=2, padding=1))
+    assert y.shape == (40, 3, 3, n) and y.is_contiguous()
+    assert rel_error(y.permute(3, 0, 1, 2), ref) < KERNEL_TOLERANCE[torch.float32]
+    assert bool((y >= 0).all())
+
+
+def test_conv2d_chwn_rejects_asymmetric_same():
+    weight, mask, packed = _conv_problem(16, 4, 4, 2, 16, 0.5)
+    with pytest.raises(ValueError, match="symmetric"):
+        shflbw.conv2d_chwn(torch.randn(4, 7, 9, 2), packed, padding="same")
+    with pytest.raises(ValueError, match="channels"):
+        shflbw.conv2d_chwn(torch.randn(3, 7, 9, 2), packed)
 
 
 def test_conv_round_trip_and_save(tmp_path):
@@ -63,6 +98,10 @@ def test_opcheck_and_compile():
     torch.library.opcheck(torch.ops.shflbw.conv2d, (x.contiguous(memory_format=torch.channels_last), *args[1:]))
     f = torch.compile(lambda a: torch.relu(shflbw.conv2d(a, packed, padding=1)), fullgraph=True, backend="aot_eager")
     assert rel_error(f(x), torch.relu(F.conv2d(x, weight * mask, padding=1))) < 1e-5
+    xc = x.permute(1, 2, 3, 0).contiguous()
+    torch.library.opcheck(torch.ops.shflbw.conv2d_chwn, (xc, *args[1:], True))
+    g = torch.compile(lambda a: shflbw.conv2d_chwn(a, packed, padding=1, relu=True), fullgraph=True, backend="aot_eager")
+    assert rel_error(g(xc).permute(3, 0, 1, 2), torch.relu(F.conv2d(x, weight * mask, padding=1))) < 1e-5
 
 
 def test_bad_arguments():

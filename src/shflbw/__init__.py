@@ -7,7 +7,7 @@ tensor cores.
 from shflbw.config import LayerOverride, ShflBWConfig
 from shflbw.format import ShflBWMatrix
 from shflbw.nn import CubicSparsitySchedule, ShflBWConv2d, ShflBWLinear, ShflBWMLP, compress_, decompress_, load, save, sparsify_
-from shflbw.ops import PackedMLP, conv2d, linear, mlp, spmm
+from shflbw.ops import PackedMLP, conv2d, conv2d_chwn, linear, mlp, spmm
 from shflbw.prune import PruneResult, prune
 
 __version__ = "0.1.0.dev0"
@@ -25,6 +25,7 @@ __all__ = [
     "__version__",
     "compress_",
     "conv2d",
+    "conv2d_chwn",
     "decompress_",
     "linear",
     "load",
