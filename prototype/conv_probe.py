@@ -1,0 +1,62 @@
+"""Experiment: the Triton Shfl-BW conv (batch-innermost) against cuDNN on a few ResNet-50 / VGG-16 layers.
+
+    python prototype/conv_probe.py
+
+bf16, batch 64, 75 %, V = 64; cuDNN timed in NCHW and channels_last (cudnn.benchmark on), the
+faster counts. The Shfl-BW kernel is timed in its own layout (C, H, W, N); the two conversions
+(NCHW -> CHWN and back, PyTorch permute copies) are reported beside. Gated on correctness.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.timing import gated, median_us  # noqa: E402
+from shflbw import ShflBWMatrix, conv2d_chwn  # noqa: E402
+from shflbw.testing import random_shflbw_mask  # noqa: E402
+
+LAYERS = [  # (name, Cin, Cout, k, stride, pad, H)
+    ("vgg conv3_2 3x3", 256, 256, 3, 1, 1, 56),
+    ("vgg conv4_2 3x3", 512, 512, 3, 1, 1, 28),
+    ("r50 3x3 128", 128, 128, 3, 1, 1, 28),
+    ("r50 3x3 256", 256, 256, 3, 1, 1, 14),
+    ("r50 1x1 256->1024", 256, 1024, 1, 1, 0, 14),
+    ("r50 1x1 1024->256", 1024, 256, 1, 1, 0, 14),
+]
+
+
+def main():
+    torch.backends.cudnn.benchmark = True
+    n, v, s = 64, 64, 0.75
+    for name, cin, cout, k, st, pad, h in LAYERS:
+        g = torch.Generator().manual_seed(0)
+        w = torch.randn(cout, cin, k, k, generator=g).to(torch.bfloat16).cuda() * 0.05
+        m2, perm = random_shflbw_mask(cout, cin * k * k, v, 1 - s, generator=g)
+        mask = m2.view(cout, cin, k, k).cuda()
+        p = ShflBWMatrix.from_dense(w, mask, perm.cuda(), vector=v)
+        x = torch.randn(n, cin, h, h, device="cuda", dtype=torch.bfloat16)
+        ref = F.conv2d(x.float(), (w * mask).float(), stride=st, padding=pad)
+        dref = F.conv2d(x.float(), w.float(), stride=st, padding=pad)
+        xcl = x.contiguous(memory_format=torch.channels_last)
+        wcl = w.contiguous(memory_format=torch.channels_last)
+        d1 = gated("cudnn-nchw", lambda: F.conv2d(x, w, stride=st, padding=pad), dref, torch.bfloat16)
+        d2 = gated("cudnn-cl", lambda: F.conv2d(xcl, wcl, stride=st, padding=pad), dref, torch.bfloat16)
+        xc = x.permute(1, 2, 3, 0).contiguous()
+        sp = gated("shflbw-chwn", lambda: conv2d_chwn(xc, p, stride=st, padding=pad).permute(3, 0, 1, 2), ref, torch.bfloat16)
+        t_in = median_us(lambda: x.permute(1, 2, 3, 0).contiguous())
+        y = conv2d_chwn(xc, p, stride=st, padding=pad)
+        t_out = median_us(lambda: y.permute(3, 0, 1, 2).contiguous(memory_format=torch.channels_last))
+        best = min(r["us"] for r in (d1, d2) if r["us"])
+        spd = f"{best / sp['us']:.2f}x" if sp["us"] else sp["status"]
+        print(f"{name:22s} cudnn nchw {d1['us']:7.1f} cl {d2['us']:7.1f} | shflbw {sp['us'] or 0:7.1f} us {spd} "
+              f"(err {sp['error']:.1e}) | to CHWN {t_in:6.1f} back {t_out:6.1f} us", flush=True)
+
+
+if __name__ == "__main__":
+    main()
