@@ -19,6 +19,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.timing import gated, median_us  # noqa: E402
 from shflbw import ShflBWMatrix, conv2d_chwn  # noqa: E402
+from shflbw.kernels.conv2d import ConvConfig  # noqa: E402
+from shflbw.kernels.conv2d import conv2d_chwn as kernel  # noqa: E402
 from shflbw.testing import random_shflbw_mask  # noqa: E402
 
 LAYERS = [  # (name, Cin, Cout, k, stride, pad, H)
@@ -49,13 +51,22 @@ def main():
         d2 = gated("cudnn-cl", lambda: F.conv2d(xcl, wcl, stride=st, padding=pad), dref, torch.bfloat16)
         xc = x.permute(1, 2, 3, 0).contiguous()
         sp = gated("shflbw-chwn", lambda: conv2d_chwn(xc, p, stride=st, padding=pad).permute(3, 0, 1, 2), ref, torch.bfloat16)
+        variants = {}
+        for label, cfg in [("batch-constexpr", ConvConfig(batch_constexpr=True)),
+                           ("bc-bn64", ConvConfig(block_n=64, batch_constexpr=True)),
+                           ("bc-bn256-w8", ConvConfig(block_n=256, num_warps=8, batch_constexpr=True))]:
+            fn = lambda: kernel(xc, p.values, p.col_idx, p.group_ptr, p.perm, None, cout, (cin, k, k), (st, st),  # noqa: E731
+                                (pad, pad), (1, 1), config=cfg).permute(3, 0, 1, 2)
+            variants[label] = gated(label, fn, ref, torch.bfloat16)
         t_in = median_us(lambda: x.permute(1, 2, 3, 0).contiguous())
         y = conv2d_chwn(xc, p, stride=st, padding=pad)
         t_out = median_us(lambda: y.permute(3, 0, 1, 2).contiguous(memory_format=torch.channels_last))
         best = min(r["us"] for r in (d1, d2) if r["us"])
         spd = f"{best / sp['us']:.2f}x" if sp["us"] else sp["status"]
         print(f"{name:22s} cudnn nchw {d1['us']:7.1f} cl {d2['us']:7.1f} | shflbw {sp['us'] or 0:7.1f} us {spd} "
-              f"(err {sp['error']:.1e}) | to CHWN {t_in:6.1f} back {t_out:6.1f} us", flush=True)
+              f"(err {sp['error']:.1e}) | to CHWN {t_in:6.1f} back {t_out:6.1f} us | "
+              + " ".join(f"{k} {best / r['us']:.2f}x" if r["us"] else f"{k} {r['status']}" for k, r in variants.items()),
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -124,3 +124,19 @@ def test_bad_arguments():
         shflbw.conv2d(x, plain)
     with pytest.raises(ValueError, match="multiply to K"):
         ShflBWMatrix(plain.shape, 16, plain.perm, plain.group_ptr, plain.col_idx, plain.values, kernel=(3, 3, 2))
+
+
+@pytest.mark.parametrize("batch_constexpr", [False, True])
+def test_conv_kernel_configs(batch_constexpr, nan_poison):
+    # the kernel's launch options all compute the same convolution (tiles across pixel edges too)
+    pytest.importorskip("triton")
+    from shflbw.kernels.conv2d import ConvConfig, conv2d_chwn as kernel
+
+    weight, mask, packed = _conv_problem(24, 5, 3, 3, 16, 0.4, seed=7)
+    x = torch.randn(8, 5, 7, 6)
+    packed = packed.to(DEVICE)
+    for cfg in (ConvConfig(16, 16, 4, 1, batch_constexpr), ConvConfig(32, 16, 4, 1, batch_constexpr)):
+        y = kernel(x.permute(1, 2, 3, 0).contiguous().to(DEVICE), packed.values, packed.col_idx, packed.group_ptr,
+                   packed.perm, None, 24, (5, 3, 3), (1, 2), (1, 0), (2, 1), config=cfg).cpu()
+        ref = F.conv2d(x.double(), (weight * mask).double(), stride=(1, 2), padding=(1, 0), dilation=(2, 1))
+        assert rel_error(y.permute(3, 0, 1, 2), ref) < KERNEL_TOLERANCE[torch.float32]

@@ -31,6 +31,10 @@ class ConvConfig:
     block_k: int = 64
     num_warps: int = 4
     num_stages: int = 3
+    # Compile the batch size in (one compile per batch size): with a batch that is a multiple of
+    # block_n (or block_n of it), Triton can see that each tile's batch runs are contiguous and
+    # load them as vectors. Not yet measured (TODO(#6)); off by default.
+    batch_constexpr: bool = False
 
 
 @triton.jit
@@ -45,7 +49,7 @@ def conv2d_chwn_kernel(
     M,
     H,
     W,
-    NB,  # batch
+    NB,  # batch (a constexpr when BATCH_CONST: see ConvConfig.batch_constexpr)
     HO,
     WO,
     SH,
@@ -63,7 +67,10 @@ def conv2d_chwn_kernel(
     RELU: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
+    NB_CONST: tl.constexpr,  # the batch size when known at compile time, else 0
 ):
+    if NB_CONST > 0:
+        NB = NB_CONST
     g = tl.program_id(0)  # groups fastest: programs running together share the same input slab
     pid_n = tl.program_id(1)
     start = tl.load(gptr_ptr + g)
@@ -138,6 +145,6 @@ def conv2d_chwn(
         out_channels, h, w, nb, ho, wo, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
         R=r, S=s, V=values.shape[1], BN=cfg.block_n, BK=cfg.block_k, HAS_BIAS=bias is not None, RELU=relu,
         DOT_PRECISION=dot_precision(values.dtype), UPCAST=interpreter_upcast(values.dtype),
-        num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        NB_CONST=nb if cfg.batch_constexpr else 0, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     return out
