@@ -18,7 +18,6 @@ import argparse
 import copy
 import json
 import os
-import re
 import sys
 import time
 
@@ -42,37 +41,25 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     import shflbw
     from shflbw.demo import load_minilm
-    from shflbw.eval.data import calibration_sentences, calibration_words, load_eval_data
+    from shflbw.eval.data import calibration_batches, distillation_batches, load_eval_data
     from shflbw.eval.metrics import evaluate
     from shflbw.recover import DistillConfig, distill_, oneshot_prune_
 
     model, tok = load_minilm()
     data = load_eval_data()
 
-    def sentence_batches(texts, size=64):
-        return [dict(tok(texts[i : i + size], padding=True, truncation=True, max_length=128, return_tensors="pt"))
-                for i in range(0, len(texts), size)]
-
-    def word_batches(texts, size=128):
-        return [dict(tok(texts[i : i + size], padding=True, truncation=True, max_length=16, return_tensors="pt"))
-                for i in range(0, len(texts), size)]
-
     dense = evaluate(model, tok, data)
     ref = dense.pop("lee_embeddings")
     cfg = shflbw.ShflBWConfig(sparsity=args.sparsity, vector=args.vector, include=("encoder.*",), exclude=())
     student = copy.deepcopy(model)
     t0 = time.monotonic()
-    calib = sentence_batches(calibration_sentences(data, 512)) + word_batches(calibration_words(data, 512))
-    oneshot_prune_(student, cfg, calib, score="obs")
+    oneshot_prune_(student, cfg, calibration_batches(tok, data), score="obs")
     oneshot_s = time.monotonic() - t0
     r1 = evaluate(student, tok, data, reference=ref)
     r1.pop("lee_embeddings")
     print("one-shot:", json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r1.items()}), flush=True)
 
-    all_sents = [s.strip() for doc in data.calibration for s in re.split(r"(?<=[.!?])\s+", doc) if len(s.split()) >= 4]
-    words = calibration_words(data, 6000)
-    sb, wb = sentence_batches(all_sents, 32), word_batches(words, 128)
-    batches = [b for pair in zip(sb, wb * (len(sb) // len(wb) + 1)) for b in pair]
+    batches = distillation_batches(tok, data)
     dcfg = DistillConfig(steps=args.steps, lr=args.lr, hidden=args.hidden, time_budget=args.minutes * 60)
     t1 = time.monotonic()
     history = distill_(student, model, batches, dcfg)

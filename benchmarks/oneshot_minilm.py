@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
 def main() -> int:
     import shflbw
     from shflbw.demo import load_minilm
-    from shflbw.eval.data import calibration_sentences, calibration_words, load_eval_data
+    from shflbw.eval.data import calibration_batches, load_eval_data
     from shflbw.eval.metrics import evaluate
     from shflbw.recover import oneshot_prune_
 
@@ -41,12 +41,7 @@ def main() -> int:
 
     model, tok = load_minilm()
     data = load_eval_data()
-    sents = calibration_sentences(data, args.calibration)
-    batches = [dict(tok(sents[i : i + 64], padding=True, truncation=True, max_length=128, return_tensors="pt"))
-               for i in range(0, len(sents), 64)]
-    words = calibration_words(data, args.words) if args.words else []
-    batches += [dict(tok(words[i : i + 128], padding=True, truncation=True, max_length=16, return_tensors="pt"))
-                for i in range(0, len(words), 128)]
+    batches = calibration_batches(tok, data, args.calibration, args.words)
     dense = evaluate(model, tok, data)
     ref = dense.pop("lee_embeddings")
     cfg = shflbw.ShflBWConfig(sparsity=args.sparsity, vector=args.vector, include=("encoder.*",), exclude=())

@@ -31,6 +31,25 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args.model, sparsities, args.vector, args.out)
 
 
+def _floats(text: str, name: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise SystemExit(f"--{name} must be comma-separated numbers, got {text!r}") from None
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from shflbw.eval.study import run_study
+
+    try:
+        run_study(tuple(args.patterns.split(",")), _floats(args.sparsity, "sparsity"),
+                  tuple(int(v) for v in _floats(args.vector, "vector")), tuple(args.methods.split(",")),
+                  args.distill_minutes, args.distill_steps, args.out, args.model)
+    except ValueError as e:
+        raise SystemExit(f"shflbw eval: {e}") from None
+    return 0
+
+
 def _cmd_prune(args: argparse.Namespace) -> int:
     from shflbw.prune_checkpoint import prune_checkpoint
 
@@ -69,6 +88,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vector", type=int, default=64, help="V for the vector and Shfl-BW patterns (default: %(default)s)")
     p.add_argument("--out", default="out/demo", help="directory for demo.json, demo.md, demo.png (default: %(default)s)")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser(
+        "eval",
+        help="the accuracy study: patterns x sparsities x V x recipes (magnitude, one-shot, distillation) on MiniLM",
+    )
+    p.add_argument("--model", default=None, help="a Hugging Face model directory (default: the embedded all-MiniLM-L6-v2)")
+    p.add_argument("--patterns", default="unstructured,2:4,vector,block,shfl_bw", help="(default: %(default)s)")
+    p.add_argument("--sparsity", default="0.5,0.75,0.875", help="comma-separated sparsities (default: %(default)s)")
+    p.add_argument("--vector", default="32,64,128", help="V values for vector and shfl_bw (default: %(default)s)")
+    p.add_argument("--methods", default="magnitude,oneshot,distill",
+                   help="recipes: magnitude (no data), oneshot (calibration + refit), distill (oneshot + distillation); "
+                        "default: %(default)s. On 2 CPU cores one-shot takes ~6 min a cell, distillation 15 min")
+    p.add_argument("--distill-minutes", type=float, default=15.0, help="distillation time budget per cell (default: %(default)s)")
+    p.add_argument("--distill-steps", type=int, default=1250, help="distillation steps per cell (default: %(default)s)")
+    p.add_argument("--out", default="out/study", help="directory for study.json, study.md, study.png (default: %(default)s)")
+    p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("prune", help="prune a Hugging Face model directory and save it compressed, with a report")
     p.add_argument("checkpoint", help="a Hugging Face model directory (with config.json)")

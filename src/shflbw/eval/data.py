@@ -80,3 +80,31 @@ def calibration_words(data: EvalData, n: int = 512) -> list[str]:
                 if len(out) == n:
                     return out
     raise ValueError(f"lee_background holds only {len(out)} usable words, asked for {n}")
+
+
+def background_sentences(data: EvalData, min_words: int = 4) -> list[str]:
+    """Every sentence of lee_background with at least ``min_words`` words (2,617 in gensim 4.4)."""
+    import re
+
+    return [s.strip() for doc in data.calibration for s in re.split(r"(?<=[.!?])\s+", doc) if len(s.split()) >= min_words]
+
+
+def text_batches(tokenizer, texts: list[str], size: int, max_length: int) -> list[dict]:
+    """Tokenised batches (dicts of tensors) of ``size`` texts each."""
+    return [dict(tokenizer(texts[i : i + size], padding=True, truncation=True, max_length=max_length, return_tensors="pt"))
+            for i in range(0, len(texts), size)]
+
+
+def calibration_batches(tokenizer, data: EvalData, sentences: int = 512, words: int = 512) -> list[dict]:
+    """One-shot calibration: ``sentences`` lee_background sentences (batches of 64) and ``words`` single words."""
+    out = text_batches(tokenizer, calibration_sentences(data, sentences), 64, 128)
+    if words:
+        out += text_batches(tokenizer, calibration_words(data, words), 128, 16)
+    return out
+
+
+def distillation_batches(tokenizer, data: EvalData, words: int = 6000) -> list[dict]:
+    """All lee_background sentences (batches of 32) alternating with batches of 128 single words."""
+    sb = text_batches(tokenizer, background_sentences(data), 32, 128)
+    wb = text_batches(tokenizer, calibration_words(data, words), 128, 16)
+    return [b for pair in zip(sb, wb * (len(sb) // len(wb) + 1)) for b in pair]

@@ -1,0 +1,159 @@
+"""``shflbw eval``: the accuracy study on all-MiniLM-L6-v2 (issue #4's table).
+
+For each pattern x sparsity x V, up to three recipes, each evaluated on the gensim sets:
+- ``magnitude``: one-shot by weight magnitude, no data (the demo's recipe);
+- ``oneshot``: layer by layer, OBS score from calibration activations, least-squares refit
+  toward the dense model (``oneshot_prune_``; 512 lee_background sentences + 512 single words);
+- ``distill``: ``oneshot`` then ``distill_`` toward the dense model for a fixed time budget.
+Calibration and distillation texts are lee_background, disjoint from every evaluation text.
+Writes study.json after every cell (a long run can be stopped and kept), study.md and study.png.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+
+import torch
+
+METHODS = ("magnitude", "oneshot", "distill")
+PATTERNS = ("unstructured", "2:4", "vector", "block", "shfl_bw")
+
+
+def cells(patterns, sparsities, vectors) -> list[tuple[str, float, int | None]]:
+    """(pattern, sparsity, V or None): V only where the pattern has one; 2:4 only at 50 %."""
+    out = []
+    for s in sparsities:
+        for p in patterns:
+            if p == "2:4":
+                if s == 0.5:
+                    out.append((p, s, None))
+            elif p in ("vector", "shfl_bw"):
+                out.extend((p, s, v) for v in vectors)
+            else:
+                out.append((p, s, None))
+    return out
+
+
+def run_study(patterns=PATTERNS, sparsities=(0.5, 0.75, 0.875), vectors=(32, 64, 128), methods=METHODS,
+              distill_minutes: float = 15.0, distill_steps: int = 1250, out: str = "out/study",
+              model_path: str | None = None) -> list[dict]:
+    import shflbw
+    from shflbw.demo import _masked_copy, load_minilm
+    from shflbw.eval.data import calibration_batches, distillation_batches, load_eval_data
+    from shflbw.eval.metrics import evaluate
+    from shflbw.recover import DistillConfig, distill_, oneshot_prune_
+
+    for m in methods:
+        if m not in METHODS:
+            raise ValueError(f"unknown method {m!r}: choose from {METHODS}")
+    for p in patterns:
+        if p not in PATTERNS:
+            raise ValueError(f"unknown pattern {p!r}: choose from {PATTERNS}")
+    for s in sparsities:
+        if not 0 < s < 1:
+            raise ValueError(f"sparsity must be in (0, 1), got {s}")
+    for v in vectors:
+        if v <= 0 or v % 16:
+            raise ValueError(f"V must be a positive multiple of 16, got {v}")
+    if distill_minutes <= 0 or distill_steps <= 0:
+        raise ValueError("distill_minutes and distill_steps must be positive")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, tok = load_minilm(model_path)
+    model.to(device)
+    data = load_eval_data()
+    os.makedirs(out, exist_ok=True)
+    dense = evaluate(model, tok, data)
+    ref = dense.pop("lee_embeddings")
+    rows = [{"pattern": "dense", "sparsity": 0.0, "vector": None, "method": "dense", **dense, "cosine_to_dense": 1.0}]
+    calib = distill = None
+    todo = cells(patterns, sparsities, vectors)
+    print(f"shflbw eval: {len(todo)} cells x {len(methods)} recipes on {device}", flush=True)
+    for pattern, s, v in todo:
+        vector = v or 64
+        oneshot_model = None
+        for method in methods:
+            t0 = time.monotonic()
+            if method == "magnitude":
+                m = _masked_copy(model, pattern, s, vector)
+            else:
+                if oneshot_model is None:
+                    calib = calib or calibration_batches(tok, data)
+                    cfg = shflbw.ShflBWConfig(sparsity=s, vector=vector, include=("encoder.*",), exclude=())
+                    oneshot_model = oneshot_prune_(copy.deepcopy(model), cfg, [_to(b, device) for b in calib],
+                                                   pattern=pattern, score="obs")
+                m = oneshot_model
+                if method == "distill":
+                    distill = distill or distillation_batches(tok, data)
+                    m = copy.deepcopy(oneshot_model)
+                    distill_(m, model, distill, DistillConfig(steps=distill_steps, lr=2e-4,
+                                                             time_budget=distill_minutes * 60))
+            r = evaluate(m, tok, data, reference=ref)
+            r.pop("lee_embeddings")
+            rows.append({"pattern": pattern, "sparsity": s, "vector": v, "method": method,
+                         "seconds": time.monotonic() - t0, **r})
+            print(_line(rows[-1]), flush=True)
+            _write(rows, out, device)
+    _write(rows, out, device, final=True)
+    return rows
+
+
+def _to(batch, device):
+    return {k: t.to(device) for k, t in batch.items()}
+
+
+def _line(r: dict) -> str:
+    ci = r["polarity_ci95"]
+    v = "" if r["vector"] is None else f"V={r['vector']}"
+    return (f"{r['pattern']:12s} {r['sparsity']:>6.1%} {v:6s} {r['method']:9s} Lee {r['lee_pearson']:.3f}  "
+            f"pol {r['polarity']:.3f} ({ci[0]:.2f}-{ci[1]:.2f})  WS {r['wordsim353']:.3f}  SL {r['simlex999']:.3f}  "
+            f"cos {r['cosine_to_dense']:.3f}")
+
+
+def _write(rows: list[dict], out: str, device: str, final: bool = False) -> None:
+    with open(os.path.join(out, "study.json"), "w") as f:
+        json.dump({"model": "all-MiniLM-L6-v2", "device": device, "rows": rows}, f, indent=1)
+    if not final:
+        return
+    lines = ["| pattern | sparsity | V | recipe | Lee r | polarity (95 % CI) | WS353 | SimLex | cosine |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ci = r["polarity_ci95"]
+        lines.append(f"| {r['pattern']} | {r['sparsity']:.1%} | {r['vector'] or ''} | {r['method']} | "
+                     f"{r['lee_pearson']:.3f} | {r['polarity']:.3f} ({ci[0]:.2f}-{ci[1]:.2f}) | {r['wordsim353']:.3f} | "
+                     f"{r['simlex999']:.3f} | {r['cosine_to_dense']:.3f} |")
+    with open(os.path.join(out, "study.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    _plot(rows, os.path.join(out, "study.png"))
+    print(f"wrote {out}/study.json, study.md, study.png")
+
+
+def _plot(rows: list[dict], path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no PNG (pip install 'shflbw[demo]')")
+        return
+    dense = rows[0]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for ax, (key, title) in zip(axes, [("lee_pearson", "Lee Pearson"), ("cosine_to_dense", "embedding cosine to dense")]):
+        series = sorted({(r["pattern"], r["vector"], r["method"]) for r in rows[1:]}, key=str)
+        for pattern, v, method in series:
+            pts = sorted((r["sparsity"], r[key]) for r in rows[1:]
+                         if (r["pattern"], r["vector"], r["method"]) == (pattern, v, method))
+            label = f"{pattern}{'' if v is None else f' V={v}'} {method}"
+            style = {"magnitude": ":", "oneshot": "--", "distill": "-"}[method]
+            ax.plot([0.0] + [p[0] for p in pts], [dense[key]] + [p[1] for p in pts], style, marker="o", label=label)
+        ax.set_title(title)
+        ax.set_xlabel("sparsity")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=6, ncol=2)
+    fig.suptitle("all-MiniLM-L6-v2: patterns x recipes (shflbw eval)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
