@@ -29,3 +29,22 @@ def test_cli_reports_bad_arguments():
         main(["eval", "--methods", "magnitude,finetune"])
     with pytest.raises(SystemExit, match="comma-separated"):
         main(["eval", "--sparsity", "half"])
+
+
+def test_merge_keeps_one_dense_row(tmp_path):
+    import json
+
+    from shflbw.eval.study import merge
+
+    def row(pattern, method, lee):
+        return {"pattern": pattern, "sparsity": 0.0 if method == "dense" else 0.75, "vector": None, "method": method,
+                "lee_pearson": lee, "polarity": 0.7, "polarity_ci95": [0.6, 0.8], "wordsim353": 0.5,
+                "simlex999": 0.4, "cosine_to_dense": 1.0}
+
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"device": "cpu", "rows": [row("dense", "dense", 0.65), row("unstructured", "magnitude", 0.4)]}))
+    b.write_text(json.dumps({"device": "cpu", "rows": [row("dense", "dense", 0.65), row("unstructured", "oneshot", 0.6)]}))
+    rows = merge([str(a), str(b)], str(tmp_path / "out"))
+    assert [r["method"] for r in rows] == ["dense", "magnitude", "oneshot"]
+    table = (tmp_path / "out" / "study.md").read_text()
+    assert "| unstructured | 75.0% |  | oneshot | 0.600 |" in table

@@ -39,9 +39,12 @@ def _floats(text: str, name: str) -> tuple[float, ...]:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from shflbw.eval.study import run_study
+    from shflbw.eval.study import merge, run_study
 
     try:
+        if args.merge:
+            merge(args.merge, args.out)
+            return 0
         run_study(tuple(args.patterns.split(",")), _floats(args.sparsity, "sparsity"),
                   tuple(int(v) for v in _floats(args.vector, "vector")), tuple(args.methods.split(",")),
                   args.distill_minutes, args.distill_steps, args.out, args.model)
@@ -103,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distill-minutes", type=float, default=15.0, help="distillation time budget per cell (default: %(default)s)")
     p.add_argument("--distill-steps", type=int, default=1250, help="distillation steps per cell (default: %(default)s)")
     p.add_argument("--out", default="out/study", help="directory for study.json, study.md, study.png (default: %(default)s)")
+    p.add_argument("--merge", nargs="+", metavar="STUDY_JSON", default=None,
+                   help="instead of running: merge several runs' study.json into one report in --out")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("prune", help="prune a Hugging Face model directory and save it compressed, with a report")

@@ -100,6 +100,24 @@ def run_study(patterns=PATTERNS, sparsities=(0.5, 0.75, 0.875), vectors=(32, 64,
     return rows
 
 
+def merge(paths: list[str], out: str) -> list[dict]:
+    """One report (study.json, .md, .png) from several runs' study.json (e.g. one run per recipe)."""
+    rows, device = [], None
+    for path in paths:
+        with open(path) as f:
+            d = json.load(f)
+        device = device or d.get("device")
+        for r in d["rows"]:
+            if r["method"] == "dense" and rows:
+                continue  # one dense row, first
+            rows.append(r)
+    if not rows or rows[0]["method"] != "dense":
+        raise ValueError("the first study.json must start with its dense row")
+    os.makedirs(out, exist_ok=True)
+    _write(rows, out, device or "unknown", final=True)
+    return rows
+
+
 def _to(batch, device):
     return {k: t.to(device) for k, t in batch.items()}
 
