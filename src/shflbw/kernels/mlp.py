@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from shflbw.kernels.configs import DECODE_MAX_TOKENS, spmm_config
 from shflbw.kernels.spmm import SpmmConfig, launch_spmm
 from shflbw.kernels.transpose import feature_major, transpose
-
-_ACT_FN = {0: lambda h: h, 1: F.relu, 2: F.gelu}  # codes of shflbw.ops.mlp.ACTIVATIONS
 
 
 def mlp_fwd(x, values1, col_idx1, group_ptr1, perm1, bias1_grouped, values2, col_idx2_folded, group_ptr2, perm2, bias2,
@@ -24,10 +21,11 @@ def mlp_fwd(x, values1, col_idx1, group_ptr1, perm1, bias1_grouped, values2, col
         # Weight-bound: the decode kernel per layer (one launch each) beats transposing tiny
         # activations; fc1 writes group order (identity placement), fc2 reads the folded columns.
         from shflbw.kernels.linear import linear_fwd
+        from shflbw.ops.mlp import ACT_FN
 
         ident = torch.arange(hidden_padded, dtype=perm1.dtype, device=perm1.device)
         h = linear_fwd(x2, values1, col_idx1, group_ptr1, ident, bias1_grouped, hidden_padded)
-        h = _ACT_FN[activation](h.float()).to(x.dtype)
+        h = ACT_FN[activation](h.float()).to(x.dtype)
         out = linear_fwd(h, values2, col_idx2_folded, group_ptr2, perm2, bias2, out_features)
         return out.reshape(*x.shape[:-1], out_features)
     cfg1 = config or spmm_config(values1.shape[1], t, x.dtype)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from shflbw.format.matrix import ShflBWMatrix
+from shflbw.nn.convert import _set_child
 from shflbw.nn.linear import ShflBWLinear
 from shflbw.ops.mlp import ACTIVATIONS, PackedMLP, mlp_op
 
@@ -88,11 +89,6 @@ def _get(model: nn.Module, name: str):
     return getattr(model.get_submodule(parent) if parent else model, child)
 
 
-def _set(model: nn.Module, name: str, new) -> None:
-    parent, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, new)
-
-
 def _candidates(model: nn.Module) -> list[tuple[str, str, str]]:
     found = []
     for name, mod in model.named_modules():
@@ -124,9 +120,9 @@ def fuse_regions_(model: nn.Module) -> list[str]:
         if fc2.in_features != fc1.out_features or fc1.values.dtype != fc2.values.dtype or fc1.values.is_meta:
             continue
         region = ShflBWMLP(fc1, act, fc2, (s1, sa, s2))
-        _set(model, s1, region)
-        _set(model, sa, nn.Identity())
-        _set(model, s2, nn.Identity())
+        _set_child(model, s1, region)
+        _set_child(model, sa, nn.Identity())
+        _set_child(model, s2, nn.Identity())
         done.append(s1)
     return done
 
@@ -138,7 +134,7 @@ def unfuse_regions_(model: nn.Module) -> int:
         s1, sa, s2 = region.sites
         if s1 != name:
             raise ValueError(f"region at {name!r} was built for site {s1!r}: the model was restructured")
-        _set(model, s1, region.fc1)
-        _set(model, sa, region.act)
-        _set(model, s2, region.fc2())
+        _set_child(model, s1, region.fc1)
+        _set_child(model, sa, region.act)
+        _set_child(model, s2, region.fc2())
     return len(regions)

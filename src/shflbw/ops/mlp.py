@@ -17,7 +17,7 @@ from shflbw.ops import reference
 from shflbw.ops.dispatch import use_triton
 
 ACTIVATIONS = {"none": 0, "relu": 1, "gelu": 2}
-_ACT_FN = {0: lambda h: h, 1: F.relu, 2: F.gelu}
+ACT_FN = {0: lambda h: h, 1: F.relu, 2: F.gelu}
 
 
 def fold_hidden_permutation(w1: ShflBWMatrix, w2: ShflBWMatrix) -> tuple[torch.Tensor, torch.Tensor]:
@@ -58,7 +58,7 @@ def mlp_op(
     hidden_padded = (group_ptr1.numel() - 1) * values1.shape[1]
     ident = torch.arange(hidden_padded, dtype=perm1.dtype, device=perm1.device)
     h = reference.linear_fwd_ref(x, values1, col_idx1, group_ptr1, ident, bias1_grouped, hidden_padded)
-    h = _ACT_FN[activation](h.float()).to(x.dtype)
+    h = ACT_FN[activation](h.float()).to(x.dtype)
     return reference.linear_fwd_ref(h, values2, col_idx2_folded, group_ptr2, perm2, bias2, out_features)
 
 
