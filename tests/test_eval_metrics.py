@@ -29,3 +29,15 @@ def test_polarity_accuracy_separable_and_random():
     noise = torch.randn(200, 8, generator=g)
     acc_noise, _ = polarity_accuracy(noise, labels)
     assert 0.3 < acc_noise < 0.7
+
+
+def test_polarity_accuracy_split_mean_and_errors():
+    g = torch.Generator().manual_seed(1)
+    labels = [i % 2 for i in range(100)]
+    x = torch.randn(100, 4, generator=g)
+    x[:, 0] += 1.0 * (torch.tensor(labels, dtype=torch.float32) * 2 - 1)
+    acc, _, mean = polarity_accuracy(x, labels, splits=4)
+    accs = [polarity_accuracy(x, labels, seed=s)[0] for s in range(4)]
+    assert mean == pytest.approx(np.mean(accs)) and acc == accs[0]
+    with pytest.raises(ValueError, match="both classes"):
+        polarity_accuracy(x, [1] * 100)

@@ -102,12 +102,12 @@ def run_demo(model_path: str | None = None, sparsities=(0.5, 0.75), vector: int 
                  ops_check_rel_error=check)
         rows.append(r)
 
-    header = f"{'pattern':13s} {'sparsity':>8s} {'Lee r':>7s} {'polarity (95% CI)':>22s} {'WS353':>7s} {'SimLex':>7s} {'cos':>6s}"
+    header = f"{'pattern':13s} {'sparsity':>8s} {'Lee r':>7s} {'polarity (95% CI)':>22s} {'10 splits':>9s} {'WS353':>7s} {'SimLex':>7s} {'cos':>6s}"
     lines = [header, "-" * len(header)]
     for r in rows:
         ci = r["polarity_ci95"]
         lines.append(f"{r['pattern']:13s} {r['sparsity']:>8.0%} {r['lee_pearson']:7.3f} "
-                     f"{r['polarity']:7.3f} ({ci[0]:.3f}-{ci[1]:.3f}) {r['wordsim353']:7.3f} {r['simlex999']:7.3f} "
+                     f"{r['polarity']:7.3f} ({ci[0]:.3f}-{ci[1]:.3f}) {r['polarity_10splits']:9.3f} {r['wordsim353']:7.3f} {r['simlex999']:7.3f} "
                      f"{r['cosine_to_dense']:6.3f}")
     table = "\n".join(lines)
     print(table)

@@ -130,17 +130,21 @@ def _line(r: dict) -> str:
             f"cos {r['cosine_to_dense']:.3f}")
 
 
+def _split_mean(r: dict) -> str:
+    return f"{r['polarity_10splits']:.3f}" if "polarity_10splits" in r else "n/a"
+
+
 def _write(rows: list[dict], out: str, device: str, final: bool = False) -> None:
     with open(os.path.join(out, "study.json"), "w") as f:
         json.dump({"model": "all-MiniLM-L6-v2", "device": device, "rows": rows}, f, indent=1)
     if not final:
         return
-    lines = ["| pattern | sparsity | V | recipe | Lee r | polarity (95 % CI) | WS353 | SimLex | cosine |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| pattern | sparsity | V | recipe | Lee r | polarity (95 % CI) | polarity, 10 splits | WS353 | SimLex | cosine |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ci = r["polarity_ci95"]
         lines.append(f"| {r['pattern']} | {r['sparsity']:.1%} | {r['vector'] or ''} | {r['method']} | "
-                     f"{r['lee_pearson']:.3f} | {r['polarity']:.3f} ({ci[0]:.2f}-{ci[1]:.2f}) | {r['wordsim353']:.3f} | "
+                     f"{r['lee_pearson']:.3f} | {r['polarity']:.3f} ({ci[0]:.2f}-{ci[1]:.2f}) | {_split_mean(r)} | {r['wordsim353']:.3f} | "
                      f"{r['simlex999']:.3f} | {r['cosine_to_dense']:.3f} |")
     with open(os.path.join(out, "study.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
