@@ -118,7 +118,7 @@ def test_decode_plan_follows_the_measured_rule():
     from shflbw.kernels.configs import decode_config, decode_plan
 
     one, tile, xt = decode_config(1, 4096), decode_config(16, 768), decode_config(16, 4096)
-    assert one.gemv and not tile.transpose_x and xt.transpose_x and xt.block_k == 256
+    assert one.gemv and not tile.transpose_x and xt.transpose_x and (xt.block_k, xt.num_stages) == (128, 5)
     # (n_groups, V, nnz, tokens, SMs, config): about 3 programs per SM at T = 1, 1 with X
     # transposed, 2 for the tile
     assert decode_plan(64, 64, 64 * 1024, 1, 132, one) == (64, 8)  # 4096^2, 75 %
@@ -235,3 +235,15 @@ def test_feature_major_input_is_used_in_place(path, nan_poison, monkeypatch):
         assert not calls  # nothing transposed at all
     else:
         assert len(calls) == 1  # only the output goes back to token-major
+
+
+def test_needs_int64_counts_the_farthest_element_not_numel():
+    from shflbw.kernels.spmm import needs_int64
+
+    small = torch.empty(4096, 4096, device="meta")
+    assert not needs_int64(small)
+    # a 2 x 2 view whose second row starts 2^31 elements past the base: int32 offsets would wrap
+    far = torch.empty(0, device="meta").as_strided((2, 2), (2**31, 1))
+    assert needs_int64(small, far)
+    assert needs_int64(torch.empty(2**16, 2**15 + 1, device="meta"))
+    assert not needs_int64(torch.empty(0, 2**40, device="meta"))  # nothing to address

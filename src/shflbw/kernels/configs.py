@@ -25,11 +25,13 @@ ROUNDTRIP_MIN_TOKENS = 512
 
 
 def spmm_config(vector: int, n: int, dtype: torch.dtype) -> SpmmConfig:
-    # prototype/sweep_fm.py at T = 4096 (BENCHMARKS.md): BN 128, BK 64, 4 warps won for V = 64 and
-    # V = 128 alike (V = 128, 4096^2, 75 %: 88 us, against 105 us with BK 32 and 8 warps); 3 or 4
-    # stages were within noise.
+    # BN 128, BK 32, 4 warps, 5 stages for every V (prototype/sweep_stages.py, H200, T = 4096, after
+    # the unmasked int32 main loop): best or within 3 % of the best of 6-8 configs in 8 of 9 cases
+    # (V = 64 and 128, 50-87.5 %; 4096 x 11008 V = 64: 2.14x against 2.26x for 7 stages). Five
+    # stages are the fewest at which the loop keeps prefetches in flight (cp.async.wait_group 3;
+    # with 3-4 stages it drains every step, as the column indices are committed last).
     block_n = 128 if n >= 1024 else 64
-    return SpmmConfig(block_n=block_n, block_k=64, num_warps=4, num_stages=3)
+    return SpmmConfig(block_n=block_n, block_k=32, num_warps=4, num_stages=5)
 
 
 @functools.cache
@@ -47,13 +49,16 @@ def sm_count(device: torch.device) -> int | None:
 def decode_config(tokens: int, in_features: int) -> DecodeConfig:
     """The decode kernel's launch config for this token count and K (H200 sweeps, BENCHMARKS.md).
 
-    T = 1: the CUDA-core kernel, BK 128, 4 warps. T > 1 with K >= 2048: X transposed first (one
-    more launch) and BK 256 with 8 warps: at T = 16, 75 %, 1.27-1.75x of dense on the four layers
-    >= 4096 against 1.15-1.41x for the tensor-core tile gathering from token-major X (commit
-    94f0de4). Small K (3072 x 768): the transpose does not pay; the tile plan stays.
+    T = 1: the CUDA-core kernel, BK 128, 4 warps (pipelining its loop with cp.async,
+    ``gemv_stages`` 2-4, won nothing: prototype/sweep_stages.py). T > 1 with K >= 2048: X
+    transposed first (one more launch), then BK 128, 4 warps, 5 stages: at T = 16 on the four
+    layers >= 4096, 1.34-1.89x of dense at 75 % against 1.26-1.79x for BK 256 / 8 warps / 3 stages,
+    better in 11 of 12 cases at 50-87.5 % (sweep_stages.py); that in turn beat the tensor-core tile
+    gathering from token-major X (1.15-1.41x, commit 94f0de4). Small K (3072 x 768): the transpose
+    does not pay; the tile plan stays.
     """
     if tokens > 1 and in_features >= 2048:
-        return DecodeConfig(block_k=256, num_warps=8, transpose_x=True)
+        return DecodeConfig(block_k=128, num_warps=4, num_stages=5, transpose_x=True)
     return DecodeConfig()
 
 

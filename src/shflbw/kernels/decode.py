@@ -33,6 +33,10 @@ class DecodeConfig:
     gemv: bool = True
     # T > 1: transpose X first (one more launch) so the gather reads whole token runs.
     transpose_x: bool = False
+    num_stages: int = 3
+    # T = 1 (gemv): pipeline depth of the CUDA-core loop (cp.async prefetch of the value tile and
+    # column indices); 1 keeps plain loads, the compiler's default for a loop without a dot.
+    gemv_stages: int = 1
 
 
 @triton.jit
@@ -58,6 +62,7 @@ def linear_decode_fwd_kernel(
     HAS_BIAS: tl.constexpr,
     REDUCE: tl.constexpr,  # 0: one split, store; 1: atomic adds into float32 out; 2: last split sums
     GEMV: tl.constexpr,  # BT == 1: CUDA-core multiply-adds instead of a tensor-core tile
+    GEMV_STAGES: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
@@ -77,7 +82,7 @@ def linear_decode_fwd_kernel(
         # One token: multiply-adds on CUDA cores into a [BK, VS] register tile, reduced once at the
         # end; no tensor-core tile padded from 1 to 16 tokens, no trip through shared memory.
         acc2 = tl.zeros([BK, VS], dtype=tl.float32)
-        for k0 in range(start + s * BK, end, SPLITS * BK):
+        for k0 in tl.range(start + s * BK, end, SPLITS * BK, num_stages=GEMV_STAGES):
             kk = k0 + offs_k
             k_ok = kk < end
             cols = tl.load(cols_ptr + kk, mask=k_ok, other=0).to(tl.int64)
@@ -218,9 +223,11 @@ def linear_decode(
         HAS_BIAS=bias is not None,
         REDUCE=mode,
         GEMV=gemv,
+        GEMV_STAGES=config.gemv_stages,
         DOT_PRECISION=dot_precision(values.dtype),
         UPCAST=interpreter_upcast(values.dtype),
         num_warps=config.num_warps,
+        num_stages=config.num_stages,
     )
     if mode == 1:
         if bias is not None:
