@@ -1,18 +1,5 @@
-"""Experiment: the sparse MLP block and its two layers timed alone (not inside run_mlp.py's sequence).
-
-    python prototype/diag_mlp.py
-
-Prints kept columns per group (min / mean / max) and the median time of fc1, fc2, GELU, the block
-(shflbw.mlp), the per-layer path and the dense layers, for 4096 -> {11008, 16384} -> 4096 at T = 4096.
-"""
-
-import os
-import sys
-
-import torch
-import torch.nn.functional as F
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import sys, os, torch, torch.nn.functional as F
+sys.path.insert(0, os.getcwd())
 from benchmarks.run_mlp import packed
 from benchmarks.timing import median_us
 from shflbw import PackedMLP, linear, mlp

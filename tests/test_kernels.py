@@ -51,9 +51,9 @@ def _dt(d):
     "path,splits,row_slice,reduce",
     [("decode", 1, None, "fixup"), ("decode-xt", 2, None, "fixup"), ("decode", 3, None, "fixup"), ("decode", 3, None, "atomic"),
      ("decode", 1, 16, "fixup"), ("decode", 2, 16, "fixup"), ("splitk", 3, None, None), ("transpose", None, None, None),
-     ("roundtrip", None, None, None), ("dense", None, None, None)],
+     ("roundtrip", None, None, None)],
     ids=["decode", "decode-xt-split2", "decode-split3", "decode-split3-atomic", "decode-slice16", "decode-slice16-split2", "splitk3",
-         "transpose", "roundtrip", "dense"],
+         "transpose", "roundtrip"],
 )
 def test_linear_kernels_match_reference(case, dtype, path, splits, row_slice, reduce, nan_poison):
     m, k, t, v, density, empty = case
@@ -175,7 +175,7 @@ def test_op_dispatches_to_triton_with_batch_dims(nan_poison):
 @pytest.mark.parametrize("t", [1, 16, 33, 512, 1000])
 @pytest.mark.parametrize("v", [32, 64, 128])
 def test_gpu_default_configs_large(dtype, t, v, nan_poison):
-    m, k = 2000, 3072  # large enough that dispatch keeps the sparse kernels (configs.prefer_dense)
+    m, k = 1000, 1536
     weight, mask, perm, w = random_problem(m, k, v, 0.25, dtype, seed=t, device="cuda", empty_groups=(2,))
     x = torch.randn(t, k, device="cuda").to(dtype)
     bias = torch.randn(m, device="cuda").to(dtype)
@@ -247,21 +247,3 @@ def test_needs_int64_counts_the_farthest_element_not_numel():
     assert needs_int64(small, far)
     assert needs_int64(torch.empty(2**16, 2**15 + 1, device="meta"))
     assert not needs_int64(torch.empty(0, 2**40, device="meta"))  # nothing to address
-
-
-def test_densify_matches_to_dense_bit_exact():
-    from shflbw.kernels.densify import densify
-
-    for m, k, v, d, empty in [(100, 70, 32, 0.3, (1,)), (130, 64, 64, 0.25, ()), (48, 33, 16, 0.05, (0, 2))]:
-        weight, mask, perm, w = random_problem(m, k, v, d, torch.bfloat16, seed=m, device=DEVICE, empty_groups=empty)
-        assert torch.equal(densify(w.values, w.col_idx, w.group_ptr, w.perm, m, k), w.to_dense())
-
-
-def test_prefer_dense_rule():
-    from shflbw.kernels.configs import prefer_dense
-
-    assert prefer_dense(1024, 1024, 0.25, 32768)  # BERT-large's projections: two transposes ~ one GEMM
-    assert not prefer_dense(4096, 4096, 0.25, 4096)  # 1.29x sparse (BENCHMARKS.md)
-    assert not prefer_dense(11008, 4096, 0.5, 4096)  # 1.02x sparse; densifying 45M weights would cost more
-    assert not prefer_dense(1024, 1024, 0.25, 16)  # decode reads the weight once: never dense
-    assert not prefer_dense(0, 1024, 0.25, 4096)

@@ -24,29 +24,6 @@ DECODE_MAX_TOKENS = 32
 ROUNDTRIP_MIN_TOKENS = 512
 
 
-# Dense fallback for token counts past decode: the roundtrip costs two transposes, about
-# TRANSPOSE_COST * (M + K) / (M * K) of the dense GEMM's time (H200, T = 4096, commit 15989b5:
-# 0.13-0.30 of dense on the 4096-11008 layers, i.e. 380-700; 600 taken), and the feature-major
-# kernel runs at about SPMM_EFFICIENCY of dense per kept weight (2.1-2.3x at 75 %, 1.1-1.2x at
-# 50 %, V = 64: 0.53-0.59). Densifying the weight for cuBLAS costs about three passes over M x K,
-# DENSIFY_COST / T of the dense GEMM (3 * 2 bytes * MK / 3 TB/s against 2 T MK / 680 TFLOP/s).
-TRANSPOSE_COST = 600.0
-SPMM_EFFICIENCY = 0.55
-DENSIFY_COST = 680.0
-
-
-def prefer_dense(out_features: int, in_features: int, density: float, tokens: int) -> bool:
-    """Whether cuBLAS on the densified weight is predicted to beat the sparse roundtrip.
-
-    BERT-large's 1024 x 1024 projections at T = 32768, 75 %: predicted 1.63 of dense time for the
-    roundtrip (measured 0.69x of dense, i.e. 1.45, commit 67653da) against 1.02 densified.
-    """
-    if tokens <= DECODE_MAX_TOKENS or out_features == 0 or in_features == 0:
-        return False
-    sparse = density / SPMM_EFFICIENCY + TRANSPOSE_COST * (out_features + in_features) / (out_features * in_features)
-    return sparse > 1.0 + DENSIFY_COST / tokens
-
-
 def spmm_config(vector: int, n: int, dtype: torch.dtype) -> SpmmConfig:
     # BN 128, BK 32, 4 warps, 5 stages for every V (prototype/sweep_stages.py, H200, T = 4096, after
     # the unmasked int32 main loop): best or within 3 % of the best of 6-8 configs in 8 of 9 cases

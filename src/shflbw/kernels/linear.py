@@ -9,10 +9,6 @@
 - 'splitk' (never chosen by dispatch; measured slower in 62 of 64 cases at T = 128-2048): transpose
   X, split each group's kept vectors over several programs adding float32 partials into a
   feature-major buffer, transpose back adding the bias and casting.
-- 'dense': where the roundtrip is predicted to lose to cuBLAS (``configs.prefer_dense``: small
-  layers at large T, e.g. BERT-large's 1024 x 1024 projections, whose two transposes cost about
-  as much as the GEMM), the weight is densified on the device and F.linear runs on it. Issue #5
-  allows falling back where that is faster; the packed weight stays the only copy kept.
 - in between ('transpose'): transpose X to feature-major with a tiled Triton copy (3.0-3.7 TB/s
   on an H200, against 0.5-0.6 for torch's x.t().contiguous()), then run the feature-major SpMM
   kernel storing its tile transposed into the token-major output through the permutation,
@@ -33,8 +29,7 @@ from __future__ import annotations
 import torch
 
 from shflbw.kernels.configs import DECODE_MAX_TOKENS, ROUNDTRIP_MIN_TOKENS, decode_config as pick_decode_config
-from shflbw.kernels.configs import decode_plan, prefer_dense, sm_count, spmm_config
-from shflbw.kernels.densify import densify
+from shflbw.kernels.configs import decode_plan, sm_count, spmm_config
 from shflbw.kernels.decode import DecodeConfig, linear_decode  # noqa: F401  (DecodeConfig: type of decode_config)
 from shflbw.kernels.spmm import SpmmConfig, launch_spmm
 from shflbw.kernels.transpose import feature_major, transpose
@@ -56,7 +51,7 @@ def linear_fwd(
     row_slice: int | None = None,
     reduce: str = "fixup",
 ) -> torch.Tensor:
-    """y = x @ W^T (+ bias); ``path`` ('dense' | 'decode' | 'splitk' | 'roundtrip' | 'transpose'), ``config``
+    """y = x @ W^T (+ bias); ``path`` ('decode' | 'splitk' | 'roundtrip' | 'transpose'), ``config``
     (SpmmConfig), ``decode_config``, ``splits``, ``row_slice`` and ``reduce`` fix the choice (tests,
     benchmarks)."""
     k = x.shape[-1]
@@ -65,16 +60,8 @@ def linear_fwd(
     if t == 0 or out_features == 0:
         return x.new_zeros(*x.shape[:-1], out_features)
     if path is None:
-        n_groups = group_ptr.numel() - 1
-        density = values.shape[0] / max(1, n_groups * k)  # kept (group, column) pairs
-        if prefer_dense(out_features, k, density, t):
-            path = "dense"
-        else:
-            path = "decode" if t <= DECODE_MAX_TOKENS else "roundtrip" if t >= ROUNDTRIP_MIN_TOKENS else "transpose"
-    if path == "dense":
-        w = densify(values, col_idx, group_ptr, perm, out_features, k)
-        out = torch.nn.functional.linear(x2, w, bias)
-    elif path == "decode":
+        path = "decode" if t <= DECODE_MAX_TOKENS else "roundtrip" if t >= ROUNDTRIP_MIN_TOKENS else "transpose"
+    if path == "decode":
         dcfg = decode_config or pick_decode_config(t, k)
         if t > 1 and dcfg.transpose_x:
             # Feature-major X: each gathered feature is one contiguous run of T tokens, not T
@@ -112,5 +99,5 @@ def linear_fwd(
             out = torch.empty(t, out_features, dtype=x.dtype, device=x.device)
             launch_spmm(values, col_idx, group_ptr, perm, xt, bias, out, (1, out_features), cfg)
     else:
-        raise ValueError(f"path must be 'dense', 'decode', 'splitk', 'roundtrip' or 'transpose', got {path!r}")
+        raise ValueError(f"path must be 'decode', 'splitk', 'roundtrip' or 'transpose', got {path!r}")
     return out.reshape(*x.shape[:-1], out_features)
