@@ -97,3 +97,9 @@ def test_column_block_keeps_whole_kernels():
         prune(w.flatten(1), 0.75, 16, column_block=5)
     with pytest.raises(ValueError, match="column_block applies"):
         prune(w.flatten(1), 0.5, pattern="2:4", column_block=9)
+
+
+def test_search_cut_by_time_budget_warns():
+    w = torch.randn(256, 128, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(UserWarning, match="time_budget"):
+        prune(w, 0.75, 16, time_budget=0.0)

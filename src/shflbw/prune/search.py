@@ -26,6 +26,7 @@ pairwise swaps add about +0.008 but cost 7x more time. Escaping the 2-swap local
 from __future__ import annotations
 
 import time
+import warnings
 
 import torch
 
@@ -80,9 +81,20 @@ def _alternate(imp: torch.Tensor, vector: int, density: float, balanced: bool, p
             break
         best_kept, best_perm = kept, perm
         if time.monotonic() > deadline:
+            _budget_warning("alternation", imp.shape)
             break
         perm = _regroup(imp, keep, vector)
     return best_perm
+
+
+def _budget_warning(stage: str, shape) -> None:
+    # A search cut by the clock keeps what it reached by then, which depends on the machine's speed
+    # (seen: the same MiniLM one-shot gave Lee 0.586 and 0.578 under different CPU load).
+    warnings.warn(
+        f"shflbw: the {tuple(shape)} search stopped at time_budget during {stage}, before converging; "
+        "its result depends on machine speed. Pass time_budget=None for a reproducible search.",
+        stacklevel=3,
+    )
 
 
 def _budget_value(scores: torch.Tensor, density: float, balanced: bool) -> tuple[float, torch.Tensor]:
@@ -189,6 +201,7 @@ def _swap_refine(
         elif swaps == 0:
             break
         if time.monotonic() > deadline:
+            _budget_warning("swap refinement", imp.shape)
             break
     if bar is not None:
         bar.close()
