@@ -33,6 +33,8 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=2e-4)  # beat 1e-4 over 800 steps on every metric (docs/recovery.md)
     ap.add_argument("--hidden", default="all", choices=["all", "last"])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--documents", type=int, default=0, help="whole lee_background documents in the one-shot calibration")
+    ap.add_argument("--columns", default="greedy", choices=["greedy", "score"], help="one-shot column choice (oneshot_prune_)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--save-state", default=None, help="torch.save the distilled student's state_dict here")
     args = ap.parse_args()
@@ -54,7 +56,8 @@ def main() -> int:
     cfg = shflbw.ShflBWConfig(sparsity=args.sparsity, vector=args.vector, include=("encoder.*",), exclude=())
     student = copy.deepcopy(model)
     t0 = time.monotonic()
-    oneshot_prune_(student, cfg, calibration_batches(tok, data), score="obs")
+    oneshot_prune_(student, cfg, calibration_batches(tok, data, documents=args.documents), score="obs",
+                   columns=args.columns)
     oneshot_s = time.monotonic() - t0
     r1 = evaluate(student, tok, data, reference=ref)
     r1.pop("lee_embeddings")

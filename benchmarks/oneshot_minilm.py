@@ -35,6 +35,7 @@ def main() -> int:
     ap.add_argument("--damp", type=float, default=0.01)
     ap.add_argument("--calibration", type=int, default=512)
     ap.add_argument("--words", type=int, default=0, help="single calibration words (0: sentences only)")
+    ap.add_argument("--documents", type=int, default=0, help="whole lee_background documents (0: none)")
     ap.add_argument("--no-reconstruct", action="store_true")
     ap.add_argument("--columns", default="greedy", choices=["greedy", "score"],
                     help="greedy: re-choose each group's columns by greedy group OBS; score: keep the search's")
@@ -43,7 +44,7 @@ def main() -> int:
 
     model, tok = load_minilm()
     data = load_eval_data()
-    batches = calibration_batches(tok, data, args.calibration, args.words)
+    batches = calibration_batches(tok, data, args.calibration, args.words, args.documents)
     dense = evaluate(model, tok, data)
     ref = dense.pop("lee_embeddings")
     cfg = shflbw.ShflBWConfig(sparsity=args.sparsity, vector=args.vector, include=("encoder.*",), exclude=())

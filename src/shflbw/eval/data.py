@@ -95,11 +95,18 @@ def text_batches(tokenizer, texts: list[str], size: int, max_length: int) -> lis
             for i in range(0, len(texts), size)]
 
 
-def calibration_batches(tokenizer, data: EvalData, sentences: int = 512, words: int = 512) -> list[dict]:
-    """One-shot calibration: ``sentences`` lee_background sentences (batches of 64) and ``words`` single words."""
+def calibration_batches(tokenizer, data: EvalData, sentences: int = 512, words: int = 512,
+                        documents: int = 0) -> list[dict]:
+    """One-shot calibration: ``sentences`` lee_background sentences (batches of 64), ``words`` single
+    words, and ``documents`` whole lee_background documents (batches of 16, up to 256 tokens, the
+    length the Lee documents are embedded at)."""
     out = text_batches(tokenizer, calibration_sentences(data, sentences), 64, 128)
     if words:
         out += text_batches(tokenizer, calibration_words(data, words), 128, 16)
+    if documents:
+        if documents > len(data.calibration):
+            raise ValueError(f"lee_background holds {len(data.calibration)} documents, asked for {documents}")
+        out += text_batches(tokenizer, data.calibration[:documents], 16, 256)
     return out
 
 
