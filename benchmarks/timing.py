@@ -37,13 +37,13 @@ def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
 GATE = {torch.bfloat16: 2e-2, torch.float16: 5e-3, torch.float32: 1e-3}
 
 
-def gated(name: str, fn, ref: torch.Tensor, dtype: torch.dtype, graph: bool = False) -> dict:
+def gated(name: str, fn, ref: torch.Tensor, dtype: torch.dtype, graph: bool = False, rep: int = 100) -> dict:
     """Run fn once on a NaN-poisoned result path, check it, and time it only if it is right."""
     out = fn()
     err = rel_error(out, ref)
     if not err < GATE[dtype]:
         return {"variant": name, "error": err, "us": None, "status": "WRONG"}
-    return {"variant": name, "error": err, "us": median_us(fn, graph=graph), "status": "ok"}
+    return {"variant": name, "error": err, "us": median_us(fn, graph=graph, rep=rep), "status": "ok"}
 
 
 def format_row(case: str, r: dict) -> str:

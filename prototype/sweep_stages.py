@@ -101,7 +101,7 @@ CONV = [("vgg conv3_2 3x3", 256, 256, 3, 1, 1, 56), ("vgg conv4_2 3x3", 512, 512
         ("r50 1x1 256->1024", 256, 1024, 1, 1, 0, 14), ("r50 1x1 1024->256", 1024, 256, 1, 1, 0, 14)]
 
 
-def conv_part(result, out):
+def conv_part(result, out, rep=100):
     torch.backends.cudnn.benchmark = True
     n, v, s = 64, 64, 0.75
     for name, cin, cout, k, st, pad, h in CONV:
@@ -114,8 +114,8 @@ def conv_part(result, out):
         ref = F.conv2d(x.float(), (w * mask).float(), stride=st, padding=pad)
         dref = F.conv2d(x.float(), w.float(), stride=st, padding=pad)
         xcl, wcl = x.contiguous(memory_format=torch.channels_last), w.contiguous(memory_format=torch.channels_last)
-        d1 = gated("cudnn-nchw", lambda: F.conv2d(x, w, stride=st, padding=pad), dref, torch.bfloat16)
-        d2 = gated("cudnn-cl", lambda: F.conv2d(xcl, wcl, stride=st, padding=pad), dref, torch.bfloat16)
+        d1 = gated("cudnn-nchw", lambda: F.conv2d(x, w, stride=st, padding=pad), dref, torch.bfloat16, rep=rep)
+        d2 = gated("cudnn-cl", lambda: F.conv2d(xcl, wcl, stride=st, padding=pad), dref, torch.bfloat16, rep=rep)
         best = min(r["us"] for r in (d1, d2) if r["us"])
         xc = x.permute(1, 2, 3, 0).contiguous()
         ref_c = ref.permute(1, 2, 3, 0)
@@ -124,7 +124,7 @@ def conv_part(result, out):
                                (128, 64, 8, 5), (256, 64, 8, 5)]:
             cfg = ConvConfig(block_n=bn, block_k=bk, num_warps=nw, num_stages=ns, batch_constexpr=True)
             r = gated(str(cfg), lambda: conv2d_chwn(xc, p.values, p.col_idx, p.group_ptr, p.perm, None, cout, (cin, k, k),
-                                                   (st, st), (pad, pad), (1, 1), config=cfg), ref_c, torch.bfloat16)
+                                                   (st, st), (pad, pad), (1, 1), config=cfg), ref_c, torch.bfloat16, rep=rep)
             row["variants"][f"{bn},{bk},{nw},{ns}"] = r["us"] and round(best / r["us"], 3)
         emit(result, out, row)
 
@@ -133,11 +133,12 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="stages.json")
     ap.add_argument("--part", default="all", choices=["spmm", "decode", "conv", "all"])
+    ap.add_argument("--rep", type=int, default=100, help="ms of repeats per timing (conv part)")
     args = ap.parse_args()
     result = {"stamp": stamp(), "rows": []}
     for name, fn in [("spmm", spmm_part), ("conv", conv_part), ("decode", decode_part)]:
         if args.part in (name, "all"):
-            fn(result, args.out)
+            fn(result, args.out, rep=args.rep) if name == "conv" else fn(result, args.out)
     return 0
 
 
