@@ -33,20 +33,23 @@ LAYERS = [  # (name, Cin, Cout, k, stride, pad, H)
 ]
 
 
+def conv_problem(cin, cout, k, st, pad, h, n=64, v=64, s=0.75):
+    """(w, packed, x, masked fp32 reference, dense fp32 reference, x and w in channels_last), bf16 on the GPU."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(cout, cin, k, k, generator=g).to(torch.bfloat16).cuda() * 0.05
+    m2, perm = random_shflbw_mask(cout, cin * k * k, v, 1 - s, generator=g)
+    mask = m2.view(cout, cin, k, k).cuda()
+    p = ShflBWMatrix.from_dense(w, mask, perm.cuda(), vector=v)
+    x = torch.randn(n, cin, h, h, device="cuda", dtype=torch.bfloat16)
+    ref = F.conv2d(x.float(), (w * mask).float(), stride=st, padding=pad)
+    dref = F.conv2d(x.float(), w.float(), stride=st, padding=pad)
+    return w, p, x, ref, dref, x.contiguous(memory_format=torch.channels_last), w.contiguous(memory_format=torch.channels_last)
+
+
 def main():
     torch.backends.cudnn.benchmark = True
-    n, v, s = 64, 64, 0.75
     for name, cin, cout, k, st, pad, h in LAYERS:
-        g = torch.Generator().manual_seed(0)
-        w = torch.randn(cout, cin, k, k, generator=g).to(torch.bfloat16).cuda() * 0.05
-        m2, perm = random_shflbw_mask(cout, cin * k * k, v, 1 - s, generator=g)
-        mask = m2.view(cout, cin, k, k).cuda()
-        p = ShflBWMatrix.from_dense(w, mask, perm.cuda(), vector=v)
-        x = torch.randn(n, cin, h, h, device="cuda", dtype=torch.bfloat16)
-        ref = F.conv2d(x.float(), (w * mask).float(), stride=st, padding=pad)
-        dref = F.conv2d(x.float(), w.float(), stride=st, padding=pad)
-        xcl = x.contiguous(memory_format=torch.channels_last)
-        wcl = w.contiguous(memory_format=torch.channels_last)
+        w, p, x, ref, dref, xcl, wcl = conv_problem(cin, cout, k, st, pad, h)
         d1 = gated("cudnn-nchw", lambda: F.conv2d(x, w, stride=st, padding=pad), dref, torch.bfloat16)
         d2 = gated("cudnn-cl", lambda: F.conv2d(xcl, wcl, stride=st, padding=pad), dref, torch.bfloat16)
         xc = x.permute(1, 2, 3, 0).contiguous()

@@ -27,26 +27,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.run_linear import stamp  # noqa: E402
 from benchmarks.timing import gated, median_us  # noqa: E402
-from shflbw import ShflBWMatrix  # noqa: E402
 from shflbw.kernels.conv2d import ConvConfig, conv2d_chwn  # noqa: E402
 from shflbw.kernels.decode import DecodeConfig  # noqa: E402
 from shflbw.kernels.linear import linear_fwd  # noqa: E402
 from shflbw.kernels.spmm import SpmmConfig, spmm_fwd  # noqa: E402
-from shflbw.testing import random_shflbw_mask  # noqa: E402
+from prototype.conv_probe import LAYERS, conv_problem  # noqa: E402
+from prototype.sweep_small_t import packed  # noqa: E402
 
 SPMM = {
     64: [(128, 64, 4, 3), (128, 64, 4, 5), (128, 64, 4, 8), (128, 32, 4, 5), (128, 32, 4, 7), (128, 128, 4, 5),
          (256, 64, 8, 5), (64, 64, 4, 5)],
     128: [(128, 64, 4, 3), (128, 64, 4, 5), (128, 64, 8, 5), (128, 32, 4, 5), (128, 32, 8, 7), (256, 32, 8, 5)],
 }
-
-
-def packed(m, k, v, s, dtype=torch.bfloat16):
-    gen = torch.Generator().manual_seed(0)
-    w = torch.randn(m, k, generator=gen).to(dtype).cuda()
-    mask, perm = random_shflbw_mask(m, k, v, 1 - s, generator=gen)
-    p = ShflBWMatrix.from_dense(w, mask.cuda(), perm.cuda(), vector=v)
-    return w, (w * mask.cuda()), p
 
 
 def emit(result, out, row):
@@ -96,24 +88,13 @@ def decode_part(result, out):
             emit(result, out, row)
 
 
-CONV = [("vgg conv3_2 3x3", 256, 256, 3, 1, 1, 56), ("vgg conv4_2 3x3", 512, 512, 3, 1, 1, 28),
-        ("r50 3x3 128", 128, 128, 3, 1, 1, 28), ("r50 3x3 256", 256, 256, 3, 1, 1, 14),
-        ("r50 1x1 256->1024", 256, 1024, 1, 1, 0, 14), ("r50 1x1 1024->256", 1024, 256, 1, 1, 0, 14)]
+CONV = LAYERS  # prototype/conv_probe.py's ResNet-50 / VGG-16 layers
 
 
 def conv_part(result, out, rep=100):
     torch.backends.cudnn.benchmark = True
-    n, v, s = 64, 64, 0.75
     for name, cin, cout, k, st, pad, h in CONV:
-        g = torch.Generator().manual_seed(0)
-        w = torch.randn(cout, cin, k, k, generator=g).to(torch.bfloat16).cuda() * 0.05
-        m2, perm = random_shflbw_mask(cout, cin * k * k, v, 1 - s, generator=g)
-        mask = m2.view(cout, cin, k, k).cuda()
-        p = ShflBWMatrix.from_dense(w, mask, perm.cuda(), vector=v)
-        x = torch.randn(n, cin, h, h, device="cuda", dtype=torch.bfloat16)
-        ref = F.conv2d(x.float(), (w * mask).float(), stride=st, padding=pad)
-        dref = F.conv2d(x.float(), w.float(), stride=st, padding=pad)
-        xcl, wcl = x.contiguous(memory_format=torch.channels_last), w.contiguous(memory_format=torch.channels_last)
+        w, p, x, ref, dref, xcl, wcl = conv_problem(cin, cout, k, st, pad, h)
         d1 = gated("cudnn-nchw", lambda: F.conv2d(x, w, stride=st, padding=pad), dref, torch.bfloat16, rep=rep)
         d2 = gated("cudnn-cl", lambda: F.conv2d(xcl, wcl, stride=st, padding=pad), dref, torch.bfloat16, rep=rep)
         best = min(r["us"] for r in (d1, d2) if r["us"])
