@@ -3,8 +3,9 @@
     pip install -e ".[demo]" && python benchmarks/distill_minilm.py --sparsity 0.75 [--minutes 15]
         [--steps 1250] [--lr 2e-4] [--threads 2] [--out result.json] [--save-state student.pt]
 
-1. One-shot (the best recipe of docs/recovery.md): OBS score, refit toward the dense model, 512
-   lee_background sentences plus 512 single words as calibration.
+1. One-shot (the best recipe of docs/recovery.md): OBS score, columns by greedy group OBS, refit
+   toward the dense model; calibration: 512 lee_background sentences, 512 single words and the 300
+   whole lee_background documents (--documents).
 2. Distillation (shflbw.recover.distill_): the masked student matches the dense model's hidden
    states (every layer) and its mean-pooled sentence embedding, on all lee_background sentences
    (batches of 32) alternating with batches of 128 single lee_background words that are in
@@ -33,7 +34,8 @@ def main() -> int:
     ap.add_argument("--lr", type=float, default=2e-4)  # beat 1e-4 over 800 steps on every metric (docs/recovery.md)
     ap.add_argument("--hidden", default="all", choices=["all", "last"])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--documents", type=int, default=0, help="whole lee_background documents in the one-shot calibration")
+    # 300 whole documents: the recipe that met all four of issue #4's distillation bars (docs/recovery.md)
+    ap.add_argument("--documents", type=int, default=300, help="whole lee_background documents in the one-shot calibration")
     ap.add_argument("--columns", default="greedy", choices=["greedy", "score"], help="one-shot column choice (oneshot_prune_)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--save-state", default=None, help="torch.save the distilled student's state_dict here")
