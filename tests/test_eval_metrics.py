@@ -41,3 +41,23 @@ def test_polarity_accuracy_split_mean_and_errors():
     assert mean == pytest.approx(np.mean(accs)) and acc == accs[0]
     with pytest.raises(ValueError, match="both classes"):
         polarity_accuracy(x, [1] * 100)
+
+
+def test_calibration_batches_with_documents():
+    import torch as _t
+
+    from shflbw.eval.data import EvalData, calibration_batches
+
+    def tokenizer(texts, padding, truncation, max_length, return_tensors):
+        # a stand-in: one token per word, capped at max_length
+        n = min(max_length, max(len(t.split()) for t in texts))
+        return {"input_ids": _t.zeros(len(texts), n, dtype=_t.long), "max_length": _t.tensor(max_length)}
+
+    docs = [" ".join(f"word{i}x{j}" for j in range(300)) + ". Another sentence here is long." for i in range(5)]
+    data = EvalData([], [], [], [], [("cat", "dog", 1.0)], [], docs)
+    plain = calibration_batches(tokenizer, data, sentences=4, words=0)
+    with_docs = calibration_batches(tokenizer, data, sentences=4, words=0, documents=5)
+    assert len(with_docs) == len(plain) + 1  # 5 documents: one batch of up to 16
+    assert with_docs[-1]["input_ids"].shape == (5, 256)  # whole documents, cut at 256 tokens
+    with pytest.raises(ValueError, match="documents"):
+        calibration_batches(tokenizer, data, sentences=4, words=0, documents=6)
