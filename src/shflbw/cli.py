@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vector", default="32,64,128", help="V values for vector and shfl_bw (default: %(default)s)")
     p.add_argument("--methods", default="magnitude,oneshot,distill",
                    help="recipes: magnitude (no data), oneshot (calibration + refit), distill (oneshot + distillation); "
-                        "default: %(default)s. On 2 CPU cores one-shot takes ~6 min a cell, distillation 15 min")
+                        "default: %(default)s. On 2 CPU cores one-shot takes ~14 min a cell (whole-document calibration), distillation 15 min")
     p.add_argument("--distill-minutes", type=float, default=15.0, help="distillation time budget per cell (default: %(default)s)")
     p.add_argument("--distill-steps", type=int, default=1250, help="distillation steps per cell (default: %(default)s)")
     p.add_argument("--out", default="out/study", help="directory for study.json, study.md, study.png (default: %(default)s)")
