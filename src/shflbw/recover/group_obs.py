@@ -29,6 +29,17 @@ from __future__ import annotations
 import torch
 
 
+def damping(h: torch.Tensor, damp: float) -> float:
+    """lambda = damp * mean(diag H): the ridge every refit and OBS score in shflbw.recover adds to H."""
+    return damp * float(h.diagonal().mean()) + 1e-12
+
+
+def damped_inverse(h: torch.Tensor, damp: float) -> torch.Tensor:
+    """(H + lambda I)^-1 in float64."""
+    h = h.to(torch.float64)
+    return torch.linalg.inv(h + damping(h, damp) * torch.eye(h.shape[0], dtype=h.dtype, device=h.device))
+
+
 def greedy_group_obs(
     weight: torch.Tensor,
     hessian: torch.Tensor,
@@ -38,11 +49,13 @@ def greedy_group_obs(
     damp: float = 0.01,
     cross: torch.Tensor | None = None,
     chunk_bytes: int = 1 << 29,
+    hinv: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(refit weight M x K, boolean mask M x K) with ``keep[g]`` columns kept in group g.
 
     ``perm`` lists the rows of group g at ``perm[g*V:(g+1)*V]`` (the last group may be short).
     ``cross`` = X_d^T X_p refits toward the dense model's outputs; None refits toward the layer's own.
+    ``hinv``: ``damped_inverse(hessian, damp)`` when the caller already has it (the OBS score does).
     """
     m, k = weight.shape
     n_groups = -(-m // vector)
@@ -52,8 +65,7 @@ def greedy_group_obs(
         raise ValueError(f"keep counts must lie in [0, {k}]")
     device = weight.device
     h = hessian.to(device=device, dtype=torch.float64)
-    lam = damp * float(h.diagonal().mean()) + 1e-12
-    hinv = torch.linalg.inv(h + lam * torch.eye(k, dtype=h.dtype, device=device))
+    hinv = damped_inverse(h, damp) if hinv is None else hinv.to(device=device, dtype=torch.float64)
     w = weight.detach().to(torch.float64)
     # cross defaults to H (the layer's own output): the same damped solve as reconstruct_group_lstsq,
     # (H_SS + lambda I) w_S = (W C)_S, which shrinks kept weights slightly toward zero.

@@ -19,7 +19,7 @@ from torch import nn
 from shflbw.config import ShflBWConfig
 from shflbw.nn.masked import selected_layers, set_mask
 from shflbw.prune import prune
-from shflbw.recover.group_obs import greedy_group_obs
+from shflbw.recover.group_obs import damped_inverse, damping, greedy_group_obs
 
 
 def reconstruct_group_lstsq(
@@ -34,7 +34,7 @@ def reconstruct_group_lstsq(
     """The refit weight (M x K, zero outside ``mask``); ``cross`` = X_d^T X_p (default: H, same inputs)."""
     w = weight.detach().double()
     h = hessian.double()
-    lam = damp * float(h.diagonal().mean()) + 1e-12
+    lam = damping(h, damp)
     out = torch.zeros_like(w)
     m = w.shape[0]
     rhs_all = w @ (h if cross is None else cross.double())  # [M, K]: row i of W C
@@ -181,18 +181,18 @@ def oneshot_prune_(
             sparsity, vector = config.for_layer(name)
             w = mod.weight.detach()
             h = hs[name]
+            hinv = None
             if score == "wanda":
                 importance = (w.double() ** 2) * h.diagonal()[None, :]  # (|W| * ||x||)^2, Wanda squared
             else:  # OBS saliency w^2 / [H^-1]_jj: the output error of removing one weight alone
-                lam = damp * float(h.diagonal().mean()) + 1e-12
-                hinv = torch.linalg.inv(h + lam * torch.eye(h.shape[0], dtype=h.dtype))
+                hinv = damped_inverse(h, damp)  # reused by the greedy column choice below
                 importance = (w.double() ** 2) / hinv.diagonal()[None, :]
             r = prune(w, sparsity, vector, pattern, importance=importance.float(), balanced=config.balanced,
                       time_budget=config.time_budget)
             mask = r.mask.to(w.device)
             if reconstruct and columns == "greedy" and pattern in ("shfl_bw", "vector"):
                 keep = mask[r.perm[::vector].long().to(w.device)].sum(1)
-                new, mask = greedy_group_obs(w, hs[name], r.perm, vector, keep, damp, cs.get(name))
+                new, mask = greedy_group_obs(w, h, r.perm, vector, keep, damp, cs.get(name), hinv=hinv)
                 mod.weight.data.copy_(new)
             elif reconstruct:
                 if pattern in ("shfl_bw", "vector"):
