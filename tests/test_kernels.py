@@ -247,3 +247,22 @@ def test_needs_int64_counts_the_farthest_element_not_numel():
     assert needs_int64(small, far)
     assert needs_int64(torch.empty(2**16, 2**15 + 1, device="meta"))
     assert not needs_int64(torch.empty(0, 2**40, device="meta"))  # nothing to address
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=_dt)
+def test_decode_token_tiles_cover_many_tokens(dtype, nan_poison):
+    # block_t fixes the token tile: 150 tokens in tiles of 16 is ten tiles, the last partial.
+    weight, mask, perm, w = random_problem(96, 50, 32, 0.3, dtype, seed=11, device=DEVICE, empty_groups=(2,))
+    x = torch.randn(150, 50, device=DEVICE).to(dtype)
+    bias = torch.randn(96, device=DEVICE).to(dtype)
+    cfg = DecodeConfig(block_k=16, transpose_x=True, block_t=16)
+    y = linear_fwd(x, w.values, w.col_idx, w.group_ptr, w.perm, bias, 96, path="decode", splits=2, decode_config=cfg)
+    ref = F.linear(x.double(), (weight * mask).double(), bias.double())
+    assert y.shape == (150, 96) and rel_error(y, ref) < KERNEL_TOLERANCE[dtype]
+
+
+def test_decode_rejects_bad_token_tile():
+    weight, mask, perm, w = random_problem(64, 32, 32, 0.5, device=DEVICE)
+    with pytest.raises(ValueError, match="block_t"):
+        linear_fwd(torch.randn(20, 32, device=DEVICE), w.values, w.col_idx, w.group_ptr, w.perm, None, 64,
+                   path="decode", decode_config=DecodeConfig(block_t=24, gemv=False))

@@ -37,6 +37,9 @@ class DecodeConfig:
     # T = 1 (gemv): pipeline depth of the CUDA-core loop (cp.async prefetch of the value tile and
     # column indices); 1 keeps plain loads, the compiler's default for a loop without a dot.
     gemv_stages: int = 1
+    # T > 1: tokens per program (a power of two, 16-128); None: T rounded up to a power of two,
+    # at most 64.
+    block_t: int | None = None
 
 
 @triton.jit
@@ -185,7 +188,14 @@ def linear_decode(
     v = values.shape[1]
     n_groups = group_ptr.numel() - 1
     gemv = config.gemv and t == 1
-    bt = 1 if gemv else min(64, max(16, 1 << (t - 1).bit_length()))  # next power of two, cheaply
+    if gemv:
+        bt = 1
+    elif config.block_t is not None:
+        bt = config.block_t
+        if bt < 16 or bt > 128 or bt & (bt - 1):
+            raise ValueError(f"block_t must be a power of two in [16, 128], got {bt}")
+    else:
+        bt = min(64, max(16, 1 << (t - 1).bit_length()))  # next power of two, cheaply
     vs = row_slice or v
     if v % vs or vs < 16 or vs & (vs - 1):
         raise ValueError(f"row_slice must be a power of two >= 16 dividing V={v}, got {vs}")
