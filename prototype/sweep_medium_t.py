@@ -29,8 +29,15 @@ from shflbw.kernels.linear import linear_fwd  # noqa: E402
 from shflbw.kernels.spmm import SpmmConfig  # noqa: E402
 
 
-def variants(t):
+def variants(t, which):
     out = []
+    if which == "check":
+        # the dispatch's alternatives: the roundtrip, the decode kernel at its plan, split-K with atomics
+        out.append(("roundtrip", dict(path="roundtrip")))
+        out.append(("decode-xt-plan", dict(path="decode", decode_config=DecodeConfig(block_k=128, num_warps=4, num_stages=5, transpose_x=True))))
+        for splits, bn in itertools.product((2, 4, 8), (64, 128)):
+            out.append((f"splitk-s{splits}-bn{bn}", dict(path="splitk", splits=splits, config=SpmmConfig(bn, 32, 4, 5))))
+        return out
     for splits, bk, bt, nw, st in itertools.product((1, 2, 4, 8), (64, 128), (64, 128), (4, 8), (5,)):
         if bt > max(64, t) or (nw == 8 and (bt == 64 or bk == 64)):
             continue
@@ -49,9 +56,11 @@ def main() -> int:
     ap.add_argument("--tokens", default="32,64,128,256,512")
     ap.add_argument("--sparsities", default="0.5,0.75,0.875")
     ap.add_argument("--rep", type=int, default=60)
+    ap.add_argument("--variants", default="full", choices=["full", "check"])
+    ap.add_argument("--shapes", default="4096x4096,11008x4096,4096x11008,14336x4096")
     args = ap.parse_args()
     result = {"stamp": stamp(), "rows": []}
-    shapes = [(4096, 4096), (11008, 4096), (4096, 11008), (14336, 4096)]
+    shapes = [tuple(int(d) for d in sh.split("x")) for sh in args.shapes.split(",")]
     sparsities = [float(s) for s in args.sparsities.split(",")]
     for (m, k), s in itertools.product(shapes, sparsities):
         w, wm, p = packed(m, k, 64, s)
@@ -64,7 +73,7 @@ def main() -> int:
             dense = gated("dense-graph", lambda: F.linear(x, w, bias), F.linear(x.float(), w.float(), bias.float()),
                           torch.bfloat16, graph=True, rep=args.rep)
             rows = [gated("current-graph", lambda: linear_fwd(x, *pargs), ref, torch.bfloat16, graph=True, rep=args.rep)]
-            for name, kw in variants(t):
+            for name, kw in variants(t, args.variants):
                 rows.append(gated(name, lambda: linear_fwd(x, *pargs, **kw), ref, torch.bfloat16, graph=True, rep=args.rep))
             for r in [dense] + rows:
                 r.update(case=case, speedup=dense["us"] / r["us"] if r["us"] else None)

@@ -131,6 +131,21 @@ def test_decode_plan_follows_the_measured_rule():
     assert decode_plan(64, 64, 64 * 1024, 1, None, one) == (64, 1)  # CPU interpreter
 
 
+def test_linear_path_follows_the_measured_rule():
+    from shflbw.kernels.configs import linear_path
+
+    # (tokens, n_groups, K, SMs): decode up to 32 tokens; then the roundtrip, unless it would launch
+    # fewer programs than SMs (K >= 2048, T < 512), where the split-K decode kernel fills them.
+    assert linear_path(16, 64, 4096, 132) == "decode"
+    assert linear_path(64, 64, 4096, 132) == "decode"  # 4096 rows, V = 64: 64 programs
+    assert linear_path(128, 64, 11008, 132) == "decode"  # BN 64: 128 programs
+    assert linear_path(256, 64, 4096, 132) == "roundtrip"  # 256 programs of 64 tokens
+    assert linear_path(64, 172, 4096, 132) == "roundtrip"  # 11008 rows: 172 programs
+    assert linear_path(64, 64, 768, 132) == "roundtrip"  # small K: the decode kernel would gather token-major X
+    assert linear_path(4096, 64, 4096, 132) == "roundtrip"
+    assert linear_path(64, 64, 4096, None) == "roundtrip"  # CPU interpreter: no SM count
+
+
 def test_decode_rejects_bad_row_slice():
     weight, mask, perm, w = random_problem(64, 32, 32, 0.5, device=DEVICE)
     with pytest.raises(ValueError, match="row_slice"):

@@ -12,16 +12,39 @@ import math
 
 import torch
 
-from shflbw.kernels.decode import DecodeConfig
+from shflbw.kernels.decode import DecodeConfig, token_tile
 from shflbw.kernels.spmm import SpmmConfig
 
 # Token counts up to this go to the weight-bound decode kernel (T = 16 measured; T = 32 not yet).
 DECODE_MAX_TOKENS = 32
-# From this many tokens the 'roundtrip' path (feature-major output, transpose back) beats storing
-# through the permutation. prototype/sweep_small_t.py (commit 126f865, 4 layers >= 4096, V 64/128,
-# 50-87.5 %): the roundtrip was faster in 3 of 16 cases at T = 128, 13 of 16 at T = 512, 14 of 16
-# at T = 1024 and 2048. Split-K ('splitk' path) won only 2 of 64 cases there, so it is not chosen.
-ROUNDTRIP_MIN_TOKENS = 512
+# Below this many tokens, a layer whose roundtrip would launch fewer feature-major programs (of
+# 64 tokens) than the GPU has SMs runs the split-K decode kernel instead (X transposed, K >= 2048).
+MEDIUM_MAX_TOKENS = 512
+
+
+def linear_path(tokens: int, n_groups: int, in_features: int, sms: int | None) -> str:
+    """Which token-major path ``shflbw.linear`` takes (kernels/linear.py names them).
+
+    From prototype/sweep_medium_t.py (H200, CUDA-graph replays, commit a0f72c5; four layers >= 4096,
+    V = 64, T = 32-512, 50-87.5 %): the roundtrip (transpose in, feature-major kernel, transpose
+    back) beat the transpose-scatter store in every case from T = 64 (14336 x 4096, T = 256, 75 %:
+    1.40x against 0.56x of dense); where it fills fewer programs than SMs (4096-row layers up to
+    T = 128), the split-K decode kernel beat it (4096 x 11008, T = 64, 75 %: 1.32x against 0.86x).
+    """
+    if tokens <= DECODE_MAX_TOKENS:
+        return "decode"
+    if sms is not None and tokens < MEDIUM_MAX_TOKENS and in_features >= 2048:
+        # counted at 64 tokens a program, the roundtrip's finest tile (4096 x 4096, T = 256: 256
+        # programs, roundtrip 1.04x against 0.79x for the decode kernel)
+        if n_groups * math.ceil(tokens / 64) < sms:
+            return "decode"
+    return "roundtrip"
+
+
+def roundtrip_block_n(n: int) -> int:
+    # BN 128 from 256 tokens (sweep_medium_t.py, graph replays: 11008 x 4096, T = 512, 75 %: 1.36x
+    # with BN 128 against 1.16x with 64; 4096 x 4096, T = 256: 1.01x against 1.04x), 64 below.
+    return 128 if n >= 256 else 64
 
 
 def spmm_config(vector: int, n: int, dtype: torch.dtype) -> SpmmConfig:
@@ -30,8 +53,7 @@ def spmm_config(vector: int, n: int, dtype: torch.dtype) -> SpmmConfig:
     # (V = 64 and 128, 50-87.5 %; 4096 x 11008 V = 64: 2.14x against 2.26x for 7 stages). Five
     # stages are the fewest at which the loop keeps prefetches in flight (cp.async.wait_group 3;
     # with 3-4 stages it drains every step, as the column indices are committed last).
-    block_n = 128 if n >= 1024 else 64
-    return SpmmConfig(block_n=block_n, block_k=32, num_warps=4, num_stages=5)
+    return SpmmConfig(block_n=roundtrip_block_n(n), block_k=32, num_warps=4, num_stages=5)
 
 
 @functools.cache
@@ -81,7 +103,8 @@ def decode_plan(n_groups: int, vector: int, nnz: int, tokens: int, sms: int | No
         per_sm = 1
     else:
         per_sm = 2
-    want = per_sm * sms / max(1, n_groups)
+    tiles = 1 if tokens == 1 else math.ceil(tokens / token_tile(tokens, config))
+    want = per_sm * sms / max(1, n_groups * tiles)
     splits = 2 ** max(0, round(math.log2(max(1.0, want))))
     steps = max(1, math.ceil(nnz / max(1, n_groups) / config.block_k))
     return vector, int(min(8, splits, steps))

@@ -42,6 +42,12 @@ class DecodeConfig:
     block_t: int | None = None
 
 
+def token_tile(tokens: int, config: DecodeConfig) -> int:
+    """The decode kernel's tokens per program for T > 1 (config.block_t, else T rounded up to a power
+    of two, 16-64)."""
+    return config.block_t or min(64, max(16, 1 << (tokens - 1).bit_length()))
+
+
 @triton.jit
 def linear_decode_fwd_kernel(
     x_ptr,  # [T, K] at (stride_xt, stride_xk)
@@ -176,7 +182,8 @@ def linear_decode(
     row_slice: int | None = None,
     reduce: str = "fixup",
 ) -> torch.Tensor:
-    """x2 (T x K, any strides) -> T x M; ``splits`` programs share each group, tokens in tiles of <= 64.
+    """x2 (T x K, any strides) -> T x M; ``splits`` programs share each group, tokens in tiles
+    (configs.token_tile).
 
     With ``splits > 1`` the partial sums meet either in the same launch (``reduce='fixup'``: the
     last split of each tile sums them) or by float32 atomic adds finished by later launches
@@ -188,14 +195,9 @@ def linear_decode(
     v = values.shape[1]
     n_groups = group_ptr.numel() - 1
     gemv = config.gemv and t == 1
-    if gemv:
-        bt = 1
-    elif config.block_t is not None:
-        bt = config.block_t
-        if bt < 16 or bt > 128 or bt & (bt - 1):
-            raise ValueError(f"block_t must be a power of two in [16, 128], got {bt}")
-    else:
-        bt = min(64, max(16, 1 << (t - 1).bit_length()))  # next power of two, cheaply
+    if config.block_t is not None and (config.block_t < 16 or config.block_t > 128 or config.block_t & (config.block_t - 1)):
+        raise ValueError(f"block_t must be a power of two in [16, 128], got {config.block_t}")
+    bt = 1 if gemv else token_tile(t, config)
     vs = row_slice or v
     if v % vs or vs < 16 or vs & (vs - 1):
         raise ValueError(f"row_slice must be a power of two >= 16 dividing V={v}, got {vs}")
