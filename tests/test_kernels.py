@@ -131,19 +131,29 @@ def test_decode_plan_follows_the_measured_rule():
     assert decode_plan(64, 64, 64 * 1024, 1, None, one) == (64, 1)  # CPU interpreter
 
 
-def test_linear_path_follows_the_measured_rule():
-    from shflbw.kernels.configs import linear_path
+def test_linear_plan_follows_the_measured_rule():
+    from shflbw.kernels.configs import linear_plan
 
-    # (tokens, n_groups, K, SMs): decode up to 32 tokens; then the roundtrip, unless it would launch
-    # fewer programs than SMs (K >= 2048, T < 512), where the split-K decode kernel fills them.
-    assert linear_path(16, 64, 4096, 132) == "decode"
-    assert linear_path(64, 64, 4096, 132) == "decode"  # 4096 rows, V = 64: 64 programs
-    assert linear_path(128, 64, 11008, 132) == "decode"  # BN 64: 128 programs
-    assert linear_path(256, 64, 4096, 132) == "roundtrip"  # 256 programs of 64 tokens
-    assert linear_path(64, 172, 4096, 132) == "roundtrip"  # 11008 rows: 172 programs
-    assert linear_path(64, 64, 768, 132) == "roundtrip"  # small K: the decode kernel would gather token-major X
-    assert linear_path(4096, 64, 4096, 132) == "roundtrip"
-    assert linear_path(64, 64, 4096, None) == "roundtrip"  # CPU interpreter: no SM count
+    # (tokens, n_groups, nnz, SMs) -> (path, splits): decode up to 32 tokens; then the roundtrip,
+    # or split-K where it launches few programs for long groups (about 2 programs per SM, >= 8 steps
+    # of 32 kept vectors each, at most 8 splits).
+    assert linear_plan(16, 64, 64 * 1024, 132) == ("decode", 0)
+    assert linear_plan(256, 64, 64 * 2752, 132) == ("splitk", 2)  # 4096 x 11008, 75 %: 86 steps a group
+    assert linear_plan(64, 16, 16 * 1024, 132) == ("splitk", 4)  # 1024 x 4096, 75 %: 16 programs, 32 steps
+    assert linear_plan(64, 48, 48 * 192, 132) == ("roundtrip", 1)  # 3072 x 768: 6 steps a group, no split
+    assert linear_plan(512, 224, 224 * 1024, 132) == ("roundtrip", 1)  # 14336 x 4096: 896 programs
+    assert linear_plan(4096, 64, 64 * 1024, 132) == ("roundtrip", 1)
+    assert linear_plan(64, 64, 64 * 1024, None) == ("roundtrip", 1)  # CPU interpreter: no SM count
+
+
+def test_linear_plan_is_deterministic_when_asked():
+    from shflbw.kernels.configs import linear_plan
+
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert linear_plan(256, 64, 64 * 2752, 132) == ("roundtrip", 1)  # no float32 atomics
+    finally:
+        torch.use_deterministic_algorithms(False)
 
 
 def test_decode_rejects_bad_row_slice():

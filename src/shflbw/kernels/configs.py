@@ -17,28 +17,43 @@ from shflbw.kernels.spmm import SpmmConfig
 
 # Token counts up to this go to the weight-bound decode kernel (T = 16 measured; T = 32 not yet).
 DECODE_MAX_TOKENS = 32
-# Below this many tokens, a layer whose roundtrip would launch fewer feature-major programs (of
-# 64 tokens) than the GPU has SMs runs the split-K decode kernel instead (X transposed, K >= 2048).
-MEDIUM_MAX_TOKENS = 512
+# Split-K for the feature-major kernel: about this many programs per SM, and at least this many
+# [BK] steps of kept vectors per program (fit to prototype/sweep_medium_t.py, below).
+SPLITK_PROGRAMS_PER_SM = 2
+SPLITK_MIN_STEPS = 8
 
 
-def linear_path(tokens: int, n_groups: int, in_features: int, sms: int | None) -> str:
-    """Which token-major path ``shflbw.linear`` takes (kernels/linear.py names them).
+def linear_plan(tokens: int, n_groups: int, nnz: int, sms: int | None) -> tuple[str, int]:
+    """(path, k_splits) for token-major ``shflbw.linear`` (kernels/linear.py names the paths).
 
-    From prototype/sweep_medium_t.py (H200, CUDA-graph replays, commit a0f72c5; four layers >= 4096,
-    V = 64, T = 32-512, 50-87.5 %): the roundtrip (transpose in, feature-major kernel, transpose
-    back) beat the transpose-scatter store in every case from T = 64 (14336 x 4096, T = 256, 75 %:
-    1.40x against 0.56x of dense); where it fills fewer programs than SMs (4096-row layers up to
-    T = 128), the split-K decode kernel beat it (4096 x 11008, T = 64, 75 %: 1.32x against 0.86x).
+    From prototype/sweep_medium_t.py (H200, CUDA-graph replays, commits a0f72c5 and 1a642f9; eight
+    layers 768-14336 rows, V = 64, T = 64-1024, 50-87.5 %):
+    - the roundtrip beat the transpose-scatter store in every case from T = 64 (14336 x 4096,
+      T = 256, 75 %: 1.40x of dense against 0.56x), so 'transpose' is no longer chosen;
+    - where the roundtrip launches few programs for long groups (4096 x 11008, 1024 x 4096),
+      splitting each group's kept vectors (float32 atomics, the transpose back finishing) won:
+      4096 x 11008, T = 256, 75 %: 1.32x against 0.99x. Splits: about 2 programs per SM, a power
+      of two up to 8, never under 8 steps each. This rule came within 3.2 % of the best variant on
+      average over 120 cases (geometric mean; the worst 0.72 of the best) against 7.5 % for the
+      roundtrip-or-decode rule it replaces.
+    Atomics make the sum order vary between runs, so under torch.use_deterministic_algorithms the
+    roundtrip runs instead.
     """
     if tokens <= DECODE_MAX_TOKENS:
-        return "decode"
-    if sms is not None and tokens < MEDIUM_MAX_TOKENS and in_features >= 2048:
-        # counted at 64 tokens a program, the roundtrip's finest tile (4096 x 4096, T = 256: 256
-        # programs, roundtrip 1.04x against 0.79x for the decode kernel)
-        if n_groups * math.ceil(tokens / 64) < sms:
-            return "decode"
-    return "roundtrip"
+        return "decode", 0
+    if sms is None or n_groups == 0 or torch.are_deterministic_algorithms_enabled():
+        return "roundtrip", 1
+    programs = n_groups * math.ceil(tokens / roundtrip_block_n(tokens))
+    splits = 2 ** max(0, round(math.log2(max(1.0, SPLITK_PROGRAMS_PER_SM * sms / programs))))
+    steps = nnz / n_groups / spmm_block_k()
+    while splits > 1 and steps / splits < SPLITK_MIN_STEPS:
+        splits //= 2
+    splits = min(8, splits)
+    return ("splitk", splits) if splits > 1 else ("roundtrip", 1)
+
+
+def spmm_block_k() -> int:
+    return 32
 
 
 def roundtrip_block_n(n: int) -> int:
@@ -53,7 +68,7 @@ def spmm_config(vector: int, n: int, dtype: torch.dtype) -> SpmmConfig:
     # (V = 64 and 128, 50-87.5 %; 4096 x 11008 V = 64: 2.14x against 2.26x for 7 stages). Five
     # stages are the fewest at which the loop keeps prefetches in flight (cp.async.wait_group 3;
     # with 3-4 stages it drains every step, as the column indices are committed last).
-    return SpmmConfig(block_n=roundtrip_block_n(n), block_k=32, num_warps=4, num_stages=5)
+    return SpmmConfig(block_n=roundtrip_block_n(n), block_k=spmm_block_k(), num_warps=4, num_stages=5)
 
 
 @functools.cache

@@ -1,21 +1,22 @@
 """Token-major ``shflbw.linear`` on the GPU: pick the kernel by token count.
 
-- 'decode', T <= DECODE_MAX_TOKENS, and up to MEDIUM_MAX_TOKENS where the roundtrip would launch
-  fewer programs than SMs (configs.linear_path): the weight-bound split-K kernel (reads each
-  packed value once; split-K finished in the same launch; T = 1 on CUDA cores; T > 1 with
-  K >= 2048 reads X transposed). H200, 75 %, CUDA graphs: 2.1-2.35x of dense at T = 1 on layers
-  >= 40M weights, 1.25-1.78x at T = 16.
-- 'roundtrip', every other T: transpose X to feature-major with a tiled Triton copy (3.0-3.7 TB/s
-  on an H200, against 0.5-0.6 for torch's x.t().contiguous()), run the feature-major kernel with
-  a feature-major output written through the permutation (whole rows move, so the scatter is
+configs.linear_plan picks the path (H200 sweeps in BENCHMARKS.md):
+- 'decode', T <= DECODE_MAX_TOKENS: the weight-bound split-K kernel (reads each packed value once;
+  split-K finished in the same launch; T = 1 on CUDA cores; T > 1 with K >= 2048 reads X
+  transposed). H200, 75 %, CUDA graphs: 2.1-2.35x of dense at T = 1 on layers >= 40M weights,
+  1.25-1.78x at T = 16.
+- 'roundtrip': transpose X to feature-major with a tiled Triton copy (3.0-3.7 TB/s on an H200,
+  against 0.5-0.6 for torch's x.t().contiguous()), run the feature-major kernel with a
+  feature-major output written through the permutation (whole rows move, so the scatter is
   coalesced), transpose the result back.
-- 'splitk' (never chosen by dispatch; measured slower in 62 of 64 cases at T = 128-2048, eager): transpose
-  X, split each group's kept vectors over several programs adding float32 partials into a
-  feature-major buffer, transpose back adding the bias and casting.
-- 'transpose' (never chosen by dispatch since the graph-replay sweep of commit a0f72c5, where the
-  roundtrip beat it in every case from T = 64): transpose X, then run the feature-major kernel
-  storing its tile transposed into the token-major output through the permutation, bias fused.
-  Gathering single 2-byte features from token-major X instead ran at 0.1-0.3x of dense (CONTEXT.md).
+- 'splitk', where the roundtrip would launch few programs for long groups: transpose X, split each
+  group's kept vectors over several programs adding float32 partials into a feature-major buffer,
+  transpose back adding the bias and casting. Not bitwise repeatable (atomics), so not chosen
+  under torch.use_deterministic_algorithms.
+- 'transpose' (not chosen since the graph-replay sweep of commit a0f72c5, where the roundtrip beat
+  it in every case from T = 64): transpose X, then run the feature-major kernel storing its tile
+  transposed into the token-major output through the permutation, bias fused. Gathering single
+  2-byte features from token-major X instead ran at 0.1-0.3x of dense (CONTEXT.md).
 
 Measured (BENCHMARKS.md, 4096 x 4096, T = 4096, 75 %): the permuted token-major store costs more
 than the kernel itself (group order: 1.57x of dense; through the permutation: 0.69x); writing
@@ -31,7 +32,7 @@ from __future__ import annotations
 import torch
 
 from shflbw.kernels.configs import decode_config as pick_decode_config
-from shflbw.kernels.configs import decode_plan, linear_path, sm_count, spmm_config
+from shflbw.kernels.configs import decode_plan, linear_plan, sm_count, spmm_config
 from shflbw.kernels.decode import DecodeConfig, linear_decode  # noqa: F401  (DecodeConfig: type of decode_config)
 from shflbw.kernels.spmm import SpmmConfig, launch_spmm
 from shflbw.kernels.transpose import feature_major, transpose
@@ -62,7 +63,9 @@ def linear_fwd(
     if t == 0 or out_features == 0:
         return x.new_zeros(*x.shape[:-1], out_features)
     if path is None:
-        path = linear_path(t, group_ptr.numel() - 1, k, sm_count(x.device))
+        path, plan_splits = linear_plan(t, group_ptr.numel() - 1, values.shape[0], sm_count(x.device))
+        if path == "splitk":
+            splits = splits or plan_splits
     if path == "decode":
         dcfg = decode_config or pick_decode_config(t, k)
         if t > 1 and dcfg.transpose_x:
