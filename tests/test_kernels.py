@@ -144,6 +144,10 @@ def test_linear_plan_follows_the_measured_rule():
     assert linear_plan(512, 224, 224 * 1024, 132) == ("roundtrip", 1)  # 14336 x 4096: 896 programs
     assert linear_plan(4096, 64, 64 * 1024, 132) == ("roundtrip", 1)
     assert linear_plan(64, 64, 64 * 1024, None) == ("roundtrip", 1)  # CPU interpreter: no SM count
+    # eager (not capturing a CUDA graph): host-bound, the fewest launches
+    assert linear_plan(256, 64, 64 * 2752, 132, capturing=False) == ("transpose", 1)
+    assert linear_plan(512, 64, 64 * 2752, 132, capturing=False) == ("roundtrip", 1)
+    assert linear_plan(16, 64, 64 * 1024, 132, capturing=False) == ("decode", 0)
 
 
 def test_linear_plan_is_deterministic_when_asked():

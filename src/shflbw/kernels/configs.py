@@ -23,10 +23,21 @@ SPLITK_PROGRAMS_PER_SM = 2
 SPLITK_MIN_STEPS = 8
 
 
-def linear_plan(tokens: int, n_groups: int, nnz: int, sms: int | None) -> tuple[str, int]:
+# Eager calls: below this many tokens the path with the fewest launches ('transpose', two) runs.
+EAGER_ROUNDTRIP_MIN_TOKENS = 512
+
+
+def linear_plan(tokens: int, n_groups: int, nnz: int, sms: int | None, capturing: bool = True) -> tuple[str, int]:
     """(path, k_splits) for token-major ``shflbw.linear`` (kernels/linear.py names the paths).
 
-    From prototype/sweep_medium_t.py (H200, CUDA-graph replays, commits a0f72c5 and 1a642f9; eight
+    ``capturing``: the call is being recorded into a CUDA graph (as decode and serving stacks run
+    small token counts). Eager calls at T = 33-511 are bound by the host's launch cost, not the GPU
+    (prototype/launch_floor.py on the H200 machine: 36 us a Triton launch, 53 us with our argument
+    handling, F.linear 22 us), so outside capture the path with the fewest launches runs:
+    'transpose' (2 launches) below EAGER_ROUNDTRIP_MIN_TOKENS, as measured eager in commit 126f865
+    (BENCHMARKS.md); split-K's 4 launches took 4096 x 4096, T = 128, 75 % from 0.46x to 0.18x eager.
+
+    Under capture, from prototype/sweep_medium_t.py (H200, CUDA-graph replays, commits a0f72c5 and 1a642f9; eight
     layers 768-14336 rows, V = 64, T = 64-1024, 50-87.5 %):
     - the roundtrip beat the transpose-scatter store in every case from T = 64 (14336 x 4096,
       T = 256, 75 %: 1.40x of dense against 0.56x), so 'transpose' is no longer chosen;
@@ -41,6 +52,8 @@ def linear_plan(tokens: int, n_groups: int, nnz: int, sms: int | None) -> tuple[
     """
     if tokens <= DECODE_MAX_TOKENS:
         return "decode", 0
+    if not capturing:
+        return ("transpose", 1) if tokens < EAGER_ROUNDTRIP_MIN_TOKENS else ("roundtrip", 1)
     if sms is None or n_groups == 0 or torch.are_deterministic_algorithms_enabled():
         return "roundtrip", 1
     programs = n_groups * math.ceil(tokens / roundtrip_block_n(tokens))

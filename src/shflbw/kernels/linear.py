@@ -1,6 +1,8 @@
 """Token-major ``shflbw.linear`` on the GPU: pick the kernel by token count.
 
-configs.linear_plan picks the path (H200 sweeps in BENCHMARKS.md):
+configs.linear_plan picks the path (H200 sweeps in BENCHMARKS.md); at T = 33-511 it picks by
+whether the call is being captured into a CUDA graph (GPU time counts) or runs eagerly (host
+launch cost counts: the fewest launches win):
 - 'decode', T <= DECODE_MAX_TOKENS: the weight-bound split-K kernel (reads each packed value once;
   split-K finished in the same launch; T = 1 on CUDA cores; T > 1 with K >= 2048 reads X
   transposed). H200, 75 %, CUDA graphs: 2.1-2.35x of dense at T = 1 on layers >= 40M weights,
@@ -13,8 +15,8 @@ configs.linear_plan picks the path (H200 sweeps in BENCHMARKS.md):
   group's kept vectors over several programs adding float32 partials into a feature-major buffer,
   transpose back adding the bias and casting. Not bitwise repeatable (atomics), so not chosen
   under torch.use_deterministic_algorithms.
-- 'transpose' (not chosen since the graph-replay sweep of commit a0f72c5, where the roundtrip beat
-  it in every case from T = 64): transpose X, then run the feature-major kernel storing its tile
+- 'transpose', eager calls at T = 33-511 only (under capture the roundtrip beat it in every case
+  from T = 64, graph-replay sweep of commit a0f72c5): transpose X, then run the feature-major kernel storing its tile
   transposed into the token-major output through the permutation, bias fused. Gathering single
   2-byte features from token-major X instead ran at 0.1-0.3x of dense (CONTEXT.md).
 
@@ -63,7 +65,8 @@ def linear_fwd(
     if t == 0 or out_features == 0:
         return x.new_zeros(*x.shape[:-1], out_features)
     if path is None:
-        path, plan_splits = linear_plan(t, group_ptr.numel() - 1, values.shape[0], sm_count(x.device))
+        capturing = x.is_cuda and torch.cuda.is_current_stream_capturing()
+        path, plan_splits = linear_plan(t, group_ptr.numel() - 1, values.shape[0], sm_count(x.device), capturing)
         if path == "splitk":
             splits = splits or plan_splits
     if path == "decode":
