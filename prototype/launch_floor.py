@@ -44,7 +44,7 @@ def main():
     consts = dict(V=64, BN=cfg.block_n, BK=cfg.block_k, HAS_BIAS=False, ACTIVATION=0, PERMUTE_OUT=True,
                   DOT_PRECISION="tf32", UPCAST=False, ATOMIC=False, EVEN_N=True, IDX64=False)
     opts = dict(num_warps=4, num_stages=5)
-    grid = (8, 1, 1)
+    grid = (8, 128 // cfg.block_n, 1)
     device = driver.active.get_current_device()
     kernel_cache, kernel_key_cache, target, backend, binder = spmm_fwd_kernel.device_caches[device]
     bound, spec, options = binder(*args, **consts, **opts, debug=False, instrumentation_mode=knobs.compilation.instrumentation_mode)
@@ -54,11 +54,11 @@ def main():
     allargs = tuple(bound.values())
 
     def direct():
-        kern.run(8, 1, 1, driver.active.get_current_stream(device), kern.function, kern.packed_metadata, None,
+        kern.run(*grid, driver.active.get_current_stream(device), kern.function, kern.packed_metadata, None,
                  knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook, *allargs)
 
     rows = {
-        "launch_spmm (ours, 1 launch)": lambda: launch_spmm(p.values, p.col_idx, p.group_ptr, p.perm, xt, None, out, (128, 1), cfg),
+        "launch_spmm (ours, cached launcher)": lambda: launch_spmm(p.values, p.col_idx, p.group_ptr, p.perm, xt, None, out, (128, 1), cfg),
         "kernel[grid](...) raw": lambda: spmm_fwd_kernel[grid](*args, **consts, **opts),
         "needs_int64(3 tensors)": lambda: needs_int64(p.values, xt, out),
         "get_current_device": lambda: driver.active.get_current_device(),

@@ -20,6 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
+from shflbw.kernels.launch import Launcher
 from shflbw.kernels.spmm import dot_precision, interpreter_upcast
 
 
@@ -150,6 +151,7 @@ def linear_decode_fwd_kernel(
             tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=ok)
 
 
+_launch_decode = Launcher(linear_decode_fwd_kernel)
 _locks: dict = {}
 
 
@@ -213,7 +215,8 @@ def linear_decode(
         locks = arrival_counters(x2.device, n_tiles)
     else:
         part = locks = values
-    linear_decode_fwd_kernel[grid](
+    _launch_decode(
+        grid,
         x2,
         values,
         col_idx,
