@@ -44,15 +44,21 @@ def fast_launch_enabled() -> bool:
 
 def _spec(a):
     """What the JIT specialises an argument on (kept conservative: more distinctions are safe)."""
-    if isinstance(a, torch.Tensor):
-        return (a.dtype, a.data_ptr() % 16 == 0)
-    if isinstance(a, bool):
-        return ("b", a)
-    if isinstance(a, int):
-        return ("i32" if -(2**31) <= a < 2**31 else "i64", a == 1, a % 16 == 0)
+    if type(a) is torch.Tensor or isinstance(a, torch.Tensor):
+        return (a.dtype, a.data_ptr() & 15 == 0)
+    if type(a) is int:
+        return (a == 1, a & 15 == 0, -(2**31) <= a < 2**31)
     if a is None:
         return None
-    return (type(a), a) if isinstance(a, (float, str)) else (type(a), id(a))
+    return (type(a), a) if isinstance(a, (bool, float, str)) else (type(a), id(a))
+
+
+@functools.cache
+def _runtime():
+    from triton import knobs
+    from triton.runtime.driver import driver
+
+    return knobs.runtime, driver.active
 
 
 class Launcher:
@@ -67,14 +73,13 @@ class Launcher:
         if not fast_launch_enabled():
             self.kernel[grid](*args, **constexprs, num_warps=num_warps, num_stages=num_stages)
             return
-        from triton import knobs
-
-        enter, leave = knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook
-        if enter is not None or leave is not None:  # a profiler wants launch metadata: the JIT path
+        hooks, drv = _runtime()
+        if hooks.launch_enter_hook is not None or hooks.launch_exit_hook is not None:
+            # a profiler wants launch metadata: the JIT path
             self.kernel[grid](*args, **constexprs, num_warps=num_warps, num_stages=num_stages)
             return
-        device = torch.cuda.current_device()
-        key = (device, num_warps, num_stages, tuple(constexprs.items()), tuple(_spec(a) for a in args))
+        device = drv.get_current_device()
+        key = (device, num_warps, num_stages, tuple(constexprs.items()), tuple([_spec(a) for a in args]))
         hit = self.cache.get(key)
         if hit is None:
             compiled = self.kernel[grid](*args, **constexprs, num_warps=num_warps, num_stages=num_stages)
@@ -82,7 +87,6 @@ class Launcher:
             self.cache[key] = (compiled, tuple(constexprs.get(p.name, p.default) for p in rest))
             return
         compiled, tail = hit
-        g1 = grid[1] if len(grid) > 1 else 1
-        g2 = grid[2] if len(grid) > 2 else 1
-        stream = torch.cuda.current_stream(device).cuda_stream
-        compiled.run(grid[0], g1, g2, stream, compiled.function, compiled.packed_metadata, None, None, None, *args, *tail)
+        compiled.run(grid[0], grid[1] if len(grid) > 1 else 1, grid[2] if len(grid) > 2 else 1,
+                     drv.get_current_stream(device), compiled.function, compiled.packed_metadata, None, None, None,
+                     *args, *tail)
