@@ -58,7 +58,7 @@ def main():
                  knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook, *allargs)
 
     rows = {
-        "launch_spmm (ours, cached launcher)": lambda: launch_spmm(p.values, p.col_idx, p.group_ptr, p.perm, xt, None, out, (128, 1), cfg),
+        "launch_spmm (ours, 1 launch)": lambda: launch_spmm(p.values, p.col_idx, p.group_ptr, p.perm, xt, None, out, (128, 1), cfg),
         "kernel[grid](...) raw": lambda: spmm_fwd_kernel[grid](*args, **consts, **opts),
         "needs_int64(3 tensors)": lambda: needs_int64(p.values, xt, out),
         "get_current_device": lambda: driver.active.get_current_device(),

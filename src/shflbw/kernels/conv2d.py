@@ -22,7 +22,6 @@ import torch
 import triton
 import triton.language as tl
 
-from shflbw.kernels.launch import Launcher
 from shflbw.kernels.spmm import dot_precision, interpreter_upcast
 
 
@@ -115,9 +114,6 @@ def conv2d_chwn_kernel(
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & p_ok[None, :])
 
 
-_launch_conv = Launcher(conv2d_chwn_kernel)
-
-
 def conv2d_chwn(
     x: torch.Tensor,
     values: torch.Tensor,
@@ -145,8 +141,8 @@ def conv2d_chwn(
         return out
     cfg = config or ConvConfig(block_n=128 if positions >= 1024 else 64)
     grid = (group_ptr.numel() - 1, triton.cdiv(positions, cfg.block_n))
-    _launch_conv(
-        grid, values, col_idx, group_ptr, perm, x.contiguous(), bias if bias is not None else values, out,
+    conv2d_chwn_kernel[grid](
+        values, col_idx, group_ptr, perm, x.contiguous(), bias if bias is not None else values, out,
         out_channels, h, w, nb, ho, wo, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
         R=r, S=s, V=values.shape[1], BN=cfg.block_n, BK=cfg.block_k, HAS_BIAS=bias is not None, RELU=relu,
         DOT_PRECISION=dot_precision(values.dtype), UPCAST=interpreter_upcast(values.dtype),

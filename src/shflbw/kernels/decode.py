@@ -20,7 +20,6 @@ import torch
 import triton
 import triton.language as tl
 
-from shflbw.kernels.launch import Launcher
 from shflbw.kernels.spmm import dot_precision, interpreter_upcast
 
 
@@ -151,7 +150,6 @@ def linear_decode_fwd_kernel(
             tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=ok)
 
 
-_launch_decode = Launcher(linear_decode_fwd_kernel)
 _locks: dict = {}
 
 
@@ -215,8 +213,7 @@ def linear_decode(
         locks = arrival_counters(x2.device, n_tiles)
     else:
         part = locks = values
-    _launch_decode(
-        grid,
+    linear_decode_fwd_kernel[grid](
         x2,
         values,
         col_idx,

@@ -18,8 +18,6 @@ import torch
 import triton
 import triton.language as tl
 
-from shflbw.kernels.launch import Launcher
-
 
 @dataclass(frozen=True)
 class SpmmConfig:
@@ -156,9 +154,6 @@ def spmm_fwd_kernel(
         tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & n_ok[None, :])
 
 
-_launch_spmm = Launcher(spmm_fwd_kernel)
-
-
 def needs_int64(*tensors: torch.Tensor) -> bool:
     """Whether some element of these tensors lies 2^31 or more elements past its base pointer."""
     return any(_extent(t) >= 2**31 - 1 for t in tensors)
@@ -201,8 +196,7 @@ def launch_spmm(
     v = values.shape[1]
     n_groups = group_ptr.numel() - 1
     grid = (n_groups, triton.cdiv(n, config.block_n), splits)
-    _launch_spmm(
-        grid,
+    spmm_fwd_kernel[grid](
         values,
         col_idx,
         group_ptr,

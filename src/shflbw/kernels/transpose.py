@@ -12,8 +12,6 @@ import torch
 import triton
 import triton.language as tl
 
-from shflbw.kernels.launch import Launcher
-
 
 @triton.jit
 def transpose_kernel(
@@ -40,9 +38,6 @@ def transpose_kernel(
     tl.store(y_ptr + offs_c[None, :] * R + offs_r[:, None], tile.to(y_ptr.dtype.element_ty), mask=ok)
 
 
-_launch_transpose = Launcher(transpose_kernel)
-
-
 def transpose(
     x: torch.Tensor,
     block_r: int = 64,
@@ -60,8 +55,8 @@ def transpose(
     if r == 0 or c == 0:
         return y
     grid = (triton.cdiv(r, block_r), triton.cdiv(c, block_c))
-    _launch_transpose(
-        grid, x, y, bias if bias is not None else x, r, c, x.stride(0), x.stride(1),
+    transpose_kernel[grid](
+        x, y, bias if bias is not None else x, r, c, x.stride(0), x.stride(1),
         BR=block_r, BC=block_c, HAS_BIAS=bias is not None, num_warps=num_warps,
     )
     return y
