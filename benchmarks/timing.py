@@ -27,6 +27,21 @@ def median_us(fn, graph: bool = False, rep: int = 100) -> float:
     return triton.testing.do_bench(fn, warmup=25, rep=rep, return_mode="median") * 1e3
 
 
+def host_us(fn, n: int = 300) -> float:
+    """Host time per call in microseconds: n calls back to back, one sync at the end (for calls
+    whose GPU time is smaller than their launch cost, this is what an eager caller waits)."""
+    import time
+
+    for _ in range(10):
+        fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / n * 1e6
+
+
 def rel_error(out: torch.Tensor, ref: torch.Tensor) -> float:
     out, ref = out.float(), ref.float()
     if not bool(torch.isfinite(out).all()):

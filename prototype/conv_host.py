@@ -10,31 +10,18 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.timing import median_us  # noqa: E402
+from benchmarks.timing import median_us, host_us  # noqa: E402
 from prototype.conv_probe import conv_problem  # noqa: E402
 from shflbw import conv2d_chwn  # noqa: E402
 
 LAYERS = [("r50 1x1 256->1024", 256, 1024, 1, 1, 0, 14), ("r50 1x1 1024->256", 1024, 256, 1, 1, 0, 14),
           ("r50 3x3 256", 256, 256, 3, 1, 1, 14), ("vgg conv4_2 3x3", 512, 512, 3, 1, 1, 28)]
-
-
-def host_us(fn, n=300):
-    for _ in range(10):
-        fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    t1 = time.perf_counter()
-    torch.cuda.synchronize()
-    return (t1 - t0) / n * 1e6
 
 
 def main():

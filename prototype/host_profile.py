@@ -14,12 +14,13 @@ import io
 import os
 import pstats
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.timing import host_us  # noqa: E402
 
 import shflbw  # noqa: E402
 from benchmarks.run_mlp import packed  # noqa: E402
@@ -27,17 +28,6 @@ from shflbw import PackedMLP  # noqa: E402
 from shflbw.kernels.configs import spmm_config  # noqa: E402
 from shflbw.kernels.linear import linear_fwd  # noqa: E402
 from shflbw.kernels.spmm import launch_spmm  # noqa: E402
-
-
-def per_call_us(fn, n=300):
-    for _ in range(10):
-        fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / n * 1e6
 
 
 def top(fn, n=200, lines=28):
@@ -74,7 +64,7 @@ def main():
         "shflbw.mlp op": lambda: shflbw.mlp(x, block),
     }
     for name, fn in rows.items():
-        print(f"{name:40s} {per_call_us(fn):7.1f} us/call", flush=True)
+        print(f"{name:40s} {host_us(fn):7.1f} us/call", flush=True)
     # the floor: the compiled kernel launched without the JIT's argument binding
     from shflbw.kernels.spmm import spmm_fwd_kernel
 
@@ -87,7 +77,7 @@ def main():
             UPCAST=False, ATOMIC=False, EVEN_N=True, IDX64=False, grid=(8, 2, 1), num_warps=4, num_stages=5)
         grid = (8, triton.cdiv(128, cfg.block_n), 1)
         full = (p.values, p.col_idx, p.group_ptr, p.perm, xt, p.values, out, 512, 128, 128, 1, 128, 1, 1)
-        print(f"{'CompiledKernel[grid] direct':40s} {per_call_us(lambda: kern[grid](*full)):7.1f} us/call", flush=True)
+        print(f"{'CompiledKernel[grid] direct':40s} {host_us(lambda: kern[grid](*full)):7.1f} us/call", flush=True)
     except Exception as e:  # internal API: report, do not fail the probe
         print("CompiledKernel direct launch failed:", type(e).__name__, str(e)[:300], flush=True)
     print("=== cProfile: shflbw.linear op, 200 calls ===")

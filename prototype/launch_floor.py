@@ -7,26 +7,16 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.timing import host_us  # noqa: E402
+
 from benchmarks.run_mlp import packed  # noqa: E402
 from shflbw.kernels.configs import spmm_config  # noqa: E402
 from shflbw.kernels.spmm import launch_spmm, needs_int64, spmm_fwd_kernel  # noqa: E402
-
-
-def per_call_us(fn, n=2000):
-    for _ in range(20):
-        fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / n * 1e6
 
 
 def main():
@@ -70,7 +60,7 @@ def main():
         "torch.empty 512x128": lambda: torch.empty(512, 128, device="cuda", dtype=torch.bfloat16),
     }
     for name, fn in rows.items():
-        print(f"{name:36s} {per_call_us(fn):7.2f} us/call", flush=True)
+        print(f"{name:36s} {host_us(fn):7.2f} us/call", flush=True)
     direct()
     ref = out.clone()
     out.fill_(float("nan"))

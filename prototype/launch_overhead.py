@@ -9,28 +9,18 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.timing import host_us  # noqa: E402
+
 from shflbw.ops.linear import linear as shflbw_linear  # noqa: E402
 from shflbw.kernels.linear import linear_fwd  # noqa: E402
 from shflbw.kernels.transpose import transpose  # noqa: E402
 from shflbw.testing import random_problem  # noqa: E402
-
-
-def per_call_us(fn, n=300):
-    for _ in range(10):
-        fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / n * 1e6
 
 
 def main():
@@ -49,7 +39,7 @@ def main():
         "shflbw.linear op T=128": lambda: shflbw_linear(x2, w),
     }
     for name, fn in rows.items():
-        print(f"{name:40s} {per_call_us(fn):7.1f} us/call", flush=True)
+        print(f"{name:40s} {host_us(fn):7.1f} us/call", flush=True)
 
 
 if __name__ == "__main__":

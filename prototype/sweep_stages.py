@@ -26,7 +26,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.run_linear import stamp  # noqa: E402
-from benchmarks.timing import gated, median_us  # noqa: E402
+from benchmarks.timing import gated  # noqa: E402
 from shflbw.kernels.conv2d import ConvConfig, conv2d_chwn  # noqa: E402
 from shflbw.kernels.decode import DecodeConfig  # noqa: E402
 from shflbw.kernels.linear import linear_fwd  # noqa: E402
