@@ -37,8 +37,8 @@ def linear_plan(tokens: int, n_groups: int, nnz: int, sms: int | None, capturing
     'transpose' (2 launches) below EAGER_ROUNDTRIP_MIN_TOKENS, as measured eager in commit 126f865
     (BENCHMARKS.md); split-K's 4 launches took 4096 x 4096, T = 128, 75 % from 0.46x to 0.18x eager.
 
-    Under capture, from prototype/sweep_medium_t.py (H200, CUDA-graph replays, commits a0f72c5 and 1a642f9; eight
-    layers 768-14336 rows, V = 64, T = 64-1024, 50-87.5 %):
+    Under capture, from prototype/sweep_medium_t.py (H200, CUDA-graph replays, commits a0f72c5
+    and 1a642f9; eight layers of 768-14336 rows, V = 64, T = 64-1024, 50-87.5 %):
     - the roundtrip beat the transpose-scatter store in every case from T = 64 (14336 x 4096,
       T = 256, 75 %: 1.40x of dense against 0.56x), so 'transpose' is no longer chosen;
     - where the roundtrip launches few programs for long groups (4096 x 11008, 1024 x 4096),

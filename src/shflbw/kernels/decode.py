@@ -195,8 +195,9 @@ def linear_decode(
     v = values.shape[1]
     n_groups = group_ptr.numel() - 1
     gemv = config.gemv and t == 1
-    if config.block_t is not None and (config.block_t < 16 or config.block_t > 128 or config.block_t & (config.block_t - 1)):
-        raise ValueError(f"block_t must be a power of two in [16, 128], got {config.block_t}")
+    bt_fixed = config.block_t
+    if bt_fixed is not None and (bt_fixed < 16 or bt_fixed > 128 or bt_fixed & (bt_fixed - 1)):
+        raise ValueError(f"block_t must be a power of two in [16, 128], got {bt_fixed}")
     bt = 1 if gemv else token_tile(t, config)
     vs = row_slice or v
     if v % vs or vs < 16 or vs & (vs - 1):

@@ -16,9 +16,10 @@ launch cost counts: the fewest launches win):
   transpose back adding the bias and casting. Not bitwise repeatable (atomics), so not chosen
   under torch.use_deterministic_algorithms.
 - 'transpose', eager calls at T = 33-511 only (under capture the roundtrip beat it in every case
-  from T = 64, graph-replay sweep of commit a0f72c5): transpose X, then run the feature-major kernel storing its tile
-  transposed into the token-major output through the permutation, bias fused. Gathering single
-  2-byte features from token-major X instead ran at 0.1-0.3x of dense (CONTEXT.md).
+  from T = 64, graph-replay sweep of commit a0f72c5): transpose X, then run the feature-major
+  kernel storing its tile transposed into the token-major output through the permutation, bias
+  fused. Gathering single 2-byte features from token-major X instead ran at 0.1-0.3x of dense
+  (CONTEXT.md).
 
 Measured (BENCHMARKS.md, 4096 x 4096, T = 4096, 75 %): the permuted token-major store costs more
 than the kernel itself (group order: 1.57x of dense; through the permutation: 0.69x); writing
