@@ -17,11 +17,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.run_conv import conv_problem  # noqa: E402  (re-exported for sweep_stages / conv_host)
 from benchmarks.timing import gated, median_us  # noqa: E402
-from shflbw import ShflBWMatrix, conv2d_chwn  # noqa: E402
+from shflbw import conv2d_chwn  # noqa: E402
 from shflbw.kernels.conv2d import ConvConfig  # noqa: E402
 from shflbw.kernels.conv2d import conv2d_chwn as kernel  # noqa: E402
-from shflbw.testing import random_shflbw_mask  # noqa: E402
 
 LAYERS = [  # (name, Cin, Cout, k, stride, pad, H)
     ("vgg conv3_2 3x3", 256, 256, 3, 1, 1, 56),
@@ -31,19 +31,6 @@ LAYERS = [  # (name, Cin, Cout, k, stride, pad, H)
     ("r50 1x1 256->1024", 256, 1024, 1, 1, 0, 14),
     ("r50 1x1 1024->256", 1024, 256, 1, 1, 0, 14),
 ]
-
-
-def conv_problem(cin, cout, k, st, pad, h, n=64, v=64, s=0.75):
-    """(w, packed, x, masked fp32 reference, dense fp32 reference, x and w in channels_last), bf16 on the GPU."""
-    g = torch.Generator().manual_seed(0)
-    w = torch.randn(cout, cin, k, k, generator=g).to(torch.bfloat16).cuda() * 0.05
-    m2, perm = random_shflbw_mask(cout, cin * k * k, v, 1 - s, generator=g)
-    mask = m2.view(cout, cin, k, k).cuda()
-    p = ShflBWMatrix.from_dense(w, mask, perm.cuda(), vector=v)
-    x = torch.randn(n, cin, h, h, device="cuda", dtype=torch.bfloat16)
-    ref = F.conv2d(x.float(), (w * mask).float(), stride=st, padding=pad)
-    dref = F.conv2d(x.float(), w.float(), stride=st, padding=pad)
-    return w, p, x, ref, dref, x.contiguous(memory_format=torch.channels_last), w.contiguous(memory_format=torch.channels_last)
 
 
 def main():
