@@ -232,6 +232,38 @@ def test_gpu_cuda_graph_and_compile():
     del ref
 
 
+@pytest.mark.requires_gpu
+@pytest.mark.parametrize("tokens", [64, 256])
+def test_gpu_captured_medium_t_takes_the_graph_plan(tokens, monkeypatch):
+    # Under capture the plan differs from eager (split-K / roundtrip instead of the fewest launches):
+    # the replayed graph must still give the right product, and the plan must see the capture.
+    import shflbw.kernels.linear as lin
+    from shflbw.kernels.configs import linear_plan, sm_count
+
+    weight, mask, perm, w = random_problem(256, 2048, 64, 0.25, torch.bfloat16, seed=tokens, device="cuda")
+    x = torch.randn(tokens, 2048, device="cuda", dtype=torch.bfloat16)
+    plans = []
+    real = lin.linear_plan
+    monkeypatch.setattr(lin, "linear_plan", lambda *a: (plans.append(real(*a)), plans[-1])[1])
+    eager = shflbw.linear(x, w)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        shflbw.linear(x, w)  # warm-up outside capture
+    torch.cuda.current_stream().wait_stream(stream)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        y = shflbw.linear(x, w)
+    x.copy_(torch.randn_like(x))
+    g.replay()
+    ref = F.linear(x.double(), (weight * mask).double())
+    assert rel_error(y, ref) < KERNEL_TOLERANCE[torch.bfloat16]
+    assert plans[0][0] == "transpose"  # eager: the fewest launches
+    captured = linear_plan(tokens, w.num_groups, w.values.shape[0], sm_count(x.device))
+    assert plans[-1] == captured and captured[0] in ("splitk", "roundtrip")
+    del eager
+
+
 def test_non_power_of_two_vector_takes_the_reference_path(nan_poison):
     # V = 48 is a valid format (a multiple of 16) but not a tile the kernels can index
     weight, mask, perm, w = random_problem(100, 40, 48, 0.5, torch.float16, device=DEVICE)
