@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 import triton
 
@@ -30,8 +32,6 @@ def median_us(fn, graph: bool = False, rep: int = 100) -> float:
 def host_us(fn, n: int = 300) -> float:
     """Host time per call in microseconds: n calls back to back, one sync at the end (for calls
     whose GPU time is smaller than their launch cost, this is what an eager caller waits)."""
-    import time
-
     for _ in range(10):
         fn()
     torch.cuda.synchronize()

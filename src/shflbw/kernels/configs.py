@@ -21,6 +21,8 @@ DECODE_MAX_TOKENS = 32
 # [BK] steps of kept vectors per program (fit to prototype/sweep_medium_t.py, below).
 SPLITK_PROGRAMS_PER_SM = 2
 SPLITK_MIN_STEPS = 8
+# Kept vectors per step of the feature-major kernel (spmm_config below).
+SPMM_BLOCK_K = 32
 
 
 # Eager calls: below this many tokens the path with the fewest launches ('transpose', two) runs.
@@ -58,15 +60,11 @@ def linear_plan(tokens: int, n_groups: int, nnz: int, sms: int | None, capturing
         return "roundtrip", 1
     programs = n_groups * math.ceil(tokens / roundtrip_block_n(tokens))
     splits = 2 ** max(0, round(math.log2(max(1.0, SPLITK_PROGRAMS_PER_SM * sms / programs))))
-    steps = nnz / n_groups / spmm_block_k()
+    steps = nnz / n_groups / SPMM_BLOCK_K
     while splits > 1 and steps / splits < SPLITK_MIN_STEPS:
         splits //= 2
     splits = min(8, splits)
     return ("splitk", splits) if splits > 1 else ("roundtrip", 1)
-
-
-def spmm_block_k() -> int:
-    return 32
 
 
 def roundtrip_block_n(n: int) -> int:
@@ -81,7 +79,7 @@ def spmm_config(vector: int, n: int, dtype: torch.dtype) -> SpmmConfig:
     # (V = 64 and 128, 50-87.5 %; 4096 x 11008 V = 64: 2.14x against 2.26x for 7 stages). Five
     # stages are the fewest at which the loop keeps prefetches in flight (cp.async.wait_group 3;
     # with 3-4 stages it drains every step, as the column indices are committed last).
-    return SpmmConfig(block_n=roundtrip_block_n(n), block_k=spmm_block_k(), num_warps=4, num_stages=5)
+    return SpmmConfig(block_n=roundtrip_block_n(n), block_k=SPMM_BLOCK_K, num_warps=4, num_stages=5)
 
 
 @functools.cache

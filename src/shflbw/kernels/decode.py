@@ -41,6 +41,11 @@ class DecodeConfig:
     # at most 64.
     block_t: int | None = None
 
+    def __post_init__(self):
+        bt = self.block_t
+        if bt is not None and (bt < 16 or bt > 128 or bt & (bt - 1)):
+            raise ValueError(f"block_t must be a power of two in [16, 128], got {bt}")
+
 
 def token_tile(tokens: int, config: DecodeConfig) -> int:
     """The decode kernel's tokens per program for T > 1 (config.block_t, else T rounded up to a power
@@ -195,9 +200,6 @@ def linear_decode(
     v = values.shape[1]
     n_groups = group_ptr.numel() - 1
     gemv = config.gemv and t == 1
-    bt_fixed = config.block_t
-    if bt_fixed is not None and (bt_fixed < 16 or bt_fixed > 128 or bt_fixed & (bt_fixed - 1)):
-        raise ValueError(f"block_t must be a power of two in [16, 128], got {bt_fixed}")
     bt = 1 if gemv else token_tile(t, config)
     vs = row_slice or v
     if v % vs or vs < 16 or vs & (vs - 1):

@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 
 from shflbw.kernels.configs import decode_config as pick_decode_config
-from shflbw.kernels.configs import decode_plan, linear_plan, sm_count, spmm_config
+from shflbw.kernels.configs import DECODE_MAX_TOKENS, decode_plan, linear_plan, sm_count, spmm_config
 from shflbw.kernels.decode import DecodeConfig, linear_decode  # noqa: F401  (DecodeConfig: type of decode_config)
 from shflbw.kernels.spmm import SpmmConfig, launch_spmm
 from shflbw.kernels.transpose import feature_major, transpose
@@ -66,7 +66,8 @@ def linear_fwd(
     if t == 0 or out_features == 0:
         return x.new_zeros(*x.shape[:-1], out_features)
     if path is None:
-        capturing = x.is_cuda and torch.cuda.is_current_stream_capturing()
+        # decode (T <= DECODE_MAX_TOKENS) does not depend on capture: skip the query there
+        capturing = t > DECODE_MAX_TOKENS and x.is_cuda and torch.cuda.is_current_stream_capturing()
         path, plan_splits = linear_plan(t, group_ptr.numel() - 1, values.shape[0], sm_count(x.device), capturing)
         if path == "splitk":
             splits = splits or plan_splits
