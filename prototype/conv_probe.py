@@ -42,9 +42,8 @@ def main():
         xc = x.permute(1, 2, 3, 0).contiguous()
         sp = gated("shflbw-chwn", lambda: conv2d_chwn(xc, p, stride=st, padding=pad).permute(3, 0, 1, 2), ref, torch.bfloat16)
         variants = {}
-        for label, cfg in [("batch-constexpr", ConvConfig(batch_constexpr=True)),
-                           ("bc-bn64", ConvConfig(block_n=64, batch_constexpr=True)),
-                           ("bc-bn256-w8", ConvConfig(block_n=256, num_warps=8, batch_constexpr=True))]:
+        for label, cfg in [("bn128", ConvConfig()), ("bn64", ConvConfig(block_n=64)),
+                           ("bn256-w8", ConvConfig(block_n=256, num_warps=8))]:
             fn = lambda: kernel(xc, p.values, p.col_idx, p.group_ptr, p.perm, None, cout, (cin, k, k), (st, st),  # noqa: E731
                                 (pad, pad), (1, 1), config=cfg).permute(3, 0, 1, 2)
             variants[label] = gated(label, fn, ref, torch.bfloat16)

@@ -103,7 +103,7 @@ def conv_part(result, out, rep=100):
         row = {"part": "conv", "case": name, "dense_us": best, "variants": {}}
         for bn, bk, nw, ns in [(128, 64, 4, 3), (128, 64, 4, 4), (128, 64, 4, 5), (128, 32, 4, 5), (64, 64, 4, 5),
                                (128, 64, 8, 5), (256, 64, 8, 5)]:
-            cfg = ConvConfig(block_n=bn, block_k=bk, num_warps=nw, num_stages=ns, batch_constexpr=True)
+            cfg = ConvConfig(block_n=bn, block_k=bk, num_warps=nw, num_stages=ns)
             r = gated(str(cfg), lambda: conv2d_chwn(xc, p.values, p.col_idx, p.group_ptr, p.perm, None, cout, (cin, k, k),
                                                    (st, st), (pad, pad), (1, 1), config=cfg), ref_c, torch.bfloat16, rep=rep)
             row["variants"][f"{bn},{bk},{nw},{ns}"] = r["us"] and round(best / r["us"], 3)

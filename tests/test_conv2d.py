@@ -126,17 +126,25 @@ def test_bad_arguments():
         ShflBWMatrix(plain.shape, 16, plain.perm, plain.group_ptr, plain.col_idx, plain.values, kernel=(3, 3, 2))
 
 
-@pytest.mark.parametrize("batch_constexpr", [False, True])
-def test_conv_kernel_configs(batch_constexpr, nan_poison):
-    # the kernel's launch options all compute the same convolution (tiles across pixel edges too)
+@pytest.mark.parametrize("case", [
+    # (Cout, Cin, R, S, stride, padding, dilation, N, H, W): tiles across pixel edges, interior
+    # tiles (no bounds checks) next to border tiles, a group tail shorter than one [BK] step
+    (24, 5, 3, 3, (1, 2), (1, 0), (2, 1), 8, 7, 6),
+    (32, 7, 3, 3, 1, 1, 1, 4, 10, 9),
+    (16, 12, 1, 1, 1, 0, 1, 8, 5, 5),
+], ids=["dilated", "3x3-interior", "1x1"])
+def test_conv_kernel_configs(case, nan_poison):
+    # the kernel's launch options all compute the same convolution
     pytest.importorskip("triton")
     from shflbw.kernels.conv2d import ConvConfig, conv2d_chwn as kernel
 
-    weight, mask, packed = _conv_problem(24, 5, 3, 3, 16, 0.4, seed=7)
-    x = torch.randn(8, 5, 7, 6)
+    cout, cin, r, s, stride, padding, dilation, n, h, w = case
+    weight, mask, packed = _conv_problem(cout, cin, r, s, 16, 0.4, seed=cout)
+    x = torch.randn(n, cin, h, w)
     packed = packed.to(DEVICE)
-    for cfg in (ConvConfig(16, 16, 4, 1, batch_constexpr), ConvConfig(32, 16, 4, 1, batch_constexpr)):
+    ref = F.conv2d(x.double(), (weight * mask).double(), stride=stride, padding=padding, dilation=dilation)
+    pair = torch.nn.modules.utils._pair
+    for cfg in (ConvConfig(16, 16, 4, 1), ConvConfig(32, 16, 4, 2), ConvConfig(64, 32, 4, 1)):
         y = kernel(x.permute(1, 2, 3, 0).contiguous().to(DEVICE), packed.values, packed.col_idx, packed.group_ptr,
-                   packed.perm, None, 24, (5, 3, 3), (1, 2), (1, 0), (2, 1), config=cfg).cpu()
-        ref = F.conv2d(x.double(), (weight * mask).double(), stride=(1, 2), padding=(1, 0), dilation=(2, 1))
-        assert rel_error(y.permute(3, 0, 1, 2), ref) < KERNEL_TOLERANCE[torch.float32]
+                   packed.perm, None, cout, (cin, r, s), pair(stride), pair(padding), pair(dilation), config=cfg).cpu()
+        assert rel_error(y.permute(3, 0, 1, 2), ref) < KERNEL_TOLERANCE[torch.float32], cfg

@@ -22,20 +22,64 @@ import torch
 import triton
 import triton.language as tl
 
-from shflbw.kernels.spmm import dot_precision, interpreter_upcast
+from shflbw.kernels.spmm import dot_precision, interpreter_upcast, needs_int64
 
 
 @dataclass(frozen=True)
 class ConvConfig:
+    # The batch size is always compiled in (one compile per batch size, a few seconds each): Triton
+    # then sees each tile's batch runs as contiguous and loads them as vectors. H200, batch 64, 75 %,
+    # V = 64 (prototype/conv_probe.py, commit 15989b5): ResNet-50 3x3 layers 0.49-0.54x -> 1.25-1.27x
+    # of the best cuDNN, 1x1 layers 0.19-0.30x -> 0.94-1.00x, against the batch as a runtime value.
     block_n: int = 128
     block_k: int = 64
     num_warps: int = 4
     num_stages: int = 3
-    # Compile the batch size in (one compile per batch size, a few seconds each): Triton can then
-    # see that each tile's batch runs are contiguous and load them as vectors. H200, batch 64,
-    # 75 %, V = 64 (prototype/conv_probe.py): ResNet-50 3x3 layers 0.49-0.54x -> 1.25-1.27x of the
-    # best cuDNN, 1x1 layers 0.19-0.30x -> 0.94-1.00x, VGG-16 3x3 1.20-1.23x -> 1.28x.
-    batch_constexpr: bool = True
+
+
+@triton.jit
+def _conv_step(acc, vals_ptr, cols_ptr, x_ptr, kk, end, offs_v, p_off, hbase, wbase, p_ok, H, W, HWN, WN, DH, DW,
+               NB: tl.constexpr, R: tl.constexpr, S: tl.constexpr, V: tl.constexpr, MASK_K: tl.constexpr,
+               BORDER: tl.constexpr, IDX64: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
+    """acc += W[:, kk]^T-tile @ im2col(X)[kk, tile]: one [BK] step of a group's kept (c, r, s) columns.
+
+    The gathered element for column j = (c, r, s) and position p sits at x_ptr + row_off[j] + p_off[p]:
+    a per-column offset plus a per-position offset, one add per element as in the linear kernel.
+    Only BORDER tiles (some window reaching into the zero padding) pay for per-element bounds.
+    """
+    k_ok = kk < end
+    if MASK_K:
+        j = tl.load(cols_ptr + kk, mask=k_ok, other=0)
+    else:
+        j = tl.load(cols_ptr + kk)
+    c = j // (R * S)
+    r = (j // S) % R
+    s = j % S
+    if IDX64:
+        c = c.to(tl.int64)
+        kk = kk.to(tl.int64)
+    row_off = c * HWN + (r * DH) * WN + (s * DW) * NB  # [BK]
+    b_ptrs = x_ptr + row_off[:, None] + p_off[None, :]  # [BK, BN]
+    a_ptrs = vals_ptr + kk[:, None] * V + offs_v[None, :]  # [BK, V]
+    if BORDER:
+        hi = hbase[None, :] + (r * DH)[:, None]
+        wi = wbase[None, :] + (s * DW)[:, None]
+        ok = p_ok[None, :] & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
+        if MASK_K:
+            ok = ok & k_ok[:, None]
+        b = tl.load(b_ptrs, mask=ok, other=0.0)
+    elif MASK_K:
+        b = tl.load(b_ptrs, mask=k_ok[:, None], other=0.0)
+    else:
+        b = tl.load(b_ptrs)
+    if MASK_K:
+        a = tl.load(a_ptrs, mask=k_ok[:, None], other=0.0)
+    else:
+        a = tl.load(a_ptrs)
+    if UPCAST:
+        a = a.to(tl.float32)
+        b = b.to(tl.float32)
+    return acc + tl.dot(tl.trans(a), b, input_precision=DOT_PRECISION)
 
 
 @triton.jit
@@ -50,7 +94,6 @@ def conv2d_chwn_kernel(
     M,
     H,
     W,
-    NB,  # batch (a constexpr when BATCH_CONST: see ConvConfig.batch_constexpr)
     HO,
     WO,
     SH,
@@ -59,6 +102,7 @@ def conv2d_chwn_kernel(
     PW,
     DH,
     DW,
+    NB: tl.constexpr,  # the batch, compiled in: Triton then sees each tile's batch runs as contiguous
     R: tl.constexpr,
     S: tl.constexpr,
     V: tl.constexpr,
@@ -68,10 +112,8 @@ def conv2d_chwn_kernel(
     RELU: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
-    NB_CONST: tl.constexpr,  # the batch size when known at compile time, else 0
+    IDX64: tl.constexpr,  # int64 offsets (only when an operand has >= 2^31 elements)
 ):
-    if NB_CONST > 0:
-        NB = NB_CONST
     g = tl.program_id(0)  # groups fastest: programs running together share the same input slab
     pid_n = tl.program_id(1)
     start = tl.load(gptr_ptr + g)
@@ -81,28 +123,33 @@ def conv2d_chwn_kernel(
     p_ok = offs_p < positions
     n = offs_p % NB
     q = offs_p // NB
-    hbase = (q // WO) * SH - PH  # [BN]
+    hbase = (q // WO) * SH - PH  # [BN]: the window's top-left input pixel
     wbase = (q % WO) * SW - PW
+    WN = W * NB
+    HWN = H * WN
+    if IDX64:
+        p_off = hbase.to(tl.int64) * WN + wbase * NB + n
+    else:
+        p_off = hbase * WN + wbase * NB + n
+    # A tile is interior when every window of every position lies inside the image: no bounds
+    # checks, unmasked full steps (as the linear kernel). ResNet-50 at 56^2, 3x3: 93 % of pixels.
+    inside = p_ok & (hbase >= 0) & (hbase + (R - 1) * DH < H) & (wbase >= 0) & (wbase + (S - 1) * DW < W)
+    interior = tl.min(inside.to(tl.int32), axis=0) == 1
     offs_v = tl.arange(0, V)
     offs_k = tl.arange(0, BK)
     acc = tl.zeros([V, BN], dtype=tl.float32)
-    for k0 in range(start, end, BK):
-        kk = k0 + offs_k
-        k_ok = kk < end
-        j = tl.load(cols_ptr + kk, mask=k_ok, other=0)
-        c = j // (R * S)
-        r = (j // S) % R
-        s = j % S
-        hi = hbase[None, :] + (r * DH)[:, None]  # [BK, BN]
-        wi = wbase[None, :] + (s * DW)[:, None]
-        ok = k_ok[:, None] & p_ok[None, :] & (hi >= 0) & (hi < H) & (wi >= 0) & (wi < W)
-        src = ((c.to(tl.int64)[:, None] * H + hi) * W + wi) * NB + n[None, :]
-        b = tl.load(x_ptr + src, mask=ok, other=0.0)  # [BK, BN]
-        a = tl.load(vals_ptr + kk.to(tl.int64)[:, None] * V + offs_v[None, :], mask=k_ok[:, None], other=0.0)  # [BK, V]
-        if UPCAST:
-            a = a.to(tl.float32)
-            b = b.to(tl.float32)
-        acc += tl.dot(tl.trans(a), b, input_precision=DOT_PRECISION)
+    if interior:
+        n_full = (end - start) // BK
+        for i in range(0, n_full):
+            acc = _conv_step(acc, vals_ptr, cols_ptr, x_ptr, start + i * BK + offs_k, end, offs_v, p_off, hbase, wbase,
+                             p_ok, H, W, HWN, WN, DH, DW, NB, R, S, V, False, False, IDX64, DOT_PRECISION, UPCAST)
+        if start + n_full * BK < end:
+            acc = _conv_step(acc, vals_ptr, cols_ptr, x_ptr, start + n_full * BK + offs_k, end, offs_v, p_off, hbase,
+                             wbase, p_ok, H, W, HWN, WN, DH, DW, NB, R, S, V, True, False, IDX64, DOT_PRECISION, UPCAST)
+    else:
+        for k0 in range(start, end, BK):
+            acc = _conv_step(acc, vals_ptr, cols_ptr, x_ptr, k0 + offs_k, end, offs_v, p_off, hbase, wbase, p_ok, H, W,
+                             HWN, WN, DH, DW, NB, R, S, V, True, True, IDX64, DOT_PRECISION, UPCAST)
     row_pos = g * V + offs_v
     row_ok = row_pos < M
     rows = tl.load(perm_ptr + row_pos, mask=row_ok, other=0).to(tl.int64)
@@ -133,6 +180,7 @@ def conv2d_chwn(
     from shflbw.ops.reference import conv_out_size
 
     cin, r, s = kernel
+    x = x.contiguous()
     _, h, w, nb = x.shape
     ho, wo = conv_out_size(h, w, kernel, stride, padding, dilation)
     out = torch.empty(out_channels, ho, wo, nb, dtype=x.dtype, device=x.device)
@@ -142,10 +190,10 @@ def conv2d_chwn(
     cfg = config or ConvConfig(block_n=128 if positions >= 1024 else 64)
     grid = (group_ptr.numel() - 1, triton.cdiv(positions, cfg.block_n))
     conv2d_chwn_kernel[grid](
-        values, col_idx, group_ptr, perm, x.contiguous(), bias if bias is not None else values, out,
-        out_channels, h, w, nb, ho, wo, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
-        R=r, S=s, V=values.shape[1], BN=cfg.block_n, BK=cfg.block_k, HAS_BIAS=bias is not None, RELU=relu,
+        values, col_idx, group_ptr, perm, x, bias if bias is not None else values, out,
+        out_channels, h, w, ho, wo, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
+        NB=nb, R=r, S=s, V=values.shape[1], BN=cfg.block_n, BK=cfg.block_k, HAS_BIAS=bias is not None, RELU=relu,
         DOT_PRECISION=dot_precision(values.dtype), UPCAST=interpreter_upcast(values.dtype),
-        NB_CONST=nb if cfg.batch_constexpr else 0, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        IDX64=needs_int64(values, x, out), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     return out

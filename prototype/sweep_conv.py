@@ -1,0 +1,94 @@
+"""Experiment: the conv kernel's offsets-plus-interior-tiles rewrite against the flat-index kernel.
+
+    python prototype/sweep_conv.py --out sweep_conv.json [--models resnet50,vgg16] [--rep 50]
+
+Why: Nsight Compute put the linear kernel's integer pipe above its tensor cores (BENCHMARKS.md,
+session 3), and the conv kernel did more integer work per gathered element: (ho, wo, n) decoded from
+a flat index, an int64 address and six bounds tests on every element of every step. The rewrite
+splits the address into a per-column and a per-position offset (one add per element) and runs
+tiles whose windows all lie inside the image without any bounds test. Every layer of the conv
+registry (batch 64, 75 %, V = 64), CUDA-graph replays, all in one process: the best cuDNN (NCHW or
+channels_last), the old kernel (prototype/conv2d_flat.py), the new kernel at several launch configs
+and, for 1x1 stride-1 layers, the linear SpMM kernel on the (C, H*W*N) view. Gated on correctness.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.conv_cases import LAYERS, weighted_geomean  # noqa: E402
+from benchmarks.run_conv import conv_problem  # noqa: E402
+from benchmarks.run_linear import stamp  # noqa: E402
+from benchmarks.timing import gated  # noqa: E402
+from prototype import conv2d_flat  # noqa: E402
+from shflbw.kernels.conv2d import ConvConfig, conv2d_chwn  # noqa: E402
+from shflbw.kernels.spmm import SpmmConfig, spmm_fwd  # noqa: E402
+
+NEW = [(128, 64, 4, 3), (128, 32, 4, 5), (128, 64, 4, 5), (64, 32, 4, 5), (256, 32, 8, 5), (128, 32, 8, 5)]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="resnet50,vgg16")
+    ap.add_argument("--rep", type=int, default=50)
+    ap.add_argument("--out", default="sweep_conv.json")
+    args = ap.parse_args()
+    torch.backends.cudnn.benchmark = True
+    result = {"stamp": stamp(), "rows": []}
+    for model in args.models.split(","):
+        per_variant: dict[str, list] = {}
+        for layer in LAYERS[model]:
+            k, st, pad = layer.kernel, layer.stride, layer.padding
+            w, p, x, ref, dref, xcl, wcl = conv_problem(layer.cin, layer.cout, k, st, pad, layer.size)
+            timed = dict(graph=True, rep=args.rep)
+            nchw = gated("cudnn-nchw", lambda: F.conv2d(x, w, stride=st, padding=pad), dref, torch.bfloat16, **timed)
+            cl = gated("cudnn-cl", lambda: F.conv2d(xcl, wcl, stride=st, padding=pad), dref, torch.bfloat16, **timed)
+            best = min(r["us"] for r in (nchw, cl) if r["us"])
+            xc = x.permute(1, 2, 3, 0).contiguous()
+            args_ = (p.values, p.col_idx, p.group_ptr, p.perm, None, layer.cout, (layer.cin, k, k), (st, st), (pad, pad),
+                     (1, 1))
+            variants = {"old": gated("old", lambda: conv2d_flat.conv2d_chwn(xc, *args_).permute(3, 0, 1, 2), ref,
+                                     torch.bfloat16, **timed)}
+            for bn, bk, nw, ns in NEW:
+                cfg = ConvConfig(bn, bk, nw, ns)
+                variants[f"{bn},{bk},{nw},{ns}"] = gated(str(cfg), lambda: conv2d_chwn(xc, *args_, config=cfg).permute(
+                    3, 0, 1, 2), ref, torch.bfloat16, **timed)
+            if k == 1 and st == 1:
+                xm = xc.view(layer.cin, -1)
+                shape = (layer.cout, layer.size, layer.size, x.shape[0])
+                variants["spmm"] = gated("spmm", lambda: spmm_fwd(p.values, p.col_idx, p.group_ptr, p.perm, xm, layer.cout,
+                                                                  SpmmConfig(128, 32, 4, 5)).view(shape).permute(3, 0, 1, 2),
+                                         ref, torch.bfloat16, **timed)
+            row = {"case": layer.name, "count": layer.count, "cudnn_best_us": best,
+                   "variants": {n: (r["us"], r["us"] and round(best / r["us"], 3)) for n, r in variants.items()}}
+            result["rows"].append(row)
+            for n, r in variants.items():
+                per_variant.setdefault(n, []).append((best / r["us"], layer.count) if r["us"] else None)
+            print(f"{layer.name:36s} cudnn {best:7.1f} us | " + " ".join(
+                f"{n} {best / r['us']:.2f}x" if r["us"] else f"{n} {r['status']}" for n, r in variants.items()), flush=True)
+            with open(args.out, "w") as f:
+                json.dump(result, f, indent=1)
+        for n, vals in per_variant.items():
+            if len(vals) == len(LAYERS[model]) and all(vals):
+                g = weighted_geomean(vals)
+                result.setdefault("geomeans", {})[f"{model} {n}"] = g
+                print(f"== {model} {n}: geometric mean {g:.2f}x", flush=True)
+        # best new config per layer (an oracle: what per-shape dispatch could reach)
+        oracle = [(max(v[1] for n, v in row["variants"].items() if n not in ("old", "spmm") and v[1]), row["count"])
+                  for row in result["rows"] if row["case"].startswith(model)]
+        print(f"== {model} best new config per layer: {weighted_geomean(oracle):.2f}x", flush=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
