@@ -28,6 +28,7 @@ CASES = [  # (Cout, Cin, R, S, stride, padding, dilation, N, H, W)
     (16, 4, 4, 2, 1, "same", 1, 2, 7, 9),  # even kernels: asymmetric 'same' padding
     (33, 6, 3, 5, (2, 1), (1, 2), (1, 2), 2, 10, 12),
     (16, 4, 3, 3, 1, "valid", 1, 1, 5, 5),
+    (24, 8, 1, 1, 1, 0, 1, 3, 5, 6),  # 1x1 stride 1: the feature-major SpMM kernel on the (C, H*W*N) view
 ]
 
 
@@ -56,19 +57,20 @@ def test_conv2d_matches_dense(case, dtype, layout, backend, nan_poison):
 
 
 @pytest.mark.parametrize("backend", ["reference", "triton"])
-@pytest.mark.parametrize("v,n", [(16, 5), (32, 64)], ids=["V16-N5", "V32-N64"])
-def test_conv2d_chwn_layout_with_relu(backend, v, n, nan_poison):
+@pytest.mark.parametrize("v,n,k,stride,pad", [(16, 5, 3, 2, 1), (32, 64, 3, 2, 1), (16, 4, 1, 1, 0)],
+                         ids=["V16-N5", "V32-N64", "1x1-spmm"])
+def test_conv2d_chwn_layout_with_relu(backend, v, n, k, stride, pad, nan_poison):
     # batch innermost in and out; N = 64 makes every gathered row one whole run of the batch
     if backend == "triton":
         pytest.importorskip("triton")
-    weight, mask, packed = _conv_problem(40, 6, 3, 3, v, 0.3, seed=n)
+    weight, mask, packed = _conv_problem(40, 6, k, k, v, 0.3, seed=n)
     x = torch.randn(n, 6, 6, 5)
     bias = torch.randn(40)
     with shflbw.ops.backend(backend):
         y = shflbw.conv2d_chwn(x.permute(1, 2, 3, 0).contiguous().to(DEVICE), packed.to(DEVICE), bias.to(DEVICE),
-                               stride=2, padding=1, relu=True).cpu()
-    ref = torch.relu(F.conv2d(x.double(), (weight * mask).double(), bias.double(), stride=2, padding=1))
-    assert y.shape == (40, 3, 3, n) and y.is_contiguous()
+                               stride=stride, padding=pad, relu=True).cpu()
+    ref = torch.relu(F.conv2d(x.double(), (weight * mask).double(), bias.double(), stride=stride, padding=pad))
+    assert y.shape == ref.permute(1, 2, 3, 0).shape and y.is_contiguous()
     assert rel_error(y.permute(3, 0, 1, 2), ref) < KERNEL_TOLERANCE[torch.float32]
     assert bool((y >= 0).all())
 
@@ -148,3 +150,16 @@ def test_conv_kernel_configs(case, nan_poison):
         y = kernel(x.permute(1, 2, 3, 0).contiguous().to(DEVICE), packed.values, packed.col_idx, packed.group_ptr,
                    packed.perm, None, cout, (cin, r, s), pair(stride), pair(padding), pair(dilation), config=cfg).cpu()
         assert rel_error(y.permute(3, 0, 1, 2), ref) < KERNEL_TOLERANCE[torch.float32], cfg
+
+
+def test_conv_config_rule():
+    # BN 64 only for windows larger than 1x1 on grids too small to fill the GPU at BN 128
+    from shflbw.kernels.configs import CONV_BN64_PROGRAMS_PER_SM, conv_config
+
+    small = 7 * 7 * 64  # ResNet-50's last stage at batch 64: 25 tiles of 128 positions
+    assert conv_config(9, 8, small, 132).block_n == 64
+    assert conv_config(1, 8, small, 132).block_n == 128
+    assert conv_config(9, 8, small, None).block_n == 128  # the interpreter: no SM count
+    big = 56 * 56 * 64
+    assert 1 * (big // 128) >= CONV_BN64_PROGRAMS_PER_SM * 132
+    assert conv_config(9, 1, big, 132).block_n == 128

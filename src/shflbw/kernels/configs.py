@@ -12,6 +12,7 @@ import math
 
 import torch
 
+from shflbw.kernels.conv2d import ConvConfig
 from shflbw.kernels.decode import DecodeConfig, token_tile
 from shflbw.kernels.spmm import SpmmConfig
 
@@ -23,6 +24,10 @@ SPLITK_PROGRAMS_PER_SM = 2
 SPLITK_MIN_STEPS = 8
 # Kept vectors per step of the feature-major kernel (spmm_config below).
 SPMM_BLOCK_K = 32
+
+
+# The conv kernel takes BN 64 below this many BN-128 programs per SM (conv_config, below).
+CONV_BN64_PROGRAMS_PER_SM = 6
 
 
 # Eager calls: below this many tokens the path with the fewest launches ('transpose', two) runs.
@@ -92,6 +97,21 @@ def sm_count(device: torch.device) -> int | None:
     if device.type != "cuda":
         return None
     return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+def conv_config(window: int, n_groups: int, positions: int, sms: int | None) -> ConvConfig:
+    """The implicit-GEMM conv kernel's launch config (prototype/sweep_conv.py, H200, batch 64, 75 %,
+    V = 64, every ResNet-50 / VGG-16 layer; BENCHMARKS.md).
+
+    (BN 128, BK 32, 4 warps, 5 stages) had the best geometric mean of six configs on both models
+    (ResNet-50 1.15x, VGG-16 1.48x of the best cuDNN; the old default (128, 64, 4, 3): 1.10x, 1.39x).
+    Windows larger than 1x1 that fill fewer than CONV_BN64_PROGRAMS_PER_SM programs per SM at BN 128
+    run BN 64 instead: ResNet-50's 3x3 512 at 7^2 went 1.14x -> 1.43x, 128 at 28^2 1.23x -> 1.31x;
+    every 3x3 layer with more programs was as fast or faster at BN 128.
+    """
+    if sms is not None and window > 1 and n_groups * math.ceil(positions / 128) < CONV_BN64_PROGRAMS_PER_SM * sms:
+        return ConvConfig(block_n=64)
+    return ConvConfig()
 
 
 def decode_config(tokens: int, in_features: int) -> DecodeConfig:

@@ -9,9 +9,13 @@ gather reads whole runs, as the feature-major linear kernel does (CONTEXT.md: th
 gathering from NCHW ran at 0.05-0.36x of cuDNN, on (C, H, W, N) at 1.0-1.74x). Bias and ReLU are
 fused in the epilogue; rows are stored through the permutation (whole runs: coalesced).
 
-First measurement (H200, batch 64, 75 %, BENCHMARKS.md): 1.17x of the best cuDNN on VGG-16's
-3 x 3 layers, 0.18-0.48x on ResNet-50's. TODO(#6): the flat position index hides the batch runs'
-contiguity from Triton (element loads); tile pixels x batch as two aranges.
+Each gathered element's address is a per-column offset (c, r, s) plus a per-position offset
+(ho, wo, n), one add per element, and tiles whose windows all lie inside the image run without
+bounds tests, as the linear kernel does; only border tiles test each element. Against the
+previous kernel, which decoded every element from a flat index with six bounds tests
+(prototype/conv2d_flat.py; H200, batch 64, 75 %, V = 64, prototype/sweep_conv.py): geometric mean
+over ResNet-50's convs 1.02x -> 1.15x of the best cuDNN, VGG-16's 3x3 1.06x -> 1.48x.
+1x1 stride-1 convs run the linear SpMM kernel on the (C, H*W*N) view (conv2d_chwn, below).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import torch
 import triton
 import triton.language as tl
 
-from shflbw.kernels.spmm import dot_precision, interpreter_upcast, needs_int64
+from shflbw.kernels.spmm import dot_precision, interpreter_upcast, launch_spmm, needs_int64
 
 
 @dataclass(frozen=True)
@@ -32,9 +36,9 @@ class ConvConfig:
     # V = 64 (prototype/conv_probe.py, commit 15989b5): ResNet-50 3x3 layers 0.49-0.54x -> 1.25-1.27x
     # of the best cuDNN, 1x1 layers 0.19-0.30x -> 0.94-1.00x, against the batch as a runtime value.
     block_n: int = 128
-    block_k: int = 64
+    block_k: int = 32
     num_warps: int = 4
-    num_stages: int = 3
+    num_stages: int = 5
 
 
 @triton.jit
@@ -177,6 +181,7 @@ def conv2d_chwn(
     config: ConvConfig | None = None,
 ) -> torch.Tensor:
     """x (Cin, H, W, N) contiguous -> y (Cout, Ho, Wo, N) contiguous; symmetric padding."""
+    from shflbw.kernels.configs import conv_config, sm_count, spmm_config
     from shflbw.ops.reference import conv_out_size
 
     cin, r, s = kernel
@@ -187,7 +192,14 @@ def conv2d_chwn(
     positions = ho * wo * nb
     if positions == 0 or out_channels == 0:
         return out
-    cfg = config or ConvConfig(block_n=128 if positions >= 1024 else 64)
+    if r == s == 1 and tuple(stride) == (1, 1) and tuple(padding) == (0, 0) and config is None:
+        # A 1x1 stride-1 conv on (C, H, W, N) is the feature-major SpMM on the (C, H*W*N) view; the
+        # linear kernel (no window decode, no interior test) ran 3-8 % faster on all 11 such ResNet-50
+        # layers (prototype/sweep_conv.py, H200, batch 64, 75 %, V = 64; BENCHMARKS.md).
+        launch_spmm(values, col_idx, group_ptr, perm, x.view(cin, positions), bias, out.view(out_channels, positions),
+                    (positions, 1), spmm_config(values.shape[1], positions, x.dtype), activation=int(relu))
+        return out
+    cfg = config or conv_config(r * s, group_ptr.numel() - 1, positions, sm_count(x.device))
     grid = (group_ptr.numel() - 1, triton.cdiv(positions, cfg.block_n))
     conv2d_chwn_kernel[grid](
         values, col_idx, group_ptr, perm, x, bias if bias is not None else values, out,
