@@ -75,6 +75,28 @@ def test_conv2d_chwn_layout_with_relu(backend, v, n, k, stride, pad, nan_poison)
     assert bool((y >= 0).all())
 
 
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+@pytest.mark.parametrize("k,stride,pad", [(3, 1, 1), (1, 1, 0), (1, 2, 0)], ids=["3x3", "1x1-spmm", "1x1-s2"])
+def test_conv2d_chwn_residual_before_relu(backend, k, stride, pad, nan_poison):
+    # a residual block's tail: relu(conv(x) + bias + shortcut), the shortcut added in the epilogue
+    if backend == "triton":
+        pytest.importorskip("triton")
+    weight, mask, packed = _conv_problem(32, 6, k, k, 16, 0.4, seed=k + stride)
+    x = torch.randn(4, 6, 7, 7)
+    bias = torch.randn(32)
+    ref = F.conv2d(x.double(), (weight * mask).double(), bias.double(), stride=stride, padding=pad)
+    shortcut = torch.randn(ref.shape)
+    ref = torch.relu(ref + shortcut.double())
+    with shflbw.ops.backend(backend):
+        y = shflbw.conv2d_chwn(x.permute(1, 2, 3, 0).contiguous().to(DEVICE), packed.to(DEVICE), bias.to(DEVICE),
+                               stride=stride, padding=pad, relu=True,
+                               residual=shortcut.permute(1, 2, 3, 0).contiguous().to(DEVICE)).cpu()
+    assert rel_error(y.permute(3, 0, 1, 2), ref) < KERNEL_TOLERANCE[torch.float32]
+    with pytest.raises(ValueError, match="residual must be a tensor of shape"):
+        shflbw.conv2d_chwn(x.permute(1, 2, 3, 0).contiguous().to(DEVICE), packed.to(DEVICE), stride=stride, padding=pad,
+                           residual=torch.zeros(1, 2, 3, 4, device=DEVICE))
+
+
 def test_conv2d_chwn_rejects_asymmetric_same():
     weight, mask, packed = _conv_problem(16, 4, 4, 2, 16, 0.5)
     with pytest.raises(ValueError, match="symmetric"):

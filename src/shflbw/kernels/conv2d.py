@@ -94,6 +94,7 @@ def conv2d_chwn_kernel(
     perm_ptr,  # [M] int32
     x_ptr,  # [Cin, H, W, N] contiguous
     bias_ptr,  # [M] or dummy
+    res_ptr,  # [M, Ho, Wo, N] contiguous or dummy: added before the ReLU (a residual block's shortcut)
     out_ptr,  # [M, Ho, Wo, N] contiguous
     M,
     H,
@@ -113,6 +114,7 @@ def conv2d_chwn_kernel(
     BN: tl.constexpr,
     BK: tl.constexpr,
     HAS_BIAS: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
     RELU: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
@@ -159,10 +161,12 @@ def conv2d_chwn_kernel(
     rows = tl.load(perm_ptr + row_pos, mask=row_ok, other=0).to(tl.int64)
     if HAS_BIAS:
         acc += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)[:, None]
+    out_off = rows[:, None] * positions + offs_p.to(tl.int64)[None, :]
+    if HAS_RESIDUAL:
+        acc += tl.load(res_ptr + out_off, mask=row_ok[:, None] & p_ok[None, :], other=0.0).to(tl.float32)
     if RELU:
         acc = tl.maximum(acc, 0.0)
-    out_ptrs = out_ptr + rows[:, None] * positions + offs_p.to(tl.int64)[None, :]
-    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & p_ok[None, :])
+    tl.store(out_ptr + out_off, acc.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & p_ok[None, :])
 
 
 def conv2d_chwn(
@@ -179,8 +183,12 @@ def conv2d_chwn(
     dilation: tuple[int, int],
     relu: bool = False,
     config: ConvConfig | None = None,
+    residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """x (Cin, H, W, N) contiguous -> y (Cout, Ho, Wo, N) contiguous; symmetric padding."""
+    """x (Cin, H, W, N) contiguous -> y (Cout, Ho, Wo, N) contiguous; symmetric padding.
+
+    ``residual`` (Cout, Ho, Wo, N), when given, is added after the bias and before the ReLU.
+    """
     from shflbw.kernels.configs import conv_config, sm_count, spmm_config
     from shflbw.ops.reference import conv_out_size
 
@@ -190,6 +198,10 @@ def conv2d_chwn(
     ho, wo = conv_out_size(h, w, kernel, stride, padding, dilation)
     out = torch.empty(out_channels, ho, wo, nb, dtype=x.dtype, device=x.device)
     positions = ho * wo * nb
+    if residual is not None:
+        if residual.shape != out.shape:
+            raise ValueError(f"residual must have shape {tuple(out.shape)}, got {tuple(residual.shape)}")
+        residual = residual.contiguous()
     if positions == 0 or out_channels == 0:
         return out
     if r == s == 1 and tuple(stride) == (1, 1) and tuple(padding) == (0, 0) and config is None:
@@ -197,14 +209,17 @@ def conv2d_chwn(
         # linear kernel (no window decode, no interior test) ran 3-8 % faster on all 11 such ResNet-50
         # layers (prototype/sweep_conv.py, H200, batch 64, 75 %, V = 64; BENCHMARKS.md).
         launch_spmm(values, col_idx, group_ptr, perm, x.view(cin, positions), bias, out.view(out_channels, positions),
-                    (positions, 1), spmm_config(values.shape[1], positions, x.dtype), activation=int(relu))
+                    (positions, 1), spmm_config(values.shape[1], positions, x.dtype), activation=int(relu),
+                    residual=None if residual is None else residual.view(out_channels, positions))
         return out
     cfg = config or conv_config(r * s, group_ptr.numel() - 1, positions, sm_count(x.device))
     grid = (group_ptr.numel() - 1, triton.cdiv(positions, cfg.block_n))
     conv2d_chwn_kernel[grid](
-        values, col_idx, group_ptr, perm, x, bias if bias is not None else values, out,
+        values, col_idx, group_ptr, perm, x, bias if bias is not None else values,
+        residual if residual is not None else values, out,
         out_channels, h, w, ho, wo, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1],
-        NB=nb, R=r, S=s, V=values.shape[1], BN=cfg.block_n, BK=cfg.block_k, HAS_BIAS=bias is not None, RELU=relu,
+        NB=nb, R=r, S=s, V=values.shape[1], BN=cfg.block_n, BK=cfg.block_k, HAS_BIAS=bias is not None,
+        HAS_RESIDUAL=residual is not None, RELU=relu,
         DOT_PRECISION=dot_precision(values.dtype), UPCAST=interpreter_upcast(values.dtype),
         IDX64=needs_int64(values, x, out), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )

@@ -90,6 +90,7 @@ def spmm_fwd_kernel(
     perm_ptr,  # [M] int32
     b_ptr,  # [K, N], any strides
     bias_ptr,  # [M] or dummy
+    res_ptr,  # [M, N] at the output's strides, or dummy: added before the activation
     out_ptr,  # [M, N] at (stride_om, stride_on)
     M,
     N,
@@ -102,6 +103,7 @@ def spmm_fwd_kernel(
     BN: tl.constexpr,
     BK: tl.constexpr,
     HAS_BIAS: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
     ACTIVATION: tl.constexpr,  # 0: none, 1: relu, 2: gelu (erf form, as F.gelu)
     PERMUTE_OUT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
@@ -141,12 +143,15 @@ def spmm_fwd_kernel(
         # Scattering rows through perm into a token-major output cost 2.7x the whole kernel
         # (4096^2, 4096 tokens, 75 %: 289 us against 108 us feature-major, H200).
         rows = row_pos.to(tl.int64)
-    out_ptrs = out_ptr + rows[:, None] * stride_om + offs_n.to(tl.int64)[None, :] * stride_on
+    out_off = rows[:, None] * stride_om + offs_n.to(tl.int64)[None, :] * stride_on
+    out_ptrs = out_ptr + out_off
     if ATOMIC:
         tl.atomic_add(out_ptrs, acc, mask=row_ok[:, None] & n_ok[None, :], sem="relaxed")
     else:
         if HAS_BIAS:
             acc += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)[:, None]
+        if HAS_RESIDUAL:
+            acc += tl.load(res_ptr + out_off, mask=row_ok[:, None] & n_ok[None, :], other=0.0).to(tl.float32)
         if ACTIVATION == 1:
             acc = tl.maximum(acc, 0.0)
         elif ACTIVATION == 2:
@@ -180,6 +185,7 @@ def launch_spmm(
     permute_out: bool = True,
     activation: int = 0,
     splits: int = 1,
+    residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Run the kernel into ``out`` viewed as M x N with ``out_strides``; B is K x N (any strides).
 
@@ -188,9 +194,12 @@ def launch_spmm(
     ``activation`` (codes in shflbw.ops.mlp.ACTIVATIONS) is applied after the bias, before the store.
     ``splits > 1`` splits each group's kept vectors over that many programs, which add float32
     partial sums into a zeroed float32 ``out`` (no bias, no activation: the caller finishes).
+    ``residual`` (laid out as ``out``, same strides) is added after the bias, before the activation.
     """
-    if splits > 1 and (out.dtype != torch.float32 or bias is not None or activation):
-        raise ValueError("split-K adds float32 partial sums: out must be float32, with no bias or activation")
+    if splits > 1 and (out.dtype != torch.float32 or bias is not None or activation or residual is not None):
+        raise ValueError("split-K adds float32 partial sums: out must be float32, with no bias, residual or activation")
+    if residual is not None and (residual.shape != out.shape or residual.stride() != out.stride()):
+        raise ValueError("residual must have the output's shape and strides")
     m = perm.numel() if permute_out else (group_ptr.numel() - 1) * values.shape[1]
     n = b.shape[1]
     v = values.shape[1]
@@ -203,6 +212,7 @@ def launch_spmm(
         perm,
         b,
         bias if bias is not None else values,
+        residual if residual is not None else values,
         out,
         m,
         n,
@@ -215,13 +225,14 @@ def launch_spmm(
         BN=config.block_n,
         BK=config.block_k,
         HAS_BIAS=bias is not None,
+        HAS_RESIDUAL=residual is not None,
         ACTIVATION=activation,
         PERMUTE_OUT=permute_out,
         DOT_PRECISION=dot_precision(values.dtype),
         UPCAST=interpreter_upcast(values.dtype),
         ATOMIC=splits > 1,
         EVEN_N=n % config.block_n == 0,
-        IDX64=needs_int64(values, b, out),
+        IDX64=needs_int64(values, b, out),  # the residual shares the output's offsets
         num_warps=config.num_warps,
         num_stages=config.num_stages,
     )

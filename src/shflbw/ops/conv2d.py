@@ -55,21 +55,24 @@ def conv2d_chwn_op(
     padding: list[int],
     dilation: list[int],
     relu: bool,
+    residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
     if use_triton(x, values.shape[1]):
         from shflbw.kernels.conv2d import conv2d_chwn
 
         return conv2d_chwn(x, values, col_idx, group_ptr, perm, bias, out_channels, tuple(kernel), tuple(stride),
-                           tuple(padding), tuple(dilation), relu=relu)
+                           tuple(padding), tuple(dilation), relu=relu, residual=residual)
     y = reference.conv2d_ref(x.permute(3, 0, 1, 2), values, col_idx, group_ptr, perm, bias, out_channels, kernel,
                              stride, padding, dilation)
+    if residual is not None:
+        y = y + residual.permute(3, 0, 1, 2)
     if relu:
         y = torch.relu(y)
     return y.permute(1, 2, 3, 0).contiguous()
 
 
 @conv2d_chwn_op.register_fake
-def _(x, values, col_idx, group_ptr, perm, bias, out_channels, kernel, stride, padding, dilation, relu):
+def _(x, values, col_idx, group_ptr, perm, bias, out_channels, kernel, stride, padding, dilation, relu, residual=None):
     ho, wo = reference.conv_out_size(x.shape[1], x.shape[2], kernel, stride, padding, dilation)
     return x.new_empty(out_channels, ho, wo, x.shape[3])
 
@@ -153,8 +156,11 @@ def conv2d(x: torch.Tensor, w: ShflBWMatrix, bias: torch.Tensor | None = None, s
 
 
 def conv2d_chwn(x: torch.Tensor, w: ShflBWMatrix, bias: torch.Tensor | None = None, stride=1, padding=0, dilation=1,
-                relu: bool = False) -> torch.Tensor:
+                relu: bool = False, residual: torch.Tensor | None = None) -> torch.Tensor:
     """The convolution on the batch-innermost layout: x (Cin, H, W, N) -> (Cout, Ho, Wo, N), ReLU optionally fused.
+
+    ``residual`` (Cout, Ho, Wo, N), e.g. a residual block's shortcut, is added before the ReLU in the
+    kernel's epilogue: ``relu(conv(x) + bias + residual)`` in one pass over the output.
 
     For a run of layers kept in this layout (one conversion at each edge of the run):
     ``x.permute(1, 2, 3, 0).contiguous()`` enters it, ``y.permute(3, 0, 1, 2)`` leaves it.
@@ -170,5 +176,13 @@ def conv2d_chwn(x: torch.Tensor, w: ShflBWMatrix, bias: torch.Tensor | None = No
     if prepad is not None:
         raise ValueError("conv2d_chwn takes symmetric padding only; 'same' with an even kernel extent needs conv2d")
     bias = _check_bias(bias, w.shape[0], x.dtype)
+    if residual is not None:
+        ho, wo = reference.conv_out_size(x.shape[1], x.shape[2], w.kernel, stride, padding, dilation)
+        want = (w.shape[0], ho, wo, x.shape[3])
+        if not isinstance(residual, torch.Tensor) or tuple(residual.shape) != want:
+            raise ValueError(f"residual must be a tensor of shape {want}, got {getattr(residual, 'shape', residual)!r}")
+        if residual.dtype != x.dtype or residual.device != x.device:
+            raise TypeError(f"residual must be {x.dtype} on {x.device}, got {residual.dtype} on {residual.device}")
+        residual = residual.contiguous()
     return conv2d_chwn_op(x.contiguous(), w.values, w.col_idx, w.group_ptr, w.perm, bias, w.shape[0], list(w.kernel),
-                          stride, padding, dilation, bool(relu))
+                          stride, padding, dilation, bool(relu), residual)
