@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 import shflbw
-from shflbw.nn.mlp import ShflBWMLP, fuse_regions_, unfuse_regions_
+from shflbw.nn.mlp import ShflBWMLP
+from shflbw.nn.regions import fuse_regions_, unfuse_regions_
 from shflbw.testing import rel_error
 
 CFG = shflbw.ShflBWConfig(sparsity=0.75, vector=16, include=("*",), exclude=(), time_budget=2)

@@ -6,7 +6,8 @@ tensor cores.
 
 from shflbw.config import LayerOverride, ShflBWConfig
 from shflbw.format import ShflBWMatrix
-from shflbw.nn import CubicSparsitySchedule, ShflBWConv2d, ShflBWLinear, ShflBWMLP, compress_, decompress_, load, save, sparsify_
+from shflbw.nn import (CubicSparsitySchedule, ShflBWConv2d, ShflBWLinear, ShflBWMLP, ShflBWResidualStage, compress_, decompress_,
+                       fold_batchnorm, load, save, sparsify_)
 from shflbw.ops import PackedMLP, conv2d, conv2d_chwn, linear, mlp, spmm
 from shflbw.prune import PruneResult, prune
 
@@ -22,11 +23,13 @@ __all__ = [
     "ShflBWLinear",
     "ShflBWMLP",
     "ShflBWMatrix",
+    "ShflBWResidualStage",
     "__version__",
     "compress_",
     "conv2d",
     "conv2d_chwn",
     "decompress_",
+    "fold_batchnorm",
     "linear",
     "load",
     "mlp",

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from shflbw.format.matrix import ShflBWMatrix
-from shflbw.ops.conv2d import conv2d_op, resolve_padding
+from shflbw.ops.conv2d import conv2d_chwn_op, conv2d_op, resolve_padding
 
 
 class ShflBWConv2d(nn.Module):
@@ -57,6 +57,16 @@ class ShflBWConv2d(nn.Module):
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return conv2d_op(x, self.values, self.col_idx, self.group_ptr, self.perm, bias, self.out_channels,
                          [self.in_channels, *self.kernel_size], list(self.stride), self._pad, list(self.dilation))
+
+    def forward_chwn(self, x: torch.Tensor, relu: bool = False, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """The conv on the batch-innermost layout, (Cin, H, W, N) -> (Cout, Ho, Wo, N) contiguous,
+        ``relu(conv(x) + bias + residual)`` in one kernel (regions: shflbw.nn.cnn). Symmetric padding only."""
+        if self._prepad is not None:
+            raise ValueError("forward_chwn takes symmetric padding only; 'same' with an even kernel extent needs forward")
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return conv2d_chwn_op(x, self.values, self.col_idx, self.group_ptr, self.perm, bias, self.out_channels,
+                              [self.in_channels, *self.kernel_size], list(self.stride), self._pad, list(self.dilation),
+                              relu, residual)
 
     def extra_repr(self) -> str:
         sparsity = "unknown (meta)" if self.values.is_meta else f"{self.matrix().sparsity:.1%}"

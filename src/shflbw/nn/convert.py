@@ -19,7 +19,9 @@ def compress_(model: nn.Module, regions: bool = True) -> nn.Module:
     """Replace every masked nn.Linear / nn.Conv2d (see ``sparsify_``) by ShflBWLinear / ShflBWConv2d.
 
     ``regions=True`` then runs recognised MLP blocks (Linear -> ReLU/GELU -> Linear, both
-    compressed) as one feature-major ``ShflBWMLP`` (see shflbw.nn.mlp); those are inference-only.
+    compressed) as one feature-major ``ShflBWMLP`` (see shflbw.nn.mlp), and stages of ResNet
+    residual blocks in the (C, H, W, N) layout with batch-norm folded (``ShflBWResidualStage``, see
+    shflbw.nn.cnn); those are inference-only (in training mode a stage runs its original layers).
     ``regions=False`` keeps per-layer modules (autograd through x and the packed values).
     """
     masked = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and mask_of(m) is not None]
@@ -30,7 +32,7 @@ def compress_(model: nn.Module, regions: bool = True) -> nn.Module:
         packed_cls = ShflBWConv2d.from_conv if isinstance(mod, nn.Conv2d) else ShflBWLinear.from_linear
         _set_child(model, name, packed_cls(mod, p.mask, p.perm, p.vector))
     if regions:
-        from shflbw.nn.mlp import fuse_regions_
+        from shflbw.nn.regions import fuse_regions_
 
         fuse_regions_(model)
     return model
@@ -38,7 +40,7 @@ def compress_(model: nn.Module, regions: bool = True) -> nn.Module:
 
 def decompress_(model: nn.Module) -> nn.Module:
     """Replace every ShflBWLinear / ShflBWConv2d by its dense layer in masked mode (mask and permutation kept)."""
-    from shflbw.nn.mlp import unfuse_regions_
+    from shflbw.nn.regions import unfuse_regions_
 
     unfuse_regions_(model)
     packed = [(n, m) for n, m in model.named_modules() if isinstance(m, (ShflBWLinear, ShflBWConv2d))]

@@ -4,8 +4,8 @@ Per layer, a token-major call pays a transpose in and a transpose out around the
 kernel. Inside an MLP block the hidden activation never needs to be token-major: fc1 writes it
 feature-major in group order with the bias and activation fused, fc2 reads it with its column
 indices folded through fc1's permutation (BENCHMARKS.md: 1.66-1.74x of the dense block at 75 %
-against 1.2-1.6x per layer). ``fuse_regions_`` finds such blocks in a compressed model and
-swaps them in; ``unfuse_regions_`` restores the per-layer modules bit for bit.
+against 1.2-1.6x per layer). ``fuse_mlp_regions_`` finds such blocks in a compressed model and
+swaps them in; ``unfuse_mlp_regions_`` restores the per-layer modules bit for bit.
 
 Recognised patterns (both need the two layers compressed and an activation the kernel fuses:
 ReLU or erf GELU):
@@ -42,7 +42,7 @@ class ShflBWMLP(nn.Module):
     """fc2(act(fc1(x))) on packed weights, feature-major inside; inference only (no autograd).
 
     Holds fc1 as a ``ShflBWLinear`` and fc2 folded (its columns index fc1's group-order output).
-    ``sites`` names where fc1, the activation and fc2 sat, for ``unfuse_regions_``.
+    ``sites`` names where fc1, the activation and fc2 sat, for ``unfuse_mlp_regions_``.
     """
 
     def __init__(self, fc1: ShflBWLinear, act: nn.Module, fc2: ShflBWLinear, sites: tuple[str, str, str]):
@@ -112,7 +112,7 @@ def _candidates(model: nn.Module) -> list[tuple[str, str, str]]:
     return found
 
 
-def fuse_regions_(model: nn.Module) -> list[str]:
+def fuse_mlp_regions_(model: nn.Module) -> list[str]:
     """Swap every recognised compressed MLP block for a ``ShflBWMLP``; returns the fc1 sites fused."""
     done = []
     for s1, sa, s2 in _candidates(model):
@@ -127,7 +127,7 @@ def fuse_regions_(model: nn.Module) -> list[str]:
     return done
 
 
-def unfuse_regions_(model: nn.Module) -> int:
+def unfuse_mlp_regions_(model: nn.Module) -> int:
     """Put every ``ShflBWMLP`` back as fc1, activation, fc2 at their sites; returns how many."""
     regions = [(n, m) for n, m in model.named_modules() if isinstance(m, ShflBWMLP)]
     for name, region in regions:

@@ -32,7 +32,7 @@ META = "shflbw.json"
 def save(model: nn.Module, directory: str, config: ShflBWConfig | None = None) -> None:
     """Write ``model`` (compressed) to ``directory``. MLP regions are stored as their per-layer
     modules (the model is unfused for the write and fused again after) and re-fused by ``load``."""
-    from shflbw.nn.mlp import fuse_regions_, unfuse_regions_
+    from shflbw.nn.regions import fuse_regions_, unfuse_regions_
 
     n_regions = unfuse_regions_(model)
     try:
@@ -153,7 +153,7 @@ def load(directory: str, skeleton: nn.Module, device: torch.device | str | None 
     if device is not None:
         skeleton.to(device)
     if meta.get("regions"):
-        from shflbw.nn.mlp import fuse_regions_
+        from shflbw.nn.regions import fuse_regions_
 
         fuse_regions_(skeleton)
     return skeleton

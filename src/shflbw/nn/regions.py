@@ -1,0 +1,25 @@
+"""Regions: runs of layers that execute in the kernels' own layout, fused after ``compress_``.
+
+- MLP blocks (Linear -> ReLU/GELU -> Linear) run feature-major inside: shflbw.nn.mlp;
+- stages of ResNet residual blocks run in (C, H, W, N) with batch-norm folded: shflbw.nn.cnn.
+
+Both are inference modules that ``unfuse_regions_`` turns back into the per-layer modules they
+came from (``save`` writes the per-layer form; ``load`` fuses again).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from shflbw.nn.cnn import fuse_cnn_regions_, unfuse_cnn_regions_
+from shflbw.nn.mlp import fuse_mlp_regions_, unfuse_mlp_regions_
+
+
+def fuse_regions_(model: nn.Module) -> list[str]:
+    """Fuse every recognised region of a compressed model; returns the names of the sites fused."""
+    return fuse_mlp_regions_(model) + fuse_cnn_regions_(model)
+
+
+def unfuse_regions_(model: nn.Module) -> int:
+    """Put every region back as its per-layer modules; returns how many regions there were."""
+    return unfuse_mlp_regions_(model) + unfuse_cnn_regions_(model)
