@@ -1,9 +1,14 @@
-"""End-to-end encoder forward: Shfl-BW compressed vs dense, both under torch.compile (GPU).
+"""End-to-end forward: Shfl-BW compressed vs dense, both under torch.compile (GPU).
 
-    python benchmarks/run_e2e.py --out e2e.json [--models minilm,bert-large] [--batch 256 --seq 128]
+    python benchmarks/run_e2e.py --out e2e.json [--models minilm,bert-large,resnet50] [--batch 256 --seq 128]
+        [--image-batch 64]
 
 Random weights (speed does not depend on values) and random Shfl-BW masks on every encoder
-Linear; the compressed model is gated against the masked dense model before it is timed.
+Linear (the BERT-style encoders) or on every conv but the stem (torchvision's ResNet-50, batch-norm
+folded by the stage regions; the dense side runs channels_last, as issue #6 asks); the compressed
+model is gated against the masked dense model before it is timed. ResNet-50 is timed as CUDA-graph
+replays on every side: its 53 convs cost ~150 us of host time each per eager call on the H200
+machine (BENCHMARKS.md), more than their GPU time.
 """
 
 from __future__ import annotations
@@ -49,18 +54,80 @@ def build(name: str, sparsity: float, vector: int):
     return dense, masked, {"per-layer": per_layer, "regions": regions}
 
 
+CNNS = ("resnet50",)
+
+
+def build_cnn(name: str, sparsity: float, vector: int):
+    import copy
+
+    import torchvision
+
+    torch.manual_seed(0)
+    dense = getattr(torchvision.models, name)(weights=None).eval().to("cuda", torch.bfloat16)
+    gen = torch.Generator().manual_seed(0)
+    sparse = copy.deepcopy(dense)
+    for n, m in sparse.named_modules():
+        if isinstance(m, torch.nn.Conv2d) and n != "conv1":  # every conv but the stem
+            k = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+            mask, perm = random_shflbw_mask(m.out_channels, k, vector, 1 - sparsity, generator=gen)
+            set_mask(m, mask.view(m.weight.shape).cuda(), perm.cuda(), vector)
+    masked = copy.deepcopy(sparse)
+    per_layer = shflbw.compress_(copy.deepcopy(sparse), regions=False)
+    regions = shflbw.compress_(sparse)  # every torchvision stage as a ShflBWResidualStage
+    return dense.to(memory_format=torch.channels_last), masked, {"per-layer": per_layer, "regions": regions}
+
+
+def run_cnn(name: str, args, result: dict) -> None:
+    dense, masked, variants = build_cnn(name, args.sparsity, args.vector)
+    x = torch.randn(args.image_batch, 3, 224, 224, device="cuda", dtype=torch.bfloat16)
+    xcl = x.contiguous(memory_format=torch.channels_last)
+    dense_c = torch.compile(dense)
+    timed = dict(graph=True, rep=args.rep)
+    with torch.no_grad():
+        ref = masked(x).float()
+        dense_us = median_us(lambda: dense(xcl), **timed)
+        dense_c_us = median_us(lambda: dense_c(xcl), **timed)
+        for label, sparse in variants.items():
+            err = rel_error(sparse(x).float(), ref)
+            row = {"model": name, "variant": label, "batch": args.image_batch, "sparsity": args.sparsity,
+                   "vector": args.vector, "error_vs_masked": err, "dense_cl_graph_us": dense_us,
+                   "dense_cl_compiled_graph_us": dense_c_us}
+            if not err < 2e-2:
+                row["status"] = "WRONG"
+            else:
+                row["shflbw_graph_us"] = median_us(lambda: sparse(x), **timed)
+                best = row["shflbw_graph_us"]
+                if label == "regions":  # compiling the per-layer baseline (two copies per conv) is not worth minutes
+                    sparse_c = torch.compile(sparse)
+                    row["shflbw_compiled_graph_us"] = median_us(lambda: sparse_c(x), **timed)
+                    best = min(best, row["shflbw_compiled_graph_us"])
+                row["speedup_vs_faster_dense"] = min(dense_us, dense_c_us) / best
+                row["status"] = "ok"
+            print(json.dumps(row), flush=True)
+            result["rows"].append(row)
+            with open(args.out, "w") as f:
+                json.dump(result, f, indent=1)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="minilm,bert-large")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--image-batch", type=int, default=64, help="batch of 224 x 224 images for the CNNs")
     ap.add_argument("--sparsity", type=float, default=0.75)
     ap.add_argument("--vector", type=int, default=64)
     ap.add_argument("--rep", type=int, default=1000, help="ms of repeats per timing (a BERT-large forward takes ~45 ms)")
     ap.add_argument("--out", default="e2e.json")
     args = ap.parse_args()
+    for name in args.models.split(","):
+        if name not in CONFIGS and name not in CNNS:
+            ap.error(f"unknown model {name!r}: choose from {sorted(CONFIGS) + list(CNNS)}")
     result = {"stamp": stamp(), "rows": []}
     for name in args.models.split(","):
+        if name in CNNS:
+            run_cnn(name, args, result)
+            continue
         dense, masked, variants = build(name, args.sparsity, args.vector)
         ids = torch.randint(0, 30522, (args.batch, args.seq), device="cuda")
         dense_c = torch.compile(dense)
