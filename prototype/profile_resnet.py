@@ -28,11 +28,8 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=64)
     args = ap.parse_args()
     dense, masked, variants = build_cnn("resnet50", 0.75, args.vector)
-    model = variants["regions"]
-    x = torch.randn(args.batch, 3, 224, 224, device="cuda", dtype=torch.bfloat16)
-    if args.input == "cl":
-        x = x.contiguous(memory_format=torch.channels_last)
-        model = model.to(memory_format=torch.channels_last)
+    model, fmt = variants["regions" if args.input == "cl" else "regions-nchw-input"]
+    x = torch.randn(args.batch, 3, 224, 224, device="cuda", dtype=torch.bfloat16).contiguous(memory_format=fmt)
     runs = 5
     with torch.no_grad():
         for _ in range(3):

@@ -185,3 +185,28 @@ def test_conv_config_rule():
     big = 56 * 56 * 64
     assert 1 * (big // 128) >= CONV_BN64_PROGRAMS_PER_SM * 132
     assert conv_config(9, 1, big, 132).block_n == 128
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "sliced"])
+def test_layout_copies_to_and_from_chwn(layout, nan_poison):
+    # the tile transpose (channels or pixels against the batch), with tails past every tile edge
+    pytest.importorskip("triton")
+    from shflbw.kernels.layout import from_chwn, to_chwn
+
+    x = torch.randn(67, 5, 9, 15)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "sliced":  # H and W not mergeable: PyTorch's copy
+        x = torch.randn(67, 5, 9, 30)[..., ::2]
+    y = to_chwn(x.to(DEVICE)).cpu()
+    assert y.is_contiguous() and torch.equal(y, x.permute(1, 2, 3, 0))
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        back = from_chwn(y.to(DEVICE), fmt).cpu()
+        assert back.is_contiguous(memory_format=fmt) and torch.equal(back, x)
+
+
+def test_to_chwn_op_registration():
+    x = torch.randn(3, 4, 5, 6)
+    torch.library.opcheck(torch.ops.shflbw.to_chwn.default, (x,))
+    g = torch.compile(lambda a: torch.ops.shflbw.to_chwn(a) * 2, fullgraph=True, backend="aot_eager")
+    assert torch.equal(g(x), x.permute(1, 2, 3, 0) * 2)

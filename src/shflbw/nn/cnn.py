@@ -34,6 +34,7 @@ from torch import nn
 from shflbw.format.matrix import ShflBWMatrix
 from shflbw.nn.conv2d import ShflBWConv2d
 from shflbw.ops.dispatch import backend
+from shflbw.ops.layout import to_chwn_op
 
 # The probe that checks a stage's forward: batch 2, 8 x 8 pixels (every ResNet block keeps at
 # least one pixel at stride 2). Tolerance: folding batch-norm rounds the weights again in bf16.
@@ -106,7 +107,7 @@ class _ChwnBlock(nn.Module):
 def to_chwn(x: torch.Tensor) -> torch.Tensor:
     """An NCHW-shaped tensor as contiguous (C, H, W, N): free for a region's output, else one copy."""
     xc = x.permute(1, 2, 3, 0)
-    return xc if xc.is_contiguous() else xc.contiguous()
+    return xc if xc.is_contiguous() else to_chwn_op(x)
 
 
 class ShflBWResidualStage(nn.Module):

@@ -34,10 +34,11 @@ def conv2d_op(
     fmt = torch.channels_last if reference.is_channels_last(x) else torch.contiguous_format
     if use_triton(x, values.shape[1]):
         from shflbw.kernels.conv2d import conv2d_chwn
+        from shflbw.kernels.layout import from_chwn, to_chwn
 
-        y = conv2d_chwn(x.permute(1, 2, 3, 0).contiguous(), values, col_idx, group_ptr, perm, bias, out_channels,
-                        tuple(kernel), tuple(stride), tuple(padding), tuple(dilation))
-        return y.permute(3, 0, 1, 2).contiguous(memory_format=fmt)
+        y = conv2d_chwn(to_chwn(x), values, col_idx, group_ptr, perm, bias, out_channels, tuple(kernel), tuple(stride),
+                        tuple(padding), tuple(dilation))
+        return from_chwn(y, fmt)
     return reference.conv2d_ref(x, values, col_idx, group_ptr, perm, bias, out_channels, kernel, stride, padding, dilation)
 
 

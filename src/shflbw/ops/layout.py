@@ -1,0 +1,26 @@
+"""``shflbw::to_chwn``: a logical NCHW tensor (NCHW or channels_last) into the conv kernels' (C, H, W, N).
+
+A registered op so that torch.compile keeps the tile-transpose kernel (kernels/layout.py) instead
+of generating its own copy: inductor's copy for a channels_last ResNet-50 region entry made the
+compiled forward 1.6x slower than the eager one (prototype/profile_resnet.py, H200).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from shflbw.ops.dispatch import use_triton
+
+
+@torch.library.custom_op("shflbw::to_chwn", mutates_args=())
+def to_chwn_op(x: torch.Tensor) -> torch.Tensor:
+    if use_triton(x, 16):
+        from shflbw.kernels.layout import to_chwn
+
+        return to_chwn(x)
+    return x.permute(1, 2, 3, 0).contiguous()
+
+
+@to_chwn_op.register_fake
+def _(x):
+    return x.new_empty(x.shape[1], x.shape[2], x.shape[3], x.shape[0])
