@@ -2,7 +2,8 @@
 
 A registered op so that torch.compile keeps the tile-transpose kernel (kernels/layout.py) instead
 of generating its own copy: inductor's copy for a channels_last ResNet-50 region entry made the
-compiled forward 1.6x slower than the eager one (prototype/profile_resnet.py, H200).
+compiled forward 1.5x slower than the eager one (benchmarks/run_e2e.py, H200: 3283 us against
+2190 us; BENCHMARKS.md, session 5).
 """
 
 from __future__ import annotations

@@ -1,0 +1,67 @@
+"""Experiment: where a compressed model's forward spends its GPU time (H200, torch.profiler).
+
+    python prototype/profile_e2e.py [--model resnet50|bert-large|minilm] [--vector 64] [--input nchw|cl]
+        [--dense]
+
+Builds the model as benchmarks/run_e2e.py does (ResNet-50: every conv but the stem in Shfl-BW at
+75 %, the stages as ShflBWResidualStage regions; the BERT-style encoders: every encoder Linear,
+MLP regions), runs a few eager forwards under torch.profiler and prints the CUDA kernels by total
+time, so the time outside the sparse layers can be seen beside them. ``--dense`` profiles the
+dense model instead, for the same breakdown on the other side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.run_e2e import CNNS, build, build_cnn  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="resnet50")
+    ap.add_argument("--vector", type=int, default=64)
+    ap.add_argument("--input", choices=("nchw", "cl"), default="cl", help="ResNet input layout")
+    ap.add_argument("--batch", type=int, default=None, help="images (64) or sequences (256)")
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--dense", action="store_true", help="profile the dense model")
+    args = ap.parse_args()
+    if args.model in CNNS:
+        dense, masked, variants = build_cnn(args.model, 0.75, args.vector)
+        model, fmt = variants["regions" if args.input == "cl" else "regions-nchw-input"]
+        x = torch.randn(args.batch or 64, 3, 224, 224, device="cuda", dtype=torch.bfloat16)
+        if args.dense:
+            model, fmt = dense, torch.channels_last
+        x = x.contiguous(memory_format=fmt)
+        forward = lambda: model(x)  # noqa: E731
+    else:
+        dense, masked, variants = build(args.model, 0.75, args.vector)
+        model = dense if args.dense else variants["regions"]
+        ids = torch.randint(0, 30522, (args.batch or 256, args.seq), device="cuda")
+        forward = lambda: model(input_ids=ids)  # noqa: E731
+    runs = 5
+    with torch.no_grad():
+        for _ in range(3):
+            forward()
+        torch.cuda.synchronize()
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            for _ in range(runs):
+                forward()
+            torch.cuda.synchronize()
+    rows = sorted(prof.key_averages(), key=lambda e: -e.device_time_total)
+    total = sum(e.device_time_total for e in rows) / runs
+    side = "dense" if args.dense else f"shflbw V = {args.vector}"
+    print(f"GPU time per forward: {total:.0f} us ({args.model}, {side})")
+    for e in rows[:25]:
+        print(f"{e.device_time_total / runs:9.1f} us  x{e.count // runs:3d}  {e.key[:110]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
