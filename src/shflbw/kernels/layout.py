@@ -4,8 +4,9 @@ Every such copy moves the batch axis against a channel or pixel axis: a transpos
 (A = the pixels of one channel, or the channels of one pixel), batched over the third axis. PyTorch's
 ``x.permute(1, 2, 3, 0).contiguous()`` ran far below bandwidth on the H200 (NCHW 64 x 64 x 56^2 ->
 CHWN: 64 us; CHWN 64 x 64 x 112^2 -> channels_last: up to 4 ms, BENCHMARKS.md), and under
-torch.compile the channels_last entry of a ResNet-50 region made the whole forward 1.6x slower
-(prototype/profile_resnet.py). The tile kernel reads and writes whole 16-byte runs on both sides.
+torch.compile the channels_last entry of a ResNet-50 region made the whole forward 1.5x slower
+(benchmarks/run_e2e.py). The tile kernel took 14 us for that entry (64 x 64 x 56^2, against 91 us
+for PyTorch's copy: prototype/profile_e2e.py). It reads and writes whole runs on both sides.
 """
 
 from __future__ import annotations
