@@ -41,6 +41,29 @@ SPMM = {
 }
 
 
+# Short reductions at long token counts: BERT-large's 1024-wide layers at 256 x 128 tokens, where
+# each group keeps 256 columns at 75 % (8 steps of 32) and a 5-stage pipeline spends much of its
+# loop filling up (prototype/profile_e2e.py: the SpMMs at 1.46x of cuBLAS there).
+SHORT_K = [(128, 32, 4, 5), (128, 32, 4, 3), (128, 64, 4, 3), (128, 64, 4, 4), (256, 32, 8, 4), (256, 64, 8, 3),
+           (64, 32, 4, 5), (128, 128, 4, 3)]
+
+
+def short_k_part(result, out):
+    t = 32768
+    for (m, k), s in itertools.product([(1024, 1024), (4096, 1024), (1024, 4096)], (0.75, 0.875)):
+        w, wm, p = packed(m, k, 64, s)
+        b = torch.randn(k, t, device="cuda", dtype=torch.bfloat16)
+        ref = wm.float() @ b.float()
+        dense = gated("dense w@b", lambda: w @ b, w.float() @ b.float(), torch.bfloat16)
+        row = {"part": "short_k", "case": f"M{m}-K{k}-T{t}-V64-s{s}", "dense_us": dense["us"], "variants": {}}
+        for bn, bk, nw, st in SHORT_K:
+            cfg = SpmmConfig(bn, bk, nw, st)
+            r = gated(str(cfg), lambda: spmm_fwd(p.values, p.col_idx, p.group_ptr, p.perm, b, m, config=cfg), ref,
+                      torch.bfloat16)
+            row["variants"][f"{bn},{bk},{nw},{st}"] = r["us"] and round(dense["us"] / r["us"], 3)
+        emit(result, out, row)
+
+
 def emit(result, out, row):
     result["rows"].append(row)
     print(json.dumps(row), flush=True)
@@ -113,11 +136,11 @@ def conv_part(result, out, rep=100):
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="stages.json")
-    ap.add_argument("--part", default="all", choices=["spmm", "decode", "conv", "all"])
+    ap.add_argument("--part", default="all", choices=["spmm", "short_k", "decode", "conv", "all"])
     ap.add_argument("--rep", type=int, default=100, help="ms of repeats per timing (conv part)")
     args = ap.parse_args()
     result = {"stamp": stamp(), "rows": []}
-    for name, fn in [("spmm", spmm_part), ("conv", conv_part), ("decode", decode_part)]:
+    for name, fn in [("spmm", spmm_part), ("short_k", short_k_part), ("conv", conv_part), ("decode", decode_part)]:
         if args.part in (name, "all"):
             fn(result, args.out, rep=args.rep) if name == "conv" else fn(result, args.out)
     return 0
