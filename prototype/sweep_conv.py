@@ -8,8 +8,9 @@ a flat index, an int64 address and six bounds tests on every element of every st
 splits the address into a per-column and a per-position offset (one add per element) and runs
 tiles whose windows all lie inside the image without any bounds test. Every layer of the conv
 registry (batch 64, 75 %, V = 64), CUDA-graph replays, all in one process: the best cuDNN (NCHW or
-channels_last), the old kernel (prototype/conv2d_flat.py), the new kernel at several launch configs
-and, for 1x1 stride-1 layers, the linear SpMM kernel on the (C, H*W*N) view. Gated on correctness.
+channels_last), the kernel at several launch configs and, for 1x1 stride-1 layers, the linear SpMM
+kernel on the (C, H*W*N) view. Gated on correctness. The run at commit af6d0f6 (BENCHMARKS.md,
+session 5) also timed the old kernel (src/shflbw/kernels/conv2d.py at commit 2193e14), since removed.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from benchmarks.conv_cases import LAYERS, weighted_geomean  # noqa: E402
 from benchmarks.run_conv import conv_problem  # noqa: E402
 from benchmarks.run_linear import stamp  # noqa: E402
 from benchmarks.timing import gated  # noqa: E402
-from prototype import conv2d_flat  # noqa: E402
 from shflbw.kernels.conv2d import ConvConfig, conv2d_chwn  # noqa: E402
 from shflbw.kernels.spmm import SpmmConfig, spmm_fwd  # noqa: E402
 
@@ -55,8 +55,7 @@ def main() -> int:
             xc = x.permute(1, 2, 3, 0).contiguous()
             args_ = (p.values, p.col_idx, p.group_ptr, p.perm, None, layer.cout, (layer.cin, k, k), (st, st), (pad, pad),
                      (1, 1))
-            variants = {"old": gated("old", lambda: conv2d_flat.conv2d_chwn(xc, *args_).permute(3, 0, 1, 2), ref,
-                                     torch.bfloat16, **timed)}
+            variants = {}
             for bn, bk, nw, ns in NEW:
                 cfg = ConvConfig(bn, bk, nw, ns)
                 variants[f"{bn},{bk},{nw},{ns}"] = gated(str(cfg), lambda: conv2d_chwn(xc, *args_, config=cfg).permute(
@@ -82,7 +81,7 @@ def main() -> int:
                 result.setdefault("geomeans", {})[f"{model} {n}"] = g
                 print(f"== {model} {n}: geometric mean {g:.2f}x", flush=True)
         # best new config per layer (an oracle: what per-shape dispatch could reach)
-        oracle = [(max(v[1] for n, v in row["variants"].items() if n not in ("old", "spmm") and v[1]), row["count"])
+        oracle = [(max(v[1] for n, v in row["variants"].items() if n != "spmm" and v[1]), row["count"])
                   for row in result["rows"] if row["case"].startswith(model)]
         print(f"== {model} best new config per layer: {weighted_geomean(oracle):.2f}x", flush=True)
     with open(args.out, "w") as f:

@@ -13,7 +13,7 @@ Each gathered element's address is a per-column offset (c, r, s) plus a per-posi
 (ho, wo, n), one add per element, and tiles whose windows all lie inside the image run without
 bounds tests, as the linear kernel does; only border tiles test each element. Against the
 previous kernel, which decoded every element from a flat index with six bounds tests
-(prototype/conv2d_flat.py; H200, batch 64, 75 %, V = 64, prototype/sweep_conv.py): geometric mean
+(this file at commit 2193e14; H200, batch 64, 75 %, V = 64, prototype/sweep_conv.py): geometric mean
 over ResNet-50's convs 1.02x -> 1.15x of the best cuDNN, VGG-16's 3x3 1.06x -> 1.48x.
 1x1 stride-1 convs run the linear SpMM kernel on the (C, H*W*N) view (conv2d_chwn, below).
 """
