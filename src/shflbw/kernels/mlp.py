@@ -7,10 +7,14 @@ import torch
 from shflbw.kernels.configs import DECODE_MAX_TOKENS, spmm_config
 from shflbw.kernels.spmm import SpmmConfig, launch_spmm
 from shflbw.kernels.transpose import feature_major, transpose
+from shflbw.ops.reference import feature_major_view
 
 
 def mlp_fwd(x, values1, col_idx1, group_ptr1, perm1, bias1_grouped, values2, col_idx2_folded, group_ptr2, perm2, bias2,
-            out_features: int, activation: int, config: SpmmConfig | None = None) -> torch.Tensor:
+            out_features: int, activation: int, config: SpmmConfig | None = None,
+            feature_major_out: bool = False) -> torch.Tensor:
+    """``feature_major_out``: return the (..., M2) result as a view of its feature-major buffer (no
+    transpose back; for a consumer that reads it feature-major, kernels/addnorm.py)."""
     k = x.shape[-1]
     x2 = x.reshape(-1, k)
     t = x2.shape[0]
@@ -27,7 +31,8 @@ def mlp_fwd(x, values1, col_idx1, group_ptr1, perm1, bias1_grouped, values2, col
         h = linear_fwd(x2, values1, col_idx1, group_ptr1, ident, bias1_grouped, hidden_padded)
         h = ACT_FN[activation](h.float()).to(x.dtype)
         out = linear_fwd(h, values2, col_idx2_folded, group_ptr2, perm2, bias2, out_features)
-        return out.reshape(*x.shape[:-1], out_features)
+        out = out.reshape(*x.shape[:-1], out_features)
+        return feature_major_view(out) if feature_major_out else out
     cfg1 = config or spmm_config(values1.shape[1], t, x.dtype)
     cfg2 = config or spmm_config(values2.shape[1], t, x.dtype)
     xt = feature_major(x2)  # [K, T]
@@ -35,4 +40,6 @@ def mlp_fwd(x, values1, col_idx1, group_ptr1, perm1, bias1_grouped, values2, col
     launch_spmm(values1, col_idx1, group_ptr1, perm1, xt, bias1_grouped, h, (t, 1), cfg1, permute_out=False, activation=activation)
     out_fm = torch.empty(out_features, t, dtype=x.dtype, device=x.device)
     launch_spmm(values2, col_idx2_folded, group_ptr2, perm2, h, bias2, out_fm, (t, 1), cfg2)
+    if feature_major_out:
+        return out_fm.t().reshape(*x.shape[:-1], out_features)
     return transpose(out_fm).reshape(*x.shape[:-1], out_features)

@@ -55,6 +55,9 @@ class ShflBWMLP(nn.Module):
         w1, w2 = fc1.matrix(), fc2.matrix()
         block = PackedMLP(w1, w2, fc1.bias, fc2.bias, activation)
         self.fc1, self.act, self.activation, self.sites = fc1, act, activation, tuple(sites)
+        # Set by a ShflBWAddNorm region that consumes this block's output (shflbw.nn.addnorm): the
+        # result is then a view of its feature-major buffer, with no transpose back.
+        self.feature_major_out = False
         self.out_features, self.fc2_vector = w2.shape[0], w2.vector
         self.register_buffer("values2", block.values2)
         self.register_buffer("col_idx2", block.col_idx2)
@@ -66,7 +69,8 @@ class ShflBWMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.fc1
         return mlp_op(x, f.values, f.col_idx, f.group_ptr, f.perm, self.bias1_grouped, self.values2, self.col_idx2,
-                      self.group_ptr2, self.perm2, self.bias2, self.out_features, ACTIVATIONS[self.activation])
+                      self.group_ptr2, self.perm2, self.bias2, self.out_features, ACTIVATIONS[self.activation],
+                      self.feature_major_out)
 
     def fc2(self) -> ShflBWLinear:
         """fc2 in its original column order (the fold undone: the same bits as before fusing)."""

@@ -48,23 +48,28 @@ def mlp_op(
     bias2: torch.Tensor | None,
     out_features: int,
     activation: int,
+    feature_major_out: bool = False,
 ) -> torch.Tensor:
     if use_triton(x, values1.shape[1]) and use_triton(x, values2.shape[1]):
         from shflbw.kernels.mlp import mlp_fwd
 
         return mlp_fwd(x, values1, col_idx1, group_ptr1, perm1, bias1_grouped, values2, col_idx2_folded, group_ptr2,
-                       perm2, bias2, out_features, activation)
+                       perm2, bias2, out_features, activation, feature_major_out=feature_major_out)
     # Reference: fc1 in group order (identity placement), activation, fc2 on folded columns.
     hidden_padded = (group_ptr1.numel() - 1) * values1.shape[1]
     ident = torch.arange(hidden_padded, dtype=perm1.dtype, device=perm1.device)
     h = reference.linear_fwd_ref(x, values1, col_idx1, group_ptr1, ident, bias1_grouped, hidden_padded)
     h = ACT_FN[activation](h.float()).to(x.dtype)
-    return reference.linear_fwd_ref(h, values2, col_idx2_folded, group_ptr2, perm2, bias2, out_features)
+    out = reference.linear_fwd_ref(h, values2, col_idx2_folded, group_ptr2, perm2, bias2, out_features)
+    return reference.feature_major_view(out) if feature_major_out else out
 
 
 @mlp_op.register_fake
 def _(x, values1, col_idx1, group_ptr1, perm1, bias1_grouped, values2, col_idx2_folded, group_ptr2, perm2, bias2,
-      out_features, activation):
+      out_features, activation, feature_major_out=False):
+    if feature_major_out:
+        t = x.numel() // x.shape[-1] if x.shape[-1] else 0
+        return x.new_empty(out_features, t).t().reshape(*x.shape[:-1], out_features)
     return x.new_empty(*x.shape[:-1], out_features)
 
 

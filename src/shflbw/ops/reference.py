@@ -118,3 +118,10 @@ def conv_out_size(h: int, w: int, kernel, stride, padding, dilation) -> tuple[in
 def is_channels_last(x: torch.Tensor) -> bool:
     """channels_last and not also plain contiguous (as with C = 1 or H = W = 1)."""
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def feature_major_view(y: torch.Tensor) -> torch.Tensor:
+    """(..., M) token-major values as a (..., M) view of a feature-major [M, T] buffer (one copy):
+    the layout the feature-major-out kernels return, so every path of an op gives the same strides."""
+    m = y.shape[-1]
+    return y.reshape(-1, m).t().contiguous().t().reshape(y.shape)

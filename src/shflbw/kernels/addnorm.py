@@ -1,0 +1,110 @@
+"""LayerNorm(h + residual) written feature-major: the tail of every transformer sublayer.
+
+In a BERT-style layer each sublayer ends ``LayerNorm(dense(x) + x)``. Per layer, ``shflbw.linear``
+transposes dense's feature-major result back to token-major, PyTorch adds the residual and
+LayerNorm reads it again: on a BERT-large sized encoder those transposes took 8.0 ms of a
+35.1 ms forward and the adds and norms 6.3 ms (prototype/profile_e2e.py, H200; BENCHMARKS.md).
+This kernel reads h and the residual in whatever layout they come (strides are free: a tile is
+coalesced along whichever axis is contiguous) and writes the normalised result feature-major, so
+the next sublayer's SpMM takes it with no transpose (``out.t()`` is the token-major view handed on).
+
+One program owns a block of tokens and walks the features three times (mean, variance, normalise);
+the second and third passes re-read the program's own tile, which stays in L2.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _tile(h_ptr, r_ptr, offs_f, offs_t, ok, shf, sht, srf, srt, HAS_RES: tl.constexpr):
+    x = tl.load(h_ptr + offs_f[:, None] * shf + offs_t[None, :] * sht, mask=ok, other=0.0).to(tl.float32)
+    if HAS_RES:
+        x += tl.load(r_ptr + offs_f[:, None] * srf + offs_t[None, :] * srt, mask=ok, other=0.0).to(tl.float32)
+    return x
+
+
+@triton.jit
+def add_layernorm_fm_kernel(
+    h_ptr,  # [F, T] at (shf, sht)
+    r_ptr,  # [F, T] at (srf, srt), or dummy
+    w_ptr,  # [F] LayerNorm weight
+    b_ptr,  # [F] LayerNorm bias
+    out_ptr,  # [F, T] contiguous (feature-major)
+    F,
+    T,
+    shf,
+    sht,
+    srf,
+    srt,
+    eps,
+    BF: tl.constexpr,
+    BT: tl.constexpr,
+    HAS_RES: tl.constexpr,
+):
+    offs_t = tl.program_id(0) * BT + tl.arange(0, BT)
+    t_ok = offs_t < T
+    offs_t = offs_t.to(tl.int64)
+    total = tl.zeros([BT], dtype=tl.float32)
+    for f0 in range(0, F, BF):
+        offs_f = f0 + tl.arange(0, BF)
+        ok = (offs_f < F)[:, None] & t_ok[None, :]
+        total += tl.sum(_tile(h_ptr, r_ptr, offs_f, offs_t, ok, shf, sht, srf, srt, HAS_RES), axis=0)
+    mean = total / F
+    sq = tl.zeros([BT], dtype=tl.float32)
+    for f0 in range(0, F, BF):
+        offs_f = f0 + tl.arange(0, BF)
+        ok = (offs_f < F)[:, None] & t_ok[None, :]
+        d = _tile(h_ptr, r_ptr, offs_f, offs_t, ok, shf, sht, srf, srt, HAS_RES) - mean[None, :]
+        sq += tl.sum(tl.where(ok, d * d, 0.0), axis=0)
+    rstd = 1.0 / tl.sqrt(sq / F + eps)
+    for f0 in range(0, F, BF):
+        offs_f = f0 + tl.arange(0, BF)
+        f_ok = offs_f < F
+        ok = f_ok[:, None] & t_ok[None, :]
+        x = _tile(h_ptr, r_ptr, offs_f, offs_t, ok, shf, sht, srf, srt, HAS_RES)
+        w = tl.load(w_ptr + offs_f, mask=f_ok, other=0.0).to(tl.float32)
+        b = tl.load(b_ptr + offs_f, mask=f_ok, other=0.0).to(tl.float32)
+        y = (x - mean[None, :]) * rstd[None, :] * w[:, None] + b[:, None]
+        tl.store(out_ptr + offs_f.to(tl.int64)[:, None] * T + offs_t[None, :], y.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+def add_layernorm_fm(h: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor,
+                     eps: float, block_f: int = 64, block_t: int = 64) -> torch.Tensor:
+    """LayerNorm over the features of (h + residual), both [F, T] in any strides -> [F, T] contiguous."""
+    f, t = h.shape
+    out = torch.empty(f, t, dtype=h.dtype, device=h.device)
+    if f == 0 or t == 0:
+        return out
+    r = residual if residual is not None else h
+    add_layernorm_fm_kernel[(triton.cdiv(t, block_t),)](
+        h, r, weight, bias, out, f, t, h.stride(0), h.stride(1), r.stride(0), r.stride(1), eps,
+        BF=block_f, BT=block_t, HAS_RES=residual is not None,
+    )
+    return out
+
+
+def linear_add_layernorm(x, values, col_idx, group_ptr, perm, bias, residual, weight, ln_bias, eps: float,
+                         out_features: int) -> torch.Tensor:
+    """LayerNorm(x @ W^T + bias + residual) for token-major shaped x (..., K) and residual (..., M),
+    returned as a (..., M) view of a feature-major buffer: the next SpMM reads it untransposed."""
+    from shflbw.kernels.configs import DECODE_MAX_TOKENS, spmm_config
+    from shflbw.kernels.linear import linear_fwd
+    from shflbw.kernels.spmm import launch_spmm
+    from shflbw.kernels.transpose import feature_major
+
+    k = x.shape[-1]
+    x2 = x.reshape(-1, k)
+    t = x2.shape[0]
+    r2 = residual.reshape(-1, out_features)
+    if t <= DECODE_MAX_TOKENS:  # weight-bound: the decode kernel, token-major out
+        h_fm = linear_fwd(x2, values, col_idx, group_ptr, perm, bias, out_features).t()
+    else:
+        h_fm = torch.empty(out_features, t, dtype=x.dtype, device=x.device)
+        launch_spmm(values, col_idx, group_ptr, perm, feature_major(x2), bias, h_fm, (t, 1),
+                    spmm_config(values.shape[1], t, x.dtype))
+    out = add_layernorm_fm(h_fm, r2.t(), weight, ln_bias, eps)
+    return out.t().reshape(*x.shape[:-1], out_features)

@@ -1,0 +1,66 @@
+"""``shflbw::linear_add_layernorm`` and ``shflbw::add_layernorm``: a transformer sublayer's tail,
+``LayerNorm(dense(x) + residual)`` and ``LayerNorm(h + residual)``, with a feature-major result.
+
+Both return a token-major *shaped* tensor whose storage is feature-major (strides (1, T) over the
+flattened tokens): an ordinary tensor to any PyTorch op, and free input for the next
+``shflbw.linear`` / ``shflbw.mlp``, which would otherwise transpose it (kernels/addnorm.py says why).
+The reference path returns the same layout, so fake tensors and real ones agree.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from shflbw.ops import reference
+from shflbw.ops.dispatch import use_triton
+
+
+def _fake_feature_major(x: torch.Tensor, m: int) -> torch.Tensor:
+    t = x.numel() // x.shape[-1] if x.shape[-1] else 0
+    return x.new_empty(m, t).t().reshape(*x.shape[:-1], m)
+
+
+@torch.library.custom_op("shflbw::linear_add_layernorm", mutates_args=())
+def linear_add_layernorm_op(
+    x: torch.Tensor,
+    values: torch.Tensor,
+    col_idx: torch.Tensor,
+    group_ptr: torch.Tensor,
+    perm: torch.Tensor,
+    bias: torch.Tensor | None,
+    residual: torch.Tensor,
+    ln_weight: torch.Tensor,
+    ln_bias: torch.Tensor,
+    eps: float,
+    out_features: int,
+) -> torch.Tensor:
+    if use_triton(x, values.shape[1]):
+        from shflbw.kernels.addnorm import linear_add_layernorm
+
+        return linear_add_layernorm(x, values, col_idx, group_ptr, perm, bias, residual, ln_weight, ln_bias, eps,
+                                    out_features)
+    h = reference.linear_fwd_ref(x, values, col_idx, group_ptr, perm, bias, out_features)
+    return reference.feature_major_view(F.layer_norm(h + residual, (out_features,), ln_weight, ln_bias, eps))
+
+
+@linear_add_layernorm_op.register_fake
+def _(x, values, col_idx, group_ptr, perm, bias, residual, ln_weight, ln_bias, eps, out_features):
+    return _fake_feature_major(x, out_features)
+
+
+@torch.library.custom_op("shflbw::add_layernorm", mutates_args=())
+def add_layernorm_op(h: torch.Tensor, residual: torch.Tensor, ln_weight: torch.Tensor, ln_bias: torch.Tensor,
+                     eps: float) -> torch.Tensor:
+    m = h.shape[-1]
+    if use_triton(h, 16):
+        from shflbw.kernels.addnorm import add_layernorm_fm
+
+        out = add_layernorm_fm(h.reshape(-1, m).t(), residual.reshape(-1, m).t(), ln_weight, ln_bias, eps)
+        return out.t().reshape(h.shape)
+    return reference.feature_major_view(F.layer_norm(h + residual, (m,), ln_weight, ln_bias, eps))
+
+
+@add_layernorm_op.register_fake
+def _(h, residual, ln_weight, ln_bias, eps):
+    return _fake_feature_major(h, h.shape[-1])

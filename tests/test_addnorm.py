@@ -1,0 +1,156 @@
+"""Transformer sublayer tails: LayerNorm(dense(x) + residual) with a feature-major result."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import shflbw
+from shflbw.nn.addnorm import ShflBWAddNorm
+from shflbw.nn.regions import unfuse_regions_
+from shflbw.testing import random_shflbw_mask, rel_error
+
+from conftest import KERNEL_TOLERANCE
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.mark.parametrize("f,t", [(96, 70), (130, 5), (64, 64)])
+@pytest.mark.parametrize("layouts", ["tm-tm", "fm-tm", "tm-none"])
+def test_add_layernorm_kernel(f, t, layouts, nan_poison):
+    # any input layout, tails past both tile edges; the result is feature-major
+    pytest.importorskip("triton")
+    from shflbw.kernels.addnorm import add_layernorm_fm
+
+    g = torch.Generator().manual_seed(f + t)
+    h, r = torch.randn(t, f, generator=g) * 3 + 1, torch.randn(t, f, generator=g)
+    w, b = torch.randn(f, generator=g), torch.randn(f, generator=g)
+    hv = h.t().contiguous() if layouts.startswith("fm") else h.t()
+    rv = None if layouts.endswith("none") else r.t()
+    out = add_layernorm_fm(hv.to(DEVICE), None if rv is None else rv.to(DEVICE), w.to(DEVICE), b.to(DEVICE), 1e-5,
+                           block_f=32, block_t=16).cpu()
+    ref = F.layer_norm(h.double() + (0 if rv is None else r.double()), (f,), w.double(), b.double(), 1e-5)
+    assert out.shape == (f, t) and out.is_contiguous()
+    assert rel_error(out.t(), ref) < KERNEL_TOLERANCE[torch.float32]
+
+
+def _packed_linear(m, k, v=16, seed=0, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(m, k, generator=g).to(dtype)
+    mask, perm = random_shflbw_mask(m, k, v, 0.4, generator=g)
+    bias = torch.randn(m, generator=g).to(dtype)
+    return shflbw.ShflBWLinear(shflbw.ShflBWMatrix.from_dense(w, mask, perm, vector=v), bias), w * mask, bias
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+@pytest.mark.parametrize("tokens", [5, 40])  # the decode path and the feature-major SpMM
+def test_linear_add_layernorm_op(backend, tokens, nan_poison):
+    if backend == "triton":
+        pytest.importorskip("triton")
+    lin, wm, bias = _packed_linear(48, 32)
+    norm = nn.LayerNorm(48)
+    nn.init.normal_(norm.weight)
+    nn.init.normal_(norm.bias)
+    x, r = torch.randn(2, tokens // 2 + 1, 32), torch.randn(2, tokens // 2 + 1, 48)
+    ref = F.layer_norm(F.linear(x.double(), wm.double(), bias.double()) + r.double(), (48,), norm.weight.double(),
+                       norm.bias.double(), 1e-5)
+    lin, norm = lin.to(DEVICE), norm.to(DEVICE)
+    with shflbw.ops.backend(backend), torch.no_grad():
+        out = torch.ops.shflbw.linear_add_layernorm(x.to(DEVICE), lin.values, lin.col_idx, lin.group_ptr, lin.perm,
+                                                    lin.bias, r.to(DEVICE), norm.weight, norm.bias, 1e-5, 48)
+    assert out.shape == ref.shape
+    assert out.reshape(-1, 48).t().is_contiguous()  # a token-major view of a feature-major buffer
+    assert rel_error(out.cpu(), ref) < KERNEL_TOLERANCE[torch.float32]
+
+
+def test_addnorm_ops_registration():
+    lin, _, _ = _packed_linear(32, 16)
+    x, r = torch.randn(3, 16), torch.randn(3, 32)
+    w, b = torch.randn(32), torch.randn(32)
+    args = (x, lin.values, lin.col_idx, lin.group_ptr, lin.perm, lin.bias, r, w, b, 1e-5, 32)
+    torch.library.opcheck(torch.ops.shflbw.linear_add_layernorm.default, args)
+    torch.library.opcheck(torch.ops.shflbw.add_layernorm.default, (r, r * 2, w, b, 1e-5))
+    g = torch.compile(lambda *a: torch.ops.shflbw.linear_add_layernorm(*a) + 1, fullgraph=True, backend="aot_eager")
+    assert torch.allclose(g(*args), torch.ops.shflbw.linear_add_layernorm(*args) + 1)
+
+
+def _bert(layers=2):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(vocab_size=100, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                                  num_attention_heads=2, max_position_embeddings=32)
+    torch.manual_seed(0)
+    model = transformers.BertModel(cfg).eval()
+    for m in model.modules():  # LayerNorm parameters away from (1, 0), so a wrong fold shows
+        if isinstance(m, nn.LayerNorm):
+            nn.init.normal_(m.weight, 1.0, 0.3)
+            nn.init.normal_(m.bias, 0.0, 0.3)
+    cfg = shflbw.ShflBWConfig(sparsity=0.75, vector=16, include=("encoder.*",), exclude=(), time_budget=2)
+    return shflbw.sparsify_(model, cfg, progress=False), transformers
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_bert_tails_fused_and_equal_to_the_masked_model(backend, nan_poison):
+    if backend == "triton":
+        pytest.importorskip("triton")
+    masked, _ = _bert()
+    ids = torch.randint(0, 100, (2, 24), generator=torch.Generator().manual_seed(1))  # 48 tokens: the SpMM path
+    with torch.no_grad():
+        ref = masked(input_ids=ids).last_hidden_state
+    model = shflbw.compress_(copy.deepcopy(masked)).to(DEVICE)
+    layer = model.encoder.layer[0]
+    assert isinstance(layer.attention.output, ShflBWAddNorm) and isinstance(layer.output, ShflBWAddNorm)
+    assert layer.intermediate.dense.feature_major_out
+    assert "feature-major out" in repr(layer.output)
+    with shflbw.ops.backend(backend), torch.no_grad():
+        out = model(input_ids=ids.to(DEVICE)).last_hidden_state.cpu()
+    assert rel_error(out, ref) < KERNEL_TOLERANCE[torch.float32]
+
+
+def test_bert_tails_training_mode_unfuse_and_save_load(tmp_path):
+    masked, transformers = _bert()
+    model = shflbw.compress_(copy.deepcopy(masked))
+    ids = torch.randint(0, 100, (2, 9), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = masked(input_ids=ids).last_hidden_state
+        assert rel_error(model(input_ids=ids).last_hidden_state, ref) < 1e-5
+    model.train()
+    assert isinstance(model.encoder.layer[1].attention.output, ShflBWAddNorm)
+    model.eval()
+    shflbw.save(model, str(tmp_path / "bert"))
+    assert isinstance(model.encoder.layer[0].output, ShflBWAddNorm)  # fused again after the write
+    skeleton = transformers.BertModel(masked.config).eval()
+    loaded = shflbw.load(str(tmp_path / "bert"), skeleton)
+    assert isinstance(loaded.encoder.layer[1].output, ShflBWAddNorm)
+    with torch.no_grad():
+        assert rel_error(loaded(input_ids=ids).last_hidden_state, ref) < 1e-5
+    assert unfuse_regions_(model) == 2 + 4  # two MLP regions, four tails
+    assert not any(isinstance(m, ShflBWAddNorm) for m in model.modules())
+    assert type(model.encoder.layer[0].output).__name__ == "BertOutput"
+    back = shflbw.decompress_(model)
+    with torch.no_grad():
+        assert rel_error(back(input_ids=ids).last_hidden_state, ref) < 1e-5
+
+
+class NotATail(nn.Module):
+    """An 'Output' module with the right attributes whose forward skips the residual: never fused."""
+
+    def __init__(self, lin):
+        super().__init__()
+        self.dense, self.LayerNorm, self.dropout = lin, nn.LayerNorm(lin.out_features), nn.Dropout(0.0)
+
+    def forward(self, hidden_states, input_tensor):
+        return self.LayerNorm(self.dense(hidden_states))
+
+
+NotATail.__name__ = "WeirdOutput"
+
+
+def test_a_module_with_another_forward_is_left_alone():
+    from shflbw.nn.addnorm import fuse_addnorm_regions_
+
+    lin, _, _ = _packed_linear(48, 32)
+    model = nn.Sequential(NotATail(lin))
+    assert fuse_addnorm_regions_(model) == []
+    assert isinstance(model[0], NotATail)
