@@ -31,6 +31,7 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=None, help="images (64) or sequences (256)")
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--dense", action="store_true", help="profile the dense model")
+    ap.add_argument("--host", action="store_true", help="also the host side: CPU time by op, and the wall time")
     args = ap.parse_args()
     if args.model in CNNS:
         dense, masked, variants = build_cnn(args.model, 0.75, args.vector)
@@ -50,7 +51,18 @@ def main() -> int:
         for _ in range(3):
             forward()
         torch.cuda.synchronize()
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        if args.host:
+            import time
+
+            t0 = time.perf_counter()
+            for _ in range(runs):
+                forward()
+            t1 = time.perf_counter()
+            torch.cuda.synchronize()
+            t2 = time.perf_counter()
+            print(f"wall per forward: {(t2 - t0) / runs * 1e3:.1f} ms (host returned after {(t1 - t0) / runs * 1e3:.1f} ms)")
+        activities = [torch.profiler.ProfilerActivity.CUDA] + ([torch.profiler.ProfilerActivity.CPU] if args.host else [])
+        with torch.profiler.profile(activities=activities) as prof:
             for _ in range(runs):
                 forward()
             torch.cuda.synchronize()
@@ -60,6 +72,10 @@ def main() -> int:
     print(f"GPU time per forward: {total:.0f} us ({args.model}, {side})")
     for e in rows[:25]:
         print(f"{e.device_time_total / runs:9.1f} us  x{e.count // runs:3d}  {e.key[:110]}")
+    if args.host:
+        print("host: self CPU time per forward")
+        for e in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:25]:
+            print(f"{e.self_cpu_time_total / runs:9.1f} us  x{e.count // runs:4d}  {e.key[:100]}")
     return 0
 
 
