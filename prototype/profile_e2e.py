@@ -61,6 +61,9 @@ def main() -> int:
             torch.cuda.synchronize()
             t2 = time.perf_counter()
             print(f"wall per forward: {(t2 - t0) / runs * 1e3:.1f} ms (host returned after {(t1 - t0) / runs * 1e3:.1f} ms)")
+            from benchmarks.timing import median_us
+
+            print(f"do_bench median (L2 flushed between calls): {median_us(forward, rep=1000) / 1e3:.1f} ms")
         activities = [torch.profiler.ProfilerActivity.CUDA] + ([torch.profiler.ProfilerActivity.CPU] if args.host else [])
         with torch.profiler.profile(activities=activities) as prof:
             for _ in range(runs):
