@@ -83,37 +83,52 @@ def build_cnn(name: str, sparsity: float, vector: int):
     return dense.to(memory_format=cl), masked, variants
 
 
+def time_model(model, call, timed: dict, compile: bool) -> tuple[float, float | None]:
+    """(eager, compiled or None): do_bench medians in us of ``call(model)`` and of the compiled model."""
+    eager = median_us(lambda: call(model), **timed)
+    if not compile:
+        return eager, None
+    compiled = torch.compile(model)
+    return eager, median_us(lambda: call(compiled), **timed)
+
+
+def gated_row(row: dict, err: float, model, call, timed: dict, compile: bool, dense_best: float) -> dict:
+    """Fill ``row`` with the sparse model's times, or mark it WRONG (then untimed)."""
+    row["error_vs_masked_fp32"] = err
+    if not err < 2e-2:
+        row["status"] = "WRONG"
+        return row
+    eager, compiled = time_model(model, call, timed, compile)
+    row["shflbw_eager_us"], row["shflbw_compiled_us"] = eager, compiled
+    row["speedup_vs_faster_dense"] = dense_best / min(t for t in (eager, compiled) if t is not None)
+    row["status"] = "ok"
+    return row
+
+
+def emit(row: dict, result: dict, out: str) -> None:
+    print(json.dumps(row), flush=True)
+    result["rows"].append(row)
+    with open(out, "w") as f:
+        json.dump(result, f, indent=1)
+
+
 def run_cnn(name: str, args, result: dict) -> None:
+    """ResNet-50: every side as CUDA-graph replays (the ``_us`` keys are graph times)."""
     dense, masked, variants = build_cnn(name, args.sparsity, args.vector)
     x = torch.randn(args.image_batch, 3, 224, 224, device="cuda", dtype=torch.bfloat16)
     xcl = x.contiguous(memory_format=torch.channels_last)
-    dense_c = torch.compile(dense)
     timed = dict(graph=True, rep=args.rep)
     with torch.no_grad():
         ref = masked.float()(x.float())  # fp32: the bf16 paths round differently (BENCHMARKS.md, session 5)
-        dense_us = median_us(lambda: dense(xcl), **timed)
-        dense_c_us = median_us(lambda: dense_c(xcl), **timed)
+        dense_us, dense_c_us = time_model(dense, lambda m: m(xcl), timed, compile=True)
         for label, (sparse, fmt) in variants.items():
             xs = x.contiguous(memory_format=fmt)
-            err = rel_error(sparse(xs).float(), ref)
             row = {"model": name, "variant": label, "batch": args.image_batch, "sparsity": args.sparsity,
-                   "vector": args.vector, "error_vs_masked_fp32": err, "dense_cl_graph_us": dense_us,
-                   "dense_cl_compiled_graph_us": dense_c_us}
-            if not err < 2e-2:
-                row["status"] = "WRONG"
-            else:
-                row["shflbw_graph_us"] = median_us(lambda: sparse(xs), **timed)
-                best = row["shflbw_graph_us"]
-                if label != "per-layer":  # compiling the per-layer baseline (two copies per conv) is not worth minutes
-                    sparse_c = torch.compile(sparse)
-                    row["shflbw_compiled_graph_us"] = median_us(lambda: sparse_c(xs), **timed)
-                    best = min(best, row["shflbw_compiled_graph_us"])
-                row["speedup_vs_faster_dense"] = min(dense_us, dense_c_us) / best
-                row["status"] = "ok"
-            print(json.dumps(row), flush=True)
-            result["rows"].append(row)
-            with open(args.out, "w") as f:
-                json.dump(result, f, indent=1)
+                   "vector": args.vector, "graph": True, "dense_cl_eager_us": dense_us, "dense_cl_compiled_us": dense_c_us}
+            # compiling the per-layer baseline (two copies per conv) is not worth its minutes
+            gated_row(row, rel_error(sparse(xs).float(), ref), sparse, lambda m: m(xs), timed, label != "per-layer",
+                      min(dense_us, dense_c_us))
+            emit(row, result, args.out)
 
 
 def main() -> int:
@@ -141,36 +156,20 @@ def main() -> int:
         dense, masked, variants = build(name, args.sparsity, args.vector)
         ids = torch.randint(0, 30522, (args.batch, args.seq), device="cuda")
         timed = dict(rep=args.rep, graph=args.graph)
+        call = lambda m: m(input_ids=ids)  # noqa: E731
         with torch.no_grad():
             # fp32 reference: the regions add the residual in fp32 where the bf16 model rounds first, so
             # two bf16 paths differ by more than either differs from fp32 (BENCHMARKS.md, session 5)
             ref = masked.float()(input_ids=ids).last_hidden_state
-                dense_us = median_us(lambda: dense(input_ids=ids), **timed)
-            dense_c_us = float("inf")
-            if not args.no_compile:
-                dense_c = torch.compile(dense)
-                dense_c_us = median_us(lambda: dense_c(input_ids=ids), **timed)
+            dense_us, dense_c_us = time_model(dense, call, timed, not args.no_compile)
             for label, sparse in variants.items():
-                out = sparse(input_ids=ids).last_hidden_state.float()
-                err = rel_error(out, ref)
                 row = {"model": name, "variant": label, "batch": args.batch, "seq": args.seq, "sparsity": args.sparsity,
-                       "vector": args.vector, "graph": args.graph, "error_vs_masked_fp32": err, "dense_eager_us": dense_us,
-                       "dense_compiled_us": None if args.no_compile else dense_c_us}
-                if not err < 2e-2:
-                    row["status"] = "WRONG"
-                else:
-                    row["shflbw_eager_us"] = median_us(lambda: sparse(input_ids=ids), **timed)
-                    best = row["shflbw_eager_us"]
-                    if not args.no_compile:
-                        sparse_c = torch.compile(sparse)
-                        row["shflbw_compiled_us"] = median_us(lambda: sparse_c(input_ids=ids), **timed)
-                        best = min(best, row["shflbw_compiled_us"])
-                    row["speedup_vs_faster_dense"] = min(dense_us, dense_c_us) / best
-                    row["status"] = "ok"
-                print(json.dumps(row), flush=True)
-                result["rows"].append(row)
-                with open(args.out, "w") as f:
-                    json.dump(result, f, indent=1)
+                       "vector": args.vector, "graph": args.graph, "dense_eager_us": dense_us,
+                       "dense_compiled_us": dense_c_us}
+                err = rel_error(sparse(input_ids=ids).last_hidden_state.float(), ref)
+                gated_row(row, err, sparse, call, timed, not args.no_compile,
+                          min(t for t in (dense_us, dense_c_us) if t is not None))
+                emit(row, result, args.out)
     return 0
 
 
