@@ -19,7 +19,8 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 @pytest.mark.parametrize("f,t", [(96, 70), (130, 5), (64, 64)])
 @pytest.mark.parametrize("layouts", ["tm-tm", "fm-tm", "tm-none"])
-def test_add_layernorm_kernel(f, t, layouts, nan_poison):
+@pytest.mark.parametrize("one_pass", [False, True], ids=["three-pass", "one-pass"])
+def test_add_layernorm_kernel(f, t, layouts, one_pass, nan_poison):
     # any input layout, tails past both tile edges; the result is feature-major
     pytest.importorskip("triton")
     from shflbw.kernels.addnorm import add_layernorm_fm
@@ -30,7 +31,7 @@ def test_add_layernorm_kernel(f, t, layouts, nan_poison):
     hv = h.t().contiguous() if layouts.startswith("fm") else h.t()
     rv = None if layouts.endswith("none") else r.t()
     out = add_layernorm_fm(hv.to(DEVICE), None if rv is None else rv.to(DEVICE), w.to(DEVICE), b.to(DEVICE), 1e-5,
-                           block_f=32, block_t=16).cpu()
+                           block_f=32, block_t=16, one_pass=one_pass).cpu()
     ref = F.layer_norm(h.double() + (0 if rv is None else r.double()), (f,), w.double(), b.double(), 1e-5)
     assert out.shape == (f, t) and out.is_contiguous()
     assert rel_error(out.t(), ref) < KERNEL_TOLERANCE[torch.float32]

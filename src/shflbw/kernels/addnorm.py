@@ -44,10 +44,24 @@ def add_layernorm_fm_kernel(
     BF: tl.constexpr,
     BT: tl.constexpr,
     HAS_RES: tl.constexpr,
+    ONE_PASS: tl.constexpr,  # BF covers all F: one read of the tile, kept in registers (small F)
 ):
     offs_t = tl.program_id(0) * BT + tl.arange(0, BT)
     t_ok = offs_t < T
     offs_t = offs_t.to(tl.int64)
+    if ONE_PASS:
+        offs_f = tl.arange(0, BF)
+        f_ok = offs_f < F
+        ok = f_ok[:, None] & t_ok[None, :]
+        x = _tile(h_ptr, r_ptr, offs_f, offs_t, ok, shf, sht, srf, srt, HAS_RES)
+        mean = tl.sum(x, axis=0) / F
+        d = tl.where(ok, x - mean[None, :], 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(d * d, axis=0) / F + eps)
+        w = tl.load(w_ptr + offs_f, mask=f_ok, other=0.0).to(tl.float32)
+        b = tl.load(b_ptr + offs_f, mask=f_ok, other=0.0).to(tl.float32)
+        y = d * rstd[None, :] * w[:, None] + b[:, None]
+        tl.store(out_ptr + offs_f.to(tl.int64)[:, None] * T + offs_t[None, :], y.to(out_ptr.dtype.element_ty), mask=ok)
+        return
     total = tl.zeros([BT], dtype=tl.float32)
     for f0 in range(0, F, BF):
         offs_f = f0 + tl.arange(0, BF)
@@ -73,16 +87,25 @@ def add_layernorm_fm_kernel(
 
 
 def add_layernorm_fm(h: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor,
-                     eps: float, block_f: int = 64, block_t: int = 64) -> torch.Tensor:
-    """LayerNorm over the features of (h + residual), both [F, T] in any strides -> [F, T] contiguous."""
+                     eps: float, block_f: int = 64, block_t: int = 64, one_pass: bool = False,
+                     num_warps: int = 4) -> torch.Tensor:
+    """LayerNorm over the features of (h + residual), both [F, T] in any strides -> [F, T] contiguous.
+
+    ``one_pass=True`` reads each [F, block_t] tile once and keeps it in registers (block_f is then
+    F rounded up to a power of two). The three-pass walk is the default: the one-pass variant and
+    the block sizes are still to be measured on the H200 (prototype/sweep_addnorm.py); the BERT-large
+    profile put the default at 126 us a call for 1024 x 32768, about half of bandwidth.
+    """
     f, t = h.shape
     out = torch.empty(f, t, dtype=h.dtype, device=h.device)
     if f == 0 or t == 0:
         return out
     r = residual if residual is not None else h
+    if one_pass:
+        block_f = triton.next_power_of_2(f)
     add_layernorm_fm_kernel[(triton.cdiv(t, block_t),)](
         h, r, weight, bias, out, f, t, h.stride(0), h.stride(1), r.stride(0), r.stride(1), eps,
-        BF=block_f, BT=block_t, HAS_RES=residual is not None,
+        BF=block_f, BT=block_t, HAS_RES=residual is not None, ONE_PASS=one_pass, num_warps=num_warps,
     )
     return out
 

@@ -1,0 +1,73 @@
+"""Experiment: launch configs of the add + LayerNorm kernel (kernels/addnorm.py) on the H200.
+
+    python prototype/sweep_addnorm.py --out sweep_addnorm.json
+
+Why: in the BERT-large profile (BENCHMARKS.md, session 5) the default three-pass walk took 126 us a
+call for 1024 x 32768 (h and the residual feature-major, bf16), about half of the bandwidth the
+~200 MB it moves should allow, and 6.1 ms of a 30.4 ms forward. Variants: the three-pass walk at
+several (BF, BT, warps), and the one-pass tile kept in registers (BT tokens x all F). Beside them,
+PyTorch's add then layer_norm on token-major tensors (what the dense model runs). Every variant is
+gated against an fp32 LayerNorm before it is timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.run_linear import stamp  # noqa: E402
+from benchmarks.timing import gated  # noqa: E402
+from shflbw.kernels.addnorm import add_layernorm_fm  # noqa: E402
+
+THREE_PASS = [(64, 64, 4), (64, 64, 8), (32, 128, 4), (64, 128, 8), (128, 32, 4)]
+ONE_PASS = [(8, 4), (16, 4), (16, 8), (32, 8), (64, 16)]
+SHAPES = [(1024, 32768), (384, 32768), (4096, 8192)]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="sweep_addnorm.json")
+    args = ap.parse_args()
+    result = {"stamp": stamp(), "rows": []}
+    for f, t in SHAPES:
+        g = torch.Generator(device="cuda").manual_seed(0)
+        h = torch.randn(f, t, device="cuda", dtype=torch.bfloat16, generator=g)  # feature-major, as the SpMM writes
+        r = torch.randn(f, t, device="cuda", dtype=torch.bfloat16, generator=g)
+        w = torch.randn(f, device="cuda", dtype=torch.bfloat16, generator=g)
+        b = torch.randn(f, device="cuda", dtype=torch.bfloat16, generator=g)
+        ref = F.layer_norm((h.float() + r.float()).t(), (f,), w.float(), b.float(), 1e-12).t()
+        htm, rtm = h.t().contiguous(), r.t().contiguous()
+        variants = {"torch add + layer_norm (token-major)": gated(
+            "torch", lambda: F.layer_norm(htm + rtm, (f,), w, b, 1e-12).t(), ref, torch.bfloat16)}
+        for bf, bt, nw in THREE_PASS:
+            variants[f"3-pass BF{bf} BT{bt} w{nw}"] = gated("3p", lambda: add_layernorm_fm(
+                h, r, w, b, 1e-12, block_f=bf, block_t=bt, num_warps=nw), ref, torch.bfloat16)
+        for bt, nw in ONE_PASS:
+            if triton_next_pow2(f) * bt > 65536:  # the tile would not fit in registers
+                continue
+            variants[f"1-pass BT{bt} w{nw}"] = gated("1p", lambda: add_layernorm_fm(
+                h, r, w, b, 1e-12, block_t=bt, one_pass=True, num_warps=nw), ref, torch.bfloat16)
+        moved = 3 * f * t * 2  # read h and r, write the result
+        row = {"case": f"F{f}-T{t}", "variants": {k: (v["us"], v["us"] and round(moved / v["us"] / 1e3, 1))
+                                                   for k, v in variants.items()}}
+        result["rows"].append(row)
+        for k, (us, gbs) in row["variants"].items():
+            print(f"{row['case']:12s} {k:40s} " + (f"{us:8.1f} us {gbs:7.1f} GB/s" if us else "WRONG"), flush=True)
+        with open(args.out, "w") as fh:
+            json.dump(result, fh, indent=1)
+    return 0
+
+
+def triton_next_pow2(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
