@@ -34,6 +34,14 @@ def test_bench_without_gpu_says_so(capsys):
         return
     assert main(["bench"]) == 2
     assert "needs a CUDA GPU" in capsys.readouterr().err
+    assert main(["bench", "conv", "--models", "resnet50"]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+    assert main(["bench", "--suite", "decode"]) == 2  # a leading option goes to the linear benchmark
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_bench_unknown_kind():
+    assert main(["bench", "attention"]) == 2
 
 
 def test_prune_checkpoint_round_trip(tmp_path, capsys):

@@ -59,20 +59,31 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     return prune_checkpoint(args.checkpoint, args.config, args.output)
 
 
+BENCH_SCRIPTS = {"linear": "run_linear.py", "conv": "run_conv.py", "mlp": "run_mlp.py", "e2e": "run_e2e.py"}
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     import os
     import subprocess
 
     import torch
 
+    rest = list(args.args)
+    kind = rest.pop(0) if rest and not rest[0].startswith("-") else "linear"
+    if kind not in BENCH_SCRIPTS:
+        print(f"shflbw bench: unknown benchmark {kind!r}; choose from {', '.join(BENCH_SCRIPTS)}", file=sys.stderr)
+        return 2
     if not torch.cuda.is_available():
         print("shflbw bench times GPU kernels and needs a CUDA GPU; none was found", file=sys.stderr)
         return 2
-    script = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "run_linear.py")
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", BENCH_SCRIPTS[kind])
     if not os.path.isfile(script):
-        print("shflbw bench runs benchmarks/run_linear.py from a source checkout (pip install -e .)", file=sys.stderr)
+        print(f"shflbw bench runs benchmarks/{BENCH_SCRIPTS[kind]} from a source checkout (pip install -e .)",
+              file=sys.stderr)
         return 2
-    return subprocess.call([sys.executable, script, "--suite", args.suite, "--out", args.out])
+    if kind == "linear" and "--suite" not in rest:
+        rest = ["--suite", "quick"] + rest
+    return subprocess.call([sys.executable, script] + rest)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,9 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output directory")
     p.set_defaults(func=_cmd_prune)
 
-    p = sub.add_parser("bench", help="run the Linear kernel benchmarks against cuBLAS (needs a GPU)")
-    p.add_argument("--suite", default="quick", help="quick, decode, prefill or linear (default: %(default)s)")
-    p.add_argument("--out", default="bench_linear.json", help="JSON output (default: %(default)s)")
+    p = sub.add_parser(
+        "bench",
+        help="run a GPU benchmark against cuBLAS / cuDNN: linear (default), conv, mlp or e2e (needs a GPU)",
+        description="shflbw bench [linear|conv|mlp|e2e] [ARGS...]: runs benchmarks/run_<kind>.py with ARGS "
+                    "(each script's --help lists them; linear defaults to --suite quick). Examples: "
+                    "shflbw bench --suite decode; shflbw bench conv --models resnet50 --vectors 64,128; "
+                    "shflbw bench e2e --models resnet50.",
+    )
+    p.add_argument("args", nargs=argparse.REMAINDER, help="the benchmark's name, then its own arguments")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser(
@@ -133,7 +150,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # ``bench`` hands its arguments to a benchmark script, options included (argparse's REMAINDER
+    # does not take a leading option such as ``--suite``): keep what argparse did not know.
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and getattr(args, "func", None) is _cmd_bench:
+        args.args = unknown + list(args.args)
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
