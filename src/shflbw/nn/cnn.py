@@ -111,7 +111,13 @@ def to_chwn(x: torch.Tensor) -> torch.Tensor:
 
 
 class ShflBWResidualStage(nn.Module):
-    """An nn.Sequential of residual blocks run in (C, H, W, N) with batch-norm folded; inference only."""
+    """An nn.Sequential of residual blocks run in (C, H, W, N) with batch-norm folded; inference only.
+
+    It holds the original stage (for training mode, unfusing and ``save``) and the folded packed
+    copies beside it, so the stage's packed weights take twice their memory while it is fused.
+    Folding reads the batch-norm statistics once, here: fuse again (``unfuse_regions_`` then
+    ``fuse_regions_``) after changing the weights or statistics.
+    """
 
     def __init__(self, stage: nn.Sequential):
         super().__init__()
