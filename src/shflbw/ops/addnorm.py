@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from shflbw.ops import reference
-from shflbw.ops.dispatch import use_triton
+from shflbw.ops.dispatch import eager_op, use_triton
 
 
 def _fake_feature_major(x: torch.Tensor, m: int) -> torch.Tensor:
@@ -21,7 +21,7 @@ def _fake_feature_major(x: torch.Tensor, m: int) -> torch.Tensor:
     return x.new_empty(m, t).t().reshape(*x.shape[:-1], m)
 
 
-@torch.library.custom_op("shflbw::linear_add_layernorm", mutates_args=())
+@eager_op("shflbw::linear_add_layernorm")
 def linear_add_layernorm_op(
     x: torch.Tensor,
     values: torch.Tensor,
@@ -49,7 +49,7 @@ def _(x, values, col_idx, group_ptr, perm, bias, residual, ln_weight, ln_bias, e
     return _fake_feature_major(x, out_features)
 
 
-@torch.library.custom_op("shflbw::add_layernorm", mutates_args=())
+@eager_op("shflbw::add_layernorm")
 def add_layernorm_op(h: torch.Tensor, residual: torch.Tensor, ln_weight: torch.Tensor, ln_bias: torch.Tensor,
                      eps: float) -> torch.Tensor:
     m = h.shape[-1]

@@ -14,10 +14,10 @@ import torch.nn.functional as F
 
 from shflbw.format.matrix import ShflBWMatrix
 from shflbw.ops import reference
-from shflbw.ops.dispatch import use_triton
+from shflbw.ops.dispatch import eager_op, use_triton
 
 
-@torch.library.custom_op("shflbw::conv2d", mutates_args=())
+@eager_op("shflbw::conv2d")
 def conv2d_op(
     x: torch.Tensor,
     values: torch.Tensor,
@@ -42,7 +42,7 @@ def conv2d_op(
     return reference.conv2d_ref(x, values, col_idx, group_ptr, perm, bias, out_channels, kernel, stride, padding, dilation)
 
 
-@torch.library.custom_op("shflbw::conv2d_chwn", mutates_args=())
+@eager_op("shflbw::conv2d_chwn")
 def conv2d_chwn_op(
     x: torch.Tensor,
     values: torch.Tensor,

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from shflbw.ops.dispatch import use_triton
+from shflbw.ops.dispatch import eager_op, use_triton
 
 
-@torch.library.custom_op("shflbw::to_chwn", mutates_args=())
+@eager_op("shflbw::to_chwn")
 def to_chwn_op(x: torch.Tensor) -> torch.Tensor:
     if use_triton(x, 16):
         from shflbw.kernels.layout import to_chwn

@@ -10,10 +10,10 @@ import torch
 
 from shflbw.format.matrix import ShflBWMatrix
 from shflbw.ops import reference
-from shflbw.ops.dispatch import use_triton
+from shflbw.ops.dispatch import eager_op, use_triton
 
 
-@torch.library.custom_op("shflbw::linear", mutates_args=())
+@eager_op("shflbw::linear")
 def linear_op(
     x: torch.Tensor,
     values: torch.Tensor,

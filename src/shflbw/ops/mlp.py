@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from shflbw.format.matrix import ShflBWMatrix
 from shflbw.ops import reference
-from shflbw.ops.dispatch import use_triton
+from shflbw.ops.dispatch import eager_op, use_triton
 
 ACTIVATIONS = {"none": 0, "relu": 1, "gelu": 2}
 ACT_FN = {0: lambda h: h, 1: F.relu, 2: F.gelu}
@@ -33,7 +33,7 @@ def fold_hidden_permutation(w1: ShflBWMatrix, w2: ShflBWMatrix) -> tuple[torch.T
     return cols[order].to(torch.int32), w2.values[order].contiguous()
 
 
-@torch.library.custom_op("shflbw::mlp", mutates_args=())
+@eager_op("shflbw::mlp")
 def mlp_op(
     x: torch.Tensor,
     values1: torch.Tensor,

@@ -6,11 +6,11 @@ import torch
 
 from shflbw.format.matrix import ShflBWMatrix
 from shflbw.ops import reference
-from shflbw.ops.dispatch import use_triton
+from shflbw.ops.dispatch import eager_op, use_triton
 from shflbw.ops.linear import check_operand
 
 
-@torch.library.custom_op("shflbw::spmm", mutates_args=())
+@eager_op("shflbw::spmm")
 def spmm_op(
     values: torch.Tensor,
     col_idx: torch.Tensor,
