@@ -2,8 +2,8 @@
 
     python prototype/sweep_addnorm.py --out sweep_addnorm.json
 
-Why: in the BERT-large profile (BENCHMARKS.md, session 5) the default three-pass walk took 126 us a
-call for 1024 x 32768 (h and the residual feature-major, bf16), about half of the bandwidth the
+Why: in the BERT-large profile (BENCHMARKS.md, session 5) the first default, a three-pass walk, took
+126 us a call for 1024 x 32768 (h and the residual feature-major, bf16), about half of the bandwidth the
 ~200 MB it moves should allow, and 6.1 ms of a 30.4 ms forward. Variants: the three-pass walk at
 several (BF, BT, warps), and the one-pass tile kept in registers (BT tokens x all F). Beside them,
 PyTorch's add then layer_norm on token-major tensors (what the dense model runs). Every variant is
@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.run_linear import stamp  # noqa: E402
 from benchmarks.timing import gated  # noqa: E402
 from shflbw.kernels.addnorm import add_layernorm_fm  # noqa: E402
+from shflbw.kernels.configs import AddNormConfig  # noqa: E402
 
 THREE_PASS = [(64, 64, 4), (64, 64, 8), (32, 128, 4), (64, 128, 8), (128, 32, 4)]
 ONE_PASS = [(8, 4), (16, 4), (16, 8), (32, 8), (64, 16)]
@@ -48,12 +49,12 @@ def main() -> int:
             "torch", lambda: F.layer_norm(htm + rtm, (f,), w, b, 1e-12).t(), ref, torch.bfloat16)}
         for bf, bt, nw in THREE_PASS:
             variants[f"3-pass BF{bf} BT{bt} w{nw}"] = gated("3p", lambda: add_layernorm_fm(
-                h, r, w, b, 1e-12, block_f=bf, block_t=bt, num_warps=nw), ref, torch.bfloat16)
+                h, r, w, b, 1e-12, AddNormConfig(False, bf, bt, nw)), ref, torch.bfloat16)
         for bt, nw in ONE_PASS:
             if triton_next_pow2(f) * bt > 128 * 32 * nw:  # over 128 fp32 registers a thread: spills
                 continue
             variants[f"1-pass BT{bt} w{nw}"] = gated("1p", lambda: add_layernorm_fm(
-                h, r, w, b, 1e-12, block_t=bt, one_pass=True, num_warps=nw), ref, torch.bfloat16)
+                h, r, w, b, 1e-12, AddNormConfig(True, 0, bt, nw)), ref, torch.bfloat16)
         moved = 3 * f * t * 2  # read h and r, write the result
         row = {"case": f"F{f}-T{t}", "variants": {k: (v["us"], v["us"] and round(moved / v["us"] / 1e3, 1))
                                                    for k, v in variants.items()}}

@@ -24,14 +24,16 @@ def test_add_layernorm_kernel(f, t, layouts, one_pass, nan_poison):
     # any input layout, tails past both tile edges; the result is feature-major
     pytest.importorskip("triton")
     from shflbw.kernels.addnorm import add_layernorm_fm
+    from shflbw.kernels.configs import AddNormConfig
 
     g = torch.Generator().manual_seed(f + t)
     h, r = torch.randn(t, f, generator=g) * 3 + 1, torch.randn(t, f, generator=g)
     w, b = torch.randn(f, generator=g), torch.randn(f, generator=g)
     hv = h.t().contiguous() if layouts.startswith("fm") else h.t()
     rv = None if layouts.endswith("none") else r.t()
+    cfg = AddNormConfig(one_pass=one_pass, block_f=32, block_t=16, num_warps=4)
     out = add_layernorm_fm(hv.to(DEVICE), None if rv is None else rv.to(DEVICE), w.to(DEVICE), b.to(DEVICE), 1e-5,
-                           block_f=32, block_t=16, one_pass=one_pass).cpu()
+                           cfg).cpu()
     ref = F.layer_norm(h.double() + (0 if rv is None else r.double()), (f,), w.double(), b.double(), 1e-5)
     assert out.shape == (f, t) and out.is_contiguous()
     assert rel_error(out.t(), ref) < KERNEL_TOLERANCE[torch.float32]
@@ -155,3 +157,11 @@ def test_a_module_with_another_forward_is_left_alone():
     model = nn.Sequential(NotATail(lin))
     assert fuse_addnorm_regions_(model) == []
     assert isinstance(model[0], NotATail)
+
+
+def test_addnorm_config_rule():
+    from shflbw.kernels.configs import addnorm_config
+
+    assert addnorm_config(1024).one_pass and addnorm_config(1024).block_t == 32
+    assert addnorm_config(384).one_pass and addnorm_config(384).block_t == 16
+    assert not addnorm_config(4096).one_pass
