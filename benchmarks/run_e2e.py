@@ -54,7 +54,8 @@ def build(name: str, sparsity: float, vector: int):
     return dense, masked, {"per-layer": per_layer, "regions": regions}
 
 
-CNNS = ("resnet50",)
+# torchvision CNNs and the name of the stem conv each keeps dense (issue #6: every conv but the stem)
+CNNS = {"resnet50": "conv1", "vgg16": "features.0"}
 
 
 def build_cnn(name: str, sparsity: float, vector: int):
@@ -67,13 +68,13 @@ def build_cnn(name: str, sparsity: float, vector: int):
     gen = torch.Generator().manual_seed(0)
     sparse = copy.deepcopy(dense)
     for n, m in sparse.named_modules():
-        if isinstance(m, torch.nn.Conv2d) and n != "conv1":  # every conv but the stem
+        if isinstance(m, torch.nn.Conv2d) and n != CNNS[name]:  # every conv but the stem
             k = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
             mask, perm = random_shflbw_mask(m.out_channels, k, vector, 1 - sparsity, generator=gen)
             set_mask(m, mask.view(m.weight.shape).cuda(), perm.cuda(), vector)
     masked = copy.deepcopy(sparse)
     per_layer = shflbw.compress_(copy.deepcopy(sparse), regions=False)
-    regions = shflbw.compress_(sparse)  # every torchvision stage as a ShflBWResidualStage
+    regions = shflbw.compress_(sparse)  # ResNet stages as ShflBWResidualStage, VGG's features as a ShflBWConvChain
     cl = torch.channels_last
     # (model, its input's layout): the dense stem (7x7 conv, batch-norm, ReLU, max-pool) runs in
     # the input's layout; the regions convert once, after the max-pool (shflbw::to_chwn).

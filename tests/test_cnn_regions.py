@@ -188,3 +188,77 @@ def test_unfuse_decompress_and_save_load(tmp_path):
     back = shflbw.decompress_(model)
     with torch.no_grad():
         assert rel_error(back(x), masked(x)) < 1e-6
+
+
+class TinyVGG(nn.Module):
+    """VGG-shaped: a plain nn.Sequential of convs, batch-norm, ReLU and max-pools, then a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(inplace=True),  # the stem, left dense
+            nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(32, 10)
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def _masked_vgg():
+    torch.manual_seed(0)
+    cfg = shflbw.ShflBWConfig(sparsity=0.75, vector=16, include=("features.*",), exclude=("features.0",),
+                              time_budget=2)
+    return shflbw.sparsify_(_trained_stats(TinyVGG()), cfg, progress=False)
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_vgg_chain_fused_and_equal_to_the_masked_model(backend, nan_poison):
+    if backend == "triton":
+        pytest.importorskip("triton")
+    masked = _masked_vgg()
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        ref = masked(x)
+    model = shflbw.compress_(copy.deepcopy(masked)).to(DEVICE)
+    f = model.features
+    assert isinstance(f[0], nn.Conv2d) and isinstance(f[2], shflbw.ShflBWConvChain)
+    assert all(isinstance(f[i], nn.Identity) for i in range(3, 11))  # the run ends at its last conv's ReLU
+    assert isinstance(f[11], nn.MaxPool2d)
+    assert "3 convs, 2 max-pools" in repr(f[2])
+    with torch.no_grad(), shflbw.ops.backend(backend):
+        out = model(x.to(DEVICE)).cpu()
+    assert rel_error(out, ref) < KERNEL_TOLERANCE[torch.float32]
+
+
+def test_vgg_chain_training_mode_unfuse_and_save_load(tmp_path):
+    masked = _masked_vgg()
+    model = shflbw.compress_(copy.deepcopy(masked))
+    x = torch.randn(2, 3, 16, 16)
+    masked.train()
+    model.train()
+    with torch.no_grad():
+        assert rel_error(model(x), masked(x)) < 1e-5  # batch statistics through the original modules
+    masked.eval()
+    model.eval()
+    with torch.no_grad():
+        ref = masked(x)
+    shflbw.save(model, str(tmp_path / "vgg"))
+    loaded = shflbw.load(str(tmp_path / "vgg"), TinyVGG()).eval()
+    assert isinstance(loaded.features[2], shflbw.ShflBWConvChain)
+    with torch.no_grad():
+        assert rel_error(loaded(x), ref) < 1e-5
+    assert unfuse_regions_(model) == 1
+    assert isinstance(model.features[2], shflbw.ShflBWConv2d) and isinstance(model.features[3], nn.BatchNorm2d)
+    with torch.no_grad():
+        assert rel_error(shflbw.decompress_(model)(x), ref) < 1e-5
+
+
+def test_a_single_conv_is_no_chain():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 16, 3))
+    cfg = shflbw.ShflBWConfig(sparsity=0.75, vector=16, include=("3",), exclude=(), time_budget=2)
+    model = shflbw.compress_(shflbw.sparsify_(model, cfg, progress=False))
+    assert isinstance(model[3], shflbw.ShflBWConv2d) and isinstance(model[0], nn.Conv2d)

@@ -15,6 +15,11 @@ op reads it correctly (it is an ordinary strided tensor), and a following region
 and skips the conversion, so consecutive stages (torchvision's ``layer1`` .. ``layer4``) run with
 one conversion for the whole body.
 
+``ShflBWConvChain`` does the same for plain chains (VGG-style ``features``): a run of an
+``nn.Sequential`` made of compressed convs, batch-norms right after them (folded), ReLUs (fused)
+and max-pools (run on the CHWN tensor viewed as a channels_last (C, N, H, W) one, so the pooling
+needs no layout copy either).
+
 Recognised blocks: torchvision-style ``Bottleneck`` / ``BasicBlock``, i.e. modules with
 ``conv1, bn1, conv2, bn2`` (and ``conv3, bn3``), a ReLU ``relu`` and ``downsample`` None or
 ``Sequential(conv, BatchNorm2d)``, every conv compressed (``ShflBWConv2d``, symmetric padding).
@@ -29,6 +34,7 @@ from __future__ import annotations
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from shflbw.format.matrix import ShflBWMatrix
@@ -36,9 +42,10 @@ from shflbw.nn.conv2d import ShflBWConv2d
 from shflbw.ops.dispatch import backend
 from shflbw.ops.layout import to_chwn_op
 
-# The probe that checks a stage's forward: batch 2, 8 x 8 pixels (every ResNet block keeps at
-# least one pixel at stride 2). Tolerance: folding batch-norm rounds the weights again in bf16.
-PROBE_SHAPE = (2, 8, 8)
+# The probe that checks a region's forward: batch 2; 8 x 8 pixels for a stage (every ResNet block
+# keeps at least one pixel at stride 2), 32 x 32 for a chain (four 2x2 pools inside a VGG run).
+# Tolerance: folding batch-norm rounds the weights again in bf16.
+PROBE_BATCH = 2
 PROBE_TOLERANCE = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 4e-2}
 
 
@@ -141,30 +148,153 @@ class ShflBWResidualStage(nn.Module):
                 f"layout=(C, H, W, N) inside, NCHW view out")
 
 
-def _agrees(stage: nn.Sequential, region: ShflBWResidualStage) -> bool:
-    first = region.blocks[0].path[0]
-    x = torch.randn(PROBE_SHAPE[0], first.in_channels, *PROBE_SHAPE[1:], generator=torch.Generator().manual_seed(0))
-    x = x.to(first.values.device, first.values.dtype)
-    was_training = stage.training
+def _probe_agrees(original: nn.Module, region: nn.Module, in_channels: int, spatial: int, like: torch.Tensor) -> bool:
+    """Whether ``region`` computes what ``original`` does (eval mode, reference ops) on a random input."""
+    x = torch.randn(PROBE_BATCH, in_channels, spatial, spatial, generator=torch.Generator().manual_seed(0))
+    x = x.to(like.device, like.dtype)
+    was_training = original.training
     try:
-        stage.eval()
+        original.eval()
         region.eval()
         with torch.no_grad(), backend("reference"):
-            want = stage(x).float()
+            want = original(x).float()
             got = region(x).float()
-    except Exception:  # noqa: BLE001 - a block whose forward does not fit the pattern may fail in any way
+    except Exception:  # noqa: BLE001 - a module whose forward does not fit the pattern may fail in any way
         return False
     finally:
-        stage.train(was_training)
+        original.train(was_training)
         region.train(was_training)
     if got.shape != want.shape or not bool(torch.isfinite(got).all()):
         return False
     err = ((got - want).norm() / want.norm().clamp_min(1e-30)).item()
-    return err < PROBE_TOLERANCE[first.values.dtype]
+    return err < PROBE_TOLERANCE[like.dtype]
+
+
+def max_pool_chwn(x: torch.Tensor, pool: nn.MaxPool2d) -> torch.Tensor:
+    """F.max_pool2d on a contiguous (C, H, W, N) tensor, returned contiguous (C, Ho, Wo, N).
+
+    (C, H, W, N) storage is a channels_last tensor of logical shape (C, N, H, W): pooling over H and
+    W per (c, n) keeps that format, so neither side needs a copy."""
+    y = F.max_pool2d(x.permute(0, 3, 1, 2), pool.kernel_size, pool.stride, pool.padding, pool.dilation,
+                     ceil_mode=pool.ceil_mode)
+    return y.permute(0, 2, 3, 1).contiguous()
+
+
+def _chain_steps(kids: list[nn.Module]) -> list[tuple[str, object]] | None:
+    """[("conv", (conv, bn or None, relu)), ("pool", pool), ("relu", None)] for a run, or None."""
+    steps, i = [], 0
+    while i < len(kids):
+        m = kids[i]
+        if isinstance(m, ShflBWConv2d):
+            if m._prepad is not None or m.values.is_meta:
+                return None
+            bn = kids[i + 1] if i + 1 < len(kids) and isinstance(kids[i + 1], nn.BatchNorm2d) else None
+            if bn is not None and bn.running_mean is None:
+                return None
+            j = i + 1 + (bn is not None)
+            relu = j < len(kids) and isinstance(kids[j], nn.ReLU)
+            steps.append(("conv", (m, bn, relu)))
+            i = j + relu
+        elif isinstance(m, nn.MaxPool2d) and not m.return_indices:
+            steps.append(("pool", m))
+            i += 1
+        elif isinstance(m, nn.ReLU):
+            steps.append(("relu", None))
+            i += 1
+        else:
+            return None
+    return steps
+
+
+class ShflBWConvChain(nn.Module):
+    """A run of an nn.Sequential (compressed convs, batch-norm, ReLU, max-pool) in (C, H, W, N); inference only.
+
+    It takes the place of the run's first module; the others become identities. ``sites`` and
+    ``originals`` let ``unfuse_cnn_regions_`` put the run back.
+    """
+
+    def __init__(self, originals: list[nn.Module], sites: list[str]):
+        super().__init__()
+        steps = _chain_steps(originals)
+        if steps is None or sum(kind == "conv" for kind, _ in steps) < 2:
+            raise ValueError("ShflBWConvChain needs a run of at least two compressed convs with batch-norm, "
+                             "ReLU and max-pool between them")
+        self.originals = nn.ModuleList(originals)
+        self.sites = tuple(sites)
+        self.kinds = [kind for kind, _ in steps]
+        self.relus = [bool(arg[2]) if kind == "conv" else False for kind, arg in steps]
+        self.steps = nn.ModuleList(
+            (fold_batchnorm(arg[0], arg[1]) if arg[1] is not None else arg[0]) if kind == "conv"
+            else (arg if kind == "pool" else nn.ReLU())
+            for kind, arg in steps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            for m in self.originals:
+                x = m(x)
+            return x
+        h = to_chwn(x)
+        for kind, relu, step in zip(self.kinds, self.relus, self.steps):
+            if kind == "conv":
+                h = step.forward_chwn(h, relu=relu)
+            elif kind == "pool":
+                h = max_pool_chwn(h, step)
+            else:
+                h = torch.relu(h)
+        return h.permute(3, 0, 1, 2)
+
+    def extra_repr(self) -> str:
+        convs = sum(k == "conv" for k in self.kinds)
+        return f"{convs} convs, {self.kinds.count('pool')} max-pools, layout=(C, H, W, N) inside, NCHW view out"
+
+
+def _chain_candidates(model: nn.Module) -> list[tuple[str, list[str]]]:
+    """(parent name, [child names]) for each maximal run of chainable children of an nn.Sequential."""
+    found = []
+    for name, mod in model.named_modules():
+        if not isinstance(mod, nn.Sequential):
+            continue
+        run: list[str] = []
+        for child_name, child in list(mod.named_children()) + [("", None)]:
+            ok = child is not None and (isinstance(child, ShflBWConv2d) or (run and isinstance(
+                child, (nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d))))
+            if ok:
+                run.append(child_name)
+                continue
+            while run and not isinstance(mod.get_submodule(run[-1]), (ShflBWConv2d, nn.BatchNorm2d, nn.ReLU)):
+                run.pop()  # a run ends after its last conv (with its batch-norm / ReLU), not on a pool
+            convs = sum(isinstance(mod.get_submodule(c), ShflBWConv2d) for c in run)
+            if convs >= 2:
+                found.append((name, list(run)))
+            run = []
+    return found
+
+
+def _fuse_chains(model: nn.Module) -> list[str]:
+    from shflbw.nn.convert import _set_child
+
+    done = []
+    for parent_name, children in _chain_candidates(model):
+        parent = model.get_submodule(parent_name) if parent_name else model
+        originals = [parent.get_submodule(c) for c in children]
+        if _chain_steps(originals) is None:
+            continue
+        sites = [f"{parent_name}.{c}" if parent_name else c for c in children]
+        region = ShflBWConvChain(originals, sites)
+        first = next(m for m in originals if isinstance(m, ShflBWConv2d))
+        if not _probe_agrees(nn.Sequential(*originals), region, first.in_channels, 32, first.values):
+            continue
+        region.train(parent.training)
+        _set_child(model, sites[0], region)
+        for site in sites[1:]:
+            _set_child(model, site, nn.Identity())
+        done.append(sites[0])
+    return done
 
 
 def fuse_cnn_regions_(model: nn.Module) -> list[str]:
-    """Swap every recognised stage of compressed residual blocks for a ``ShflBWResidualStage``."""
+    """Swap every recognised stage of compressed residual blocks for a ``ShflBWResidualStage`` and every
+    run of compressed convs (with batch-norm, ReLU, max-pool) for a ``ShflBWConvChain``; returns the sites."""
     from shflbw.nn.convert import _set_child
 
     done = []
@@ -174,21 +304,28 @@ def fuse_cnn_regions_(model: nn.Module) -> list[str]:
         if any(_block_layers(b) is None for b in mod):
             continue
         region = ShflBWResidualStage(mod)
-        if not _agrees(mod, region):
+        first = region.blocks[0].path[0]
+        if not _probe_agrees(mod, region, first.in_channels, 8, first.values):
             warnings.warn(f"{name}: looks like a stage of residual blocks but its forward computes something else; "
                           "left per layer", stacklevel=2)
             continue
         region.train(mod.training)
         _set_child(model, name, region)
         done.append(name)
-    return done
+    return done + _fuse_chains(model)
 
 
 def unfuse_cnn_regions_(model: nn.Module) -> int:
-    """Put every ``ShflBWResidualStage``'s original stage back; returns how many."""
+    """Put every ``ShflBWResidualStage``'s original stage and every chain's modules back; returns how many."""
     from shflbw.nn.convert import _set_child
 
-    regions = [(n, m) for n, m in model.named_modules() if isinstance(m, ShflBWResidualStage)]
-    for name, region in regions:
+    stages = [(n, m) for n, m in model.named_modules() if isinstance(m, ShflBWResidualStage)]
+    for name, region in stages:
         _set_child(model, name, region.stage)
-    return len(regions)
+    chains = [(n, m) for n, m in model.named_modules() if isinstance(m, ShflBWConvChain)]
+    for name, chain in chains:
+        if chain.sites[0] != name:
+            raise ValueError(f"chain at {name!r} was built for site {chain.sites[0]!r}: the model was restructured")
+        for site, original in zip(chain.sites, chain.originals):
+            _set_child(model, site, original)
+    return len(stages) + len(chains)
