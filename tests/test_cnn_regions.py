@@ -262,3 +262,13 @@ def test_a_single_conv_is_no_chain():
     cfg = shflbw.ShflBWConfig(sparsity=0.75, vector=16, include=("3",), exclude=(), time_budget=2)
     model = shflbw.compress_(shflbw.sparsify_(model, cfg, progress=False))
     assert isinstance(model[3], shflbw.ShflBWConv2d) and isinstance(model[0], nn.Conv2d)
+
+
+@pytest.mark.parametrize("pool", [nn.MaxPool2d(2), nn.MaxPool2d(3, 2, 1), nn.MaxPool2d(3, 2, ceil_mode=True),
+                                  nn.MaxPool2d(2, 1, dilation=2)], ids=["2", "3s2p1", "ceil", "dilated"])
+def test_max_pool_on_chwn(pool):
+    from shflbw.nn.cnn import max_pool_chwn
+
+    x = torch.randn(3, 5, 9, 11)
+    y = max_pool_chwn(x.permute(1, 2, 3, 0).contiguous(), pool)
+    assert y.is_contiguous() and torch.equal(y, pool(x).permute(1, 2, 3, 0))
