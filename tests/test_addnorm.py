@@ -165,3 +165,22 @@ def test_addnorm_config_rule():
     assert addnorm_config(1024).one_pass and addnorm_config(1024).block_t == 32
     assert addnorm_config(384).one_pass and addnorm_config(384).block_t == 16
     assert not addnorm_config(4096).one_pass
+
+
+def test_roberta_tails_are_fused_too():
+    # the same HF "Output" structure under other names (RobertaSelfOutput / RobertaOutput)
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.RobertaConfig(vocab_size=100, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                     num_attention_heads=2, max_position_embeddings=40)
+    torch.manual_seed(0)
+    masked = shflbw.sparsify_(transformers.RobertaModel(cfg).eval(),
+                              shflbw.ShflBWConfig(sparsity=0.75, vector=16, include=("encoder.*",), exclude=(),
+                                                  time_budget=0.5), progress=False)
+    ids = torch.randint(3, 100, (2, 20), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = masked(input_ids=ids).last_hidden_state
+    model = shflbw.compress_(copy.deepcopy(masked))
+    layer = model.encoder.layer[0]
+    assert isinstance(layer.attention.output, ShflBWAddNorm) and isinstance(layer.output, ShflBWAddNorm)
+    with torch.no_grad():
+        assert rel_error(model(input_ids=ids).last_hidden_state, ref) < 1e-5
