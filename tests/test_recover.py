@@ -32,7 +32,8 @@ def _mlp(seed=0):
     return nn.Sequential(nn.Linear(64, 128), nn.GELU(), nn.Linear(128, 64))
 
 
-@pytest.mark.parametrize("target,score", [("dense", "wanda"), ("layer", "wanda"), ("dense", "obs")])
+@pytest.mark.parametrize("target,score", [("dense", "wanda"), ("layer", "wanda"), ("dense", "obs"),
+                                          ("dense", "magnitude")])
 def test_reconstruction_lowers_output_error(target, score):
     dense = _mlp()
     calib = [_correlated_inputs(256, 64, s) for s in range(4)]

@@ -140,7 +140,8 @@ def oneshot_prune_(
 
     Afterwards the layers are in masked mode (``compress_`` packs them). ``pattern`` other than
     "shfl_bw" (for comparisons) refits row by row, which is exact too but costs one solve per row.
-    ``score``: "wanda" ranks weights by (|W| ||x||)^2, "obs" by w^2 / [H^-1]_jj.
+    ``score``: "wanda" ranks weights by (|W| ||x||)^2, "obs" by w^2 / [H^-1]_jj, "magnitude" by w^2
+    (the search sees no calibration data; the refit still does: docs/recovery.md on why to try it).
     ``target="dense"`` refits toward the dense model's outputs (a dense copy of the model is kept
     while pruning); ``"layer"`` toward the layer's own dense output on the pruned inputs (SparseGPT's
     target, no copy). Memory: two K x K statistics per layer of the current stage.
@@ -153,8 +154,8 @@ def oneshot_prune_(
         raise ValueError(f"columns must be 'greedy' or 'score', got {columns!r}")
     if target not in ("dense", "layer"):
         raise ValueError(f"target must be 'dense' or 'layer', got {target!r}")
-    if score not in ("wanda", "obs"):
-        raise ValueError(f"score must be 'wanda' or 'obs', got {score!r}")
+    if score not in ("wanda", "obs", "magnitude"):
+        raise ValueError(f"score must be 'wanda', 'obs' or 'magnitude', got {score!r}")
     run = run or _default_run
     batches = list(calibration)
     if not batches:
@@ -182,7 +183,9 @@ def oneshot_prune_(
             w = mod.weight.detach()
             h = hs[name]
             hinv = None
-            if score == "wanda":
+            if score == "magnitude":
+                importance = w.double() ** 2
+            elif score == "wanda":
                 importance = (w.double() ** 2) * h.diagonal()[None, :]  # (|W| * ||x||)^2, Wanda squared
             else:  # OBS saliency w^2 / [H^-1]_jj: the output error of removing one weight alone
                 hinv = damped_inverse(h, damp)  # reused by the greedy column choice below
