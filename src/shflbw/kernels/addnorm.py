@@ -115,20 +115,9 @@ def linear_add_layernorm(x, values, col_idx, group_ptr, perm, bias, residual, we
                          out_features: int) -> torch.Tensor:
     """LayerNorm(x @ W^T + bias + residual) for token-major shaped x (..., K) and residual (..., M),
     returned as a (..., M) view of a feature-major buffer: the next SpMM reads it untransposed."""
-    from shflbw.kernels.configs import DECODE_MAX_TOKENS, spmm_config
     from shflbw.kernels.linear import linear_fwd
-    from shflbw.kernels.spmm import launch_spmm
-    from shflbw.kernels.transpose import feature_major
 
-    k = x.shape[-1]
-    x2 = x.reshape(-1, k)
-    t = x2.shape[0]
-    r2 = residual.reshape(-1, out_features)
-    if t <= DECODE_MAX_TOKENS:  # weight-bound: the decode kernel, token-major out
-        h_fm = linear_fwd(x2, values, col_idx, group_ptr, perm, bias, out_features).t()
-    else:
-        h_fm = torch.empty(out_features, t, dtype=x.dtype, device=x.device)
-        launch_spmm(values, col_idx, group_ptr, perm, feature_major(x2), bias, h_fm, (t, 1),
-                    spmm_config(values.shape[1], t, x.dtype))
-    out = add_layernorm_fm(h_fm, r2.t(), weight, ln_bias, eps)
+    h = linear_fwd(x, values, col_idx, group_ptr, perm, bias, out_features, feature_major_out=True)
+    out = add_layernorm_fm(h.reshape(-1, out_features).t(), residual.reshape(-1, out_features).t(), weight, ln_bias,
+                           eps)
     return out.t().reshape(*x.shape[:-1], out_features)

@@ -56,10 +56,13 @@ def linear_fwd(
     splits: int | None = None,
     row_slice: int | None = None,
     reduce: str = "fixup",
+    feature_major_out: bool = False,
 ) -> torch.Tensor:
     """y = x @ W^T (+ bias); ``path`` ('decode' | 'splitk' | 'roundtrip' | 'transpose'), ``config``
     (SpmmConfig), ``decode_config``, ``splits``, ``row_slice`` and ``reduce`` fix the choice (tests,
-    benchmarks)."""
+    benchmarks). ``feature_major_out``: beyond the decode path, the roundtrip without its transpose
+    back, y returned as a view of the feature-major buffer (for a consumer that reads it there,
+    kernels/addnorm.py); the decode path's y stays token-major."""
     k = x.shape[-1]
     x2 = x.reshape(-1, k)
     t = x2.shape[0]
@@ -69,7 +72,9 @@ def linear_fwd(
         # decode (T <= DECODE_MAX_TOKENS) does not depend on capture: skip the query there
         capturing = t > DECODE_MAX_TOKENS and x.is_cuda and torch.cuda.is_current_stream_capturing()
         path, plan_splits = linear_plan(t, group_ptr.numel() - 1, values.shape[0], sm_count(x.device), capturing)
-        if path == "splitk":
+        if feature_major_out and path != "decode":
+            path = "roundtrip"
+        elif path == "splitk":
             splits = splits or plan_splits
     if path == "decode":
         dcfg = decode_config or pick_decode_config(t, k)
@@ -104,7 +109,7 @@ def linear_fwd(
             # more tiled transpose back to token-major.
             out_fm = torch.empty(out_features, t, dtype=x.dtype, device=x.device)
             launch_spmm(values, col_idx, group_ptr, perm, xt, bias, out_fm, (t, 1), cfg)
-            out = transpose(out_fm)
+            out = out_fm.t() if feature_major_out else transpose(out_fm)
         else:
             out = torch.empty(t, out_features, dtype=x.dtype, device=x.device)
             launch_spmm(values, col_idx, group_ptr, perm, xt, bias, out, (1, out_features), cfg)

@@ -21,12 +21,10 @@ import torch
 from torch import nn
 
 from shflbw.nn.linear import ShflBWLinear
+from shflbw.nn.convert import _set_child
 from shflbw.nn.mlp import ShflBWMLP
+from shflbw.nn.probe import agrees, probe_input
 from shflbw.ops.addnorm import add_layernorm_op, linear_add_layernorm_op
-from shflbw.ops.dispatch import backend
-
-PROBE_TOLERANCE = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 4e-2}
-
 
 class ShflBWAddNorm(nn.Module):
     """``LayerNorm(dropout(dense(h)) + input_tensor)`` of an HF "Output" module, dropout off (inference)."""
@@ -64,26 +62,9 @@ def _width(original: nn.Module) -> tuple[int, int]:
 
 
 def _agrees(original: nn.Module, region: ShflBWAddNorm) -> bool:
-    norm = original.LayerNorm
     k, m = _width(original)
-    g = torch.Generator().manual_seed(0)
-    h = torch.randn(2, 3, k, generator=g).to(norm.weight.device, norm.weight.dtype)
-    r = torch.randn(2, 3, m, generator=g).to(norm.weight.device, norm.weight.dtype)
-    was_training = original.training
-    try:
-        original.eval()
-        region.eval()
-        with torch.no_grad(), backend("reference"):
-            want = original(h, r).float()
-            got = region(h, r).float()
-    except Exception:  # noqa: BLE001 - a module whose forward does not fit the pattern may fail in any way
-        return False
-    finally:
-        original.train(was_training)
-        region.train(was_training)
-    if got.shape != want.shape:
-        return False
-    return ((got - want).norm() / want.norm().clamp_min(1e-30)).item() < PROBE_TOLERANCE[norm.weight.dtype]
+    like = original.LayerNorm.weight
+    return agrees(original, region, probe_input((2, 3, k), like, seed=0), probe_input((2, 3, m), like, seed=1))
 
 
 def _candidate(mod: nn.Module) -> bool:
@@ -95,8 +76,6 @@ def _candidate(mod: nn.Module) -> bool:
 
 def fuse_addnorm_regions_(model: nn.Module) -> list[str]:
     """Swap every recognised sublayer tail for a ``ShflBWAddNorm``; returns the names fused."""
-    from shflbw.nn.convert import _set_child
-
     done = []
     for name, mod in list(model.named_modules()):
         if not name or not _candidate(mod):
@@ -119,8 +98,6 @@ def fuse_addnorm_regions_(model: nn.Module) -> list[str]:
 
 def unfuse_addnorm_regions_(model: nn.Module) -> int:
     """Put every ``ShflBWAddNorm``'s original module back; returns how many."""
-    from shflbw.nn.convert import _set_child
-
     regions = [(n, m) for n, m in model.named_modules() if isinstance(m, ShflBWAddNorm)]
     for name, region in regions:
         _set_child(model, name, region.original)

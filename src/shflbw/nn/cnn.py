@@ -39,14 +39,14 @@ from torch import nn
 
 from shflbw.format.matrix import ShflBWMatrix
 from shflbw.nn.conv2d import ShflBWConv2d
-from shflbw.ops.dispatch import backend
+from shflbw.nn.convert import _set_child
+from shflbw.nn.probe import agrees, probe_input
 from shflbw.ops.layout import to_chwn_op
 
-# The probe that checks a region's forward: batch 2; 8 x 8 pixels for a stage (every ResNet block
-# keeps at least one pixel at stride 2), 32 x 32 for a chain (four 2x2 pools inside a VGG run).
-# Tolerance: folding batch-norm rounds the weights again in bf16.
+# The probe input (shflbw.nn.probe) for a candidate: batch 2; 8 x 8 pixels for a stage (every
+# ResNet block keeps at least one pixel at stride 2), 32 x 32 for a chain (four 2x2 pools inside a
+# VGG run).
 PROBE_BATCH = 2
-PROBE_TOLERANCE = {torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 4e-2}
 
 
 def fold_batchnorm(conv: ShflBWConv2d, bn: nn.BatchNorm2d) -> ShflBWConv2d:
@@ -146,28 +146,6 @@ class ShflBWResidualStage(nn.Module):
         first = self.blocks[0].path[0]
         return (f"{len(self.blocks)} residual blocks, V={first.vector}, batch-norm folded, "
                 f"layout=(C, H, W, N) inside, NCHW view out")
-
-
-def _probe_agrees(original: nn.Module, region: nn.Module, in_channels: int, spatial: int, like: torch.Tensor) -> bool:
-    """Whether ``region`` computes what ``original`` does (eval mode, reference ops) on a random input."""
-    x = torch.randn(PROBE_BATCH, in_channels, spatial, spatial, generator=torch.Generator().manual_seed(0))
-    x = x.to(like.device, like.dtype)
-    was_training = original.training
-    try:
-        original.eval()
-        region.eval()
-        with torch.no_grad(), backend("reference"):
-            want = original(x).float()
-            got = region(x).float()
-    except Exception:  # noqa: BLE001 - a module whose forward does not fit the pattern may fail in any way
-        return False
-    finally:
-        original.train(was_training)
-        region.train(was_training)
-    if got.shape != want.shape or not bool(torch.isfinite(got).all()):
-        return False
-    err = ((got - want).norm() / want.norm().clamp_min(1e-30)).item()
-    return err < PROBE_TOLERANCE[like.dtype]
 
 
 def max_pool_chwn(x: torch.Tensor, pool: nn.MaxPool2d) -> torch.Tensor:
@@ -271,8 +249,6 @@ def _chain_candidates(model: nn.Module) -> list[tuple[str, list[str]]]:
 
 
 def _fuse_chains(model: nn.Module) -> list[str]:
-    from shflbw.nn.convert import _set_child
-
     done = []
     for parent_name, children in _chain_candidates(model):
         parent = model.get_submodule(parent_name) if parent_name else model
@@ -282,7 +258,8 @@ def _fuse_chains(model: nn.Module) -> list[str]:
         sites = [f"{parent_name}.{c}" if parent_name else c for c in children]
         region = ShflBWConvChain(originals, sites)
         first = next(m for m in originals if isinstance(m, ShflBWConv2d))
-        if not _probe_agrees(nn.Sequential(*originals), region, first.in_channels, 32, first.values):
+        x = probe_input((PROBE_BATCH, first.in_channels, 32, 32), first.values)
+        if not agrees(nn.Sequential(*originals), region, x):
             continue
         region.train(parent.training)
         _set_child(model, sites[0], region)
@@ -295,8 +272,6 @@ def _fuse_chains(model: nn.Module) -> list[str]:
 def fuse_cnn_regions_(model: nn.Module) -> list[str]:
     """Swap every recognised stage of compressed residual blocks for a ``ShflBWResidualStage`` and every
     run of compressed convs (with batch-norm, ReLU, max-pool) for a ``ShflBWConvChain``; returns the sites."""
-    from shflbw.nn.convert import _set_child
-
     done = []
     for name, mod in list(model.named_modules()):
         if not name or not isinstance(mod, nn.Sequential) or len(mod) == 0:
@@ -305,7 +280,7 @@ def fuse_cnn_regions_(model: nn.Module) -> list[str]:
             continue
         region = ShflBWResidualStage(mod)
         first = region.blocks[0].path[0]
-        if not _probe_agrees(mod, region, first.in_channels, 8, first.values):
+        if not agrees(mod, region, probe_input((PROBE_BATCH, first.in_channels, 8, 8), first.values)):
             warnings.warn(f"{name}: looks like a stage of residual blocks but its forward computes something else; "
                           "left per layer", stacklevel=2)
             continue
@@ -317,8 +292,6 @@ def fuse_cnn_regions_(model: nn.Module) -> list[str]:
 
 def unfuse_cnn_regions_(model: nn.Module) -> int:
     """Put every ``ShflBWResidualStage``'s original stage and every chain's modules back; returns how many."""
-    from shflbw.nn.convert import _set_child
-
     stages = [(n, m) for n, m in model.named_modules() if isinstance(m, ShflBWResidualStage)]
     for name, region in stages:
         _set_child(model, name, region.stage)

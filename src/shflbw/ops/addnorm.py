@@ -16,11 +16,6 @@ from shflbw.ops import reference
 from shflbw.ops.dispatch import eager_op, use_triton
 
 
-def _fake_feature_major(x: torch.Tensor, m: int) -> torch.Tensor:
-    t = x.numel() // x.shape[-1] if x.shape[-1] else 0
-    return x.new_empty(m, t).t().reshape(*x.shape[:-1], m)
-
-
 @eager_op("shflbw::linear_add_layernorm")
 def linear_add_layernorm_op(
     x: torch.Tensor,
@@ -46,7 +41,7 @@ def linear_add_layernorm_op(
 
 @linear_add_layernorm_op.register_fake
 def _(x, values, col_idx, group_ptr, perm, bias, residual, ln_weight, ln_bias, eps, out_features):
-    return _fake_feature_major(x, out_features)
+    return reference.feature_major_view(x.new_empty(*x.shape[:-1], out_features))
 
 
 @eager_op("shflbw::add_layernorm")
@@ -63,4 +58,4 @@ def add_layernorm_op(h: torch.Tensor, residual: torch.Tensor, ln_weight: torch.T
 
 @add_layernorm_op.register_fake
 def _(h, residual, ln_weight, ln_bias, eps):
-    return _fake_feature_major(h, h.shape[-1])
+    return reference.feature_major_view(h.new_empty(h.shape))
