@@ -20,6 +20,8 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 # Small tiles keep the interpreter fast; they still cover tails in every dimension.
 SMALL = SpmmConfig(block_n=16, block_k=16, num_warps=4, num_stages=1)
+# The persistent kernel: 3 programs under the interpreter, so each walks several tiles.
+SMALL_PERSISTENT = SpmmConfig(block_n=16, block_k=16, num_warps=4, num_stages=1, programs_per_sm=1)
 SMALL_DECODE = DecodeConfig(block_k=16, gemv=False)
 SMALL_GEMV = DecodeConfig(block_k=16, gemv=True)
 SMALL_XT = DecodeConfig(block_k=16, transpose_x=True)
@@ -70,11 +72,12 @@ def test_linear_kernels_match_reference(case, dtype, path, splits, row_slice, re
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=_dt)
 @pytest.mark.parametrize("case", CASES, ids=_id)
-def test_spmm_kernel_matches_reference(case, dtype, nan_poison):
+@pytest.mark.parametrize("config", [SMALL, SMALL_PERSISTENT], ids=["one-tile", "persistent"])
+def test_spmm_kernel_matches_reference(case, dtype, config, nan_poison):
     m, k, n, v, density, empty = case
     weight, mask, perm, w = random_problem(m, k, v, density, dtype, seed=m + n, device=DEVICE, empty_groups=empty)
     b = torch.randn(n, k, device=DEVICE).to(dtype).t()  # K x N, non-contiguous
-    c = spmm_fwd(w.values, w.col_idx, w.group_ptr, w.perm, b, m, config=SMALL)
+    c = spmm_fwd(w.values, w.col_idx, w.group_ptr, w.perm, b, m, config=config)
     assert c.shape == (m, n)
     assert rel_error(c, (weight * mask).double() @ b.double()) < KERNEL_TOLERANCE[dtype]
 
@@ -180,6 +183,36 @@ def test_spmm_group_order_output(dtype, nan_poison):
     ref = (weight * mask).double() @ b.double()
     assert rel_error(out[:m], ref[perm.long()]) < KERNEL_TOLERANCE[dtype]
     assert rel_error(out[m:], torch.zeros(w.padded_rows - m, n)) == 0  # padding rows are zero
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=_dt)
+@pytest.mark.parametrize("activation", [0, 1, 2], ids=["none", "relu", "gelu"])
+@pytest.mark.parametrize("permute_out", [True, False], ids=["perm", "group-order"])
+def test_spmm_persistent_epilogue(dtype, activation, permute_out, nan_poison):
+    # bias, residual and activation in the persistent kernel's in-loop epilogue, both row orders,
+    # a token tail (N = 37 over BN 16) and an empty group, against the one-tile kernel and fp64.
+    from shflbw.kernels.spmm import launch_spmm
+
+    m, k, n, v = 70, 40, 37, 32
+    weight, mask, perm, w = random_problem(m, k, v, 0.4, dtype, seed=11, device=DEVICE, empty_groups=(1,))
+    b = torch.randn(k, n, device=DEVICE).to(dtype)
+    rows = m if permute_out else w.padded_rows
+    bias = torch.randn(rows, device=DEVICE).to(dtype)
+    residual = torch.randn(rows, n, device=DEVICE).to(dtype)
+    outs = []
+    for cfg in (SMALL, SMALL_PERSISTENT):
+        out = torch.full((rows, n), float("nan"), dtype=dtype, device=DEVICE)
+        launch_spmm(w.values, w.col_idx, w.group_ptr, w.perm, b, bias, out, (n, 1), cfg, permute_out=permute_out,
+                    activation=activation, residual=residual)
+        outs.append(out)
+    prod = (weight * mask).double() @ b.double()
+    if not permute_out:
+        prod = torch.cat([prod[perm.long()], torch.zeros(rows - m, n, dtype=torch.float64, device=DEVICE)])
+    ref = prod + bias.double()[:, None] + residual.double()
+    ref = [ref, torch.relu(ref), F.gelu(ref)][activation]
+    for out in outs:
+        assert rel_error(out, ref) < KERNEL_TOLERANCE[dtype]
+    assert rel_error(outs[1], outs[0]) < KERNEL_TOLERANCE[dtype]
 
 
 @pytest.mark.parametrize("shape", [(37, 70), (1, 5), (64, 64), (130, 3)], ids=str)

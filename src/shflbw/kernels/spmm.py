@@ -25,6 +25,9 @@ class SpmmConfig:
     block_k: int = 32
     num_warps: int = 4
     num_stages: int = 3
+    # > 0: the persistent kernel (kernels/spmm_persistent.py) with this many programs per SM;
+    # 0: one program per [V, BN] tile.
+    programs_per_sm: int = 0
 
 
 def dot_precision(dtype: torch.dtype) -> str:
@@ -83,6 +86,40 @@ def _gather_dot(acc, vals_ptr, cols_ptr, b_ptr, kk, end, offs_v, offs_n, n_ok, s
 
 
 @triton.jit
+def _out_rows(g, perm_ptr, M, offs_v, V: tl.constexpr, PERMUTE_OUT: tl.constexpr):
+    """The output rows of group g's tile (int64) and which of them exist."""
+    row_pos = g * V + offs_v
+    row_ok = row_pos < M
+    if PERMUTE_OUT:
+        rows = tl.load(perm_ptr + row_pos, mask=row_ok, other=0).to(tl.int64)
+    else:
+        # Group order: contiguous rows the compiler can see, so a token-major store is coalesced.
+        # Scattering rows through perm into a token-major output cost 2.7x the whole kernel
+        # (4096^2, 4096 tokens, 75 %: 289 us against 108 us feature-major, H200).
+        rows = row_pos.to(tl.int64)
+    return rows, row_ok
+
+
+@triton.jit
+def _store_tile(acc, g, offs_v, offs_n, n_ok, M, perm_ptr, bias_ptr, res_ptr, out_ptr, stride_om, stride_on,
+                V: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ACTIVATION: tl.constexpr,
+                PERMUTE_OUT: tl.constexpr):
+    """Epilogue of one [V, BN] tile: + bias, + residual, activation, store through the permutation."""
+    rows, row_ok = _out_rows(g, perm_ptr, M, offs_v, V, PERMUTE_OUT)
+    out_off = rows[:, None] * stride_om + offs_n.to(tl.int64)[None, :] * stride_on
+    ok = row_ok[:, None] & n_ok[None, :]
+    if HAS_BIAS:
+        acc += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)[:, None]
+    if HAS_RESIDUAL:
+        acc += tl.load(res_ptr + out_off, mask=ok, other=0.0).to(tl.float32)
+    if ACTIVATION == 1:
+        acc = tl.maximum(acc, 0.0)
+    elif ACTIVATION == 2:
+        acc = 0.5 * acc * (1.0 + tl.erf(acc * 0.7071067811865476))
+    tl.store(out_ptr + out_off, acc.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+@triton.jit
 def spmm_fwd_kernel(
     vals_ptr,  # [nnz, V]
     cols_ptr,  # [nnz] int32
@@ -134,29 +171,13 @@ def spmm_fwd_kernel(
     if (start + n_full * BK < end) & (n_full % SPLITS == split):
         acc = _gather_dot(acc, vals_ptr, cols_ptr, b_ptr, start + n_full * BK + offs_k, end, offs_v, offs_n, n_ok,
                           stride_bk, stride_bn, V, True, not EVEN_N, IDX64, DOT_PRECISION, UPCAST)
-    row_pos = g * V + offs_v
-    row_ok = row_pos < M
-    if PERMUTE_OUT:
-        rows = tl.load(perm_ptr + row_pos, mask=row_ok, other=0).to(tl.int64)
-    else:
-        # Group order: contiguous rows the compiler can see, so a token-major store is coalesced.
-        # Scattering rows through perm into a token-major output cost 2.7x the whole kernel
-        # (4096^2, 4096 tokens, 75 %: 289 us against 108 us feature-major, H200).
-        rows = row_pos.to(tl.int64)
-    out_off = rows[:, None] * stride_om + offs_n.to(tl.int64)[None, :] * stride_on
-    out_ptrs = out_ptr + out_off
     if ATOMIC:
-        tl.atomic_add(out_ptrs, acc, mask=row_ok[:, None] & n_ok[None, :], sem="relaxed")
+        rows, row_ok = _out_rows(g, perm_ptr, M, offs_v, V, PERMUTE_OUT)
+        out_off = rows[:, None] * stride_om + offs_n.to(tl.int64)[None, :] * stride_on
+        tl.atomic_add(out_ptr + out_off, acc, mask=row_ok[:, None] & n_ok[None, :], sem="relaxed")
     else:
-        if HAS_BIAS:
-            acc += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)[:, None]
-        if HAS_RESIDUAL:
-            acc += tl.load(res_ptr + out_off, mask=row_ok[:, None] & n_ok[None, :], other=0.0).to(tl.float32)
-        if ACTIVATION == 1:
-            acc = tl.maximum(acc, 0.0)
-        elif ACTIVATION == 2:
-            acc = 0.5 * acc * (1.0 + tl.erf(acc * 0.7071067811865476))
-        tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & n_ok[None, :])
+        _store_tile(acc, g, offs_v, offs_n, n_ok, M, perm_ptr, bias_ptr, res_ptr, out_ptr, stride_om, stride_on,
+                    V, HAS_BIAS, HAS_RESIDUAL, ACTIVATION, PERMUTE_OUT)
 
 
 def needs_int64(*tensors: torch.Tensor) -> bool:
@@ -204,6 +225,24 @@ def launch_spmm(
     n = b.shape[1]
     v = values.shape[1]
     n_groups = group_ptr.numel() - 1
+    if config.programs_per_sm and splits == 1 and values.shape[0] and n_groups:
+        from shflbw.kernels import spmm_persistent as sp
+
+        n_tiles = n_groups * triton.cdiv(n, config.block_n)
+        programs = sp.persistent_programs(n_tiles, config.programs_per_sm, _sms(b.device))
+        if sp.max_tiles(n_tiles, programs) <= sp.MAX_TILES_PER_PROGRAM:
+            sp.spmm_persistent_kernel[(programs,)](
+                values, col_idx, group_ptr, perm, b,
+                bias if bias is not None else values,
+                residual if residual is not None else values,
+                out, m, n, values.shape[0], n_groups, b.stride(0), b.stride(1), out_strides[0], out_strides[1],
+                V=v, BN=config.block_n, BK=config.block_k, MAX_TILES=sp.max_tiles(n_tiles, programs),
+                HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, ACTIVATION=activation,
+                PERMUTE_OUT=permute_out, DOT_PRECISION=dot_precision(values.dtype),
+                UPCAST=interpreter_upcast(values.dtype), EVEN_N=n % config.block_n == 0,
+                IDX64=needs_int64(values, b, out), num_warps=config.num_warps, num_stages=config.num_stages,
+            )
+            return out
     grid = (n_groups, triton.cdiv(n, config.block_n), splits)
     spmm_fwd_kernel[grid](
         values,
@@ -237,6 +276,12 @@ def launch_spmm(
         num_stages=config.num_stages,
     )
     return out
+
+
+def _sms(device: torch.device) -> int | None:
+    from shflbw.kernels.configs import sm_count
+
+    return sm_count(device)
 
 
 def spmm_fwd(values, col_idx, group_ptr, perm, b, out_rows, config: SpmmConfig | None = None) -> torch.Tensor:

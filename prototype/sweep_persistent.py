@@ -1,0 +1,79 @@
+"""Experiment: the persistent feature-major SpMM (kernels/spmm_persistent.py) against the one-tile kernel.
+
+    python prototype/sweep_persistent.py --out persistent.json [--parts short_k,long_k,conv1x1]
+
+Why: with few [BK] steps per group the one-tile kernel spends much of each program filling and
+draining its cp.async pipeline (75 %, V = 64, T = 32768: 4096 x 1024 at 1.75x of cuBLAS against
+2.07x for 1024 x 4096, same flops and bytes; short-K sweep, BENCHMARKS.md). The persistent kernel
+walks all of a program's tiles in one flat loop, so the pipeline stays full across tiles.
+Shapes: BERT-large's 1024-wide layers at 256 x 128 tokens (8 steps a group at 75 %), the four
+large layers at T = 4096 (32-86 steps), and ResNet-50's 1x1 convs at batch 64 as (C, H*W*N)
+SpMMs (1-16 steps). CUDA-graph replays, dense `w @ b` (cuBLAS) in the same process, every
+variant gated on correctness before it is timed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.run_linear import stamp  # noqa: E402
+from benchmarks.timing import gated  # noqa: E402
+from shflbw.kernels.spmm import SpmmConfig, spmm_fwd  # noqa: E402
+from prototype.sweep_small_t import packed  # noqa: E402
+
+# (M, K, N, V, sparsity)
+PARTS = {
+    "short_k": [(1024, 1024, 32768, 64, 0.75), (4096, 1024, 32768, 64, 0.75), (1024, 4096, 32768, 64, 0.75),
+                (1024, 1024, 32768, 64, 0.875), (4096, 1024, 32768, 64, 0.875)],
+    "long_k": [(4096, 4096, 4096, 64, 0.75), (11008, 4096, 4096, 64, 0.75), (4096, 11008, 4096, 64, 0.75),
+               (14336, 4096, 4096, 64, 0.75), (4096, 4096, 4096, 64, 0.5), (4096, 4096, 4096, 64, 0.875),
+               (4096, 4096, 4096, 128, 0.75)],
+    # ResNet-50 1x1 stride-1 convs at batch 64: (Cout, Cin, H*W*64)
+    "conv1x1": [(256, 64, 56 * 56 * 64, 64, 0.75), (64, 256, 56 * 56 * 64, 64, 0.75), (512, 128, 28 * 28 * 64, 64, 0.75),
+                (128, 512, 28 * 28 * 64, 64, 0.75), (1024, 256, 14 * 14 * 64, 64, 0.75),
+                (256, 1024, 14 * 14 * 64, 64, 0.75), (2048, 512, 7 * 7 * 64, 64, 0.75), (512, 2048, 7 * 7 * 64, 64, 0.75)],
+}
+
+# (BN, BK, warps, stages, programs per SM); programs per SM 0 is the one-tile kernel.
+VARIANTS = [(128, 32, 4, 5, 0), (128, 64, 4, 3, 0),
+            (128, 32, 4, 5, 1), (128, 32, 4, 5, 2), (128, 32, 4, 5, 3), (128, 32, 4, 5, 4),
+            (128, 32, 4, 4, 2), (128, 32, 4, 6, 2), (128, 64, 4, 3, 2), (128, 64, 4, 4, 2),
+            (256, 32, 8, 4, 1), (64, 32, 4, 5, 4)]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--parts", default="short_k,long_k,conv1x1")
+    ap.add_argument("--out", default="persistent.json")
+    args = ap.parse_args()
+    result = {"stamp": stamp(), "rows": []}
+    for part in args.parts.split(","):
+        for m, k, n, v, s in PARTS[part]:
+            w, wm, p = packed(m, k, v, s)
+            b = torch.randn(k, n, device="cuda", dtype=torch.bfloat16)
+            ref = wm.float() @ b.float()
+            dense = gated("dense w@b", lambda: w @ b, w.float() @ b.float(), torch.bfloat16, graph=True)
+            row = {"part": part, "case": f"M{m}-K{k}-N{n}-V{v}-s{s}", "dense_us": dense["us"], "variants": {}}
+            for bn, bk, nw, st, pps in VARIANTS:
+                cfg = SpmmConfig(bn, bk, nw, st, programs_per_sm=pps)
+                r = gated(str(cfg), lambda: spmm_fwd(p.values, p.col_idx, p.group_ptr, p.perm, b, m, config=cfg), ref,
+                          torch.bfloat16, graph=True)
+                row["variants"][f"{bn},{bk},{nw},{st},p{pps}"] = r["us"] and round(dense["us"] / r["us"], 3)
+            del w, wm, p, b, ref
+            torch.cuda.empty_cache()
+            result["rows"].append(row)
+            print(json.dumps(row), flush=True)
+            with open(args.out, "w") as f:
+                json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
