@@ -153,6 +153,15 @@ def test_linear_plan_follows_the_measured_rule():
     assert linear_plan(16, 64, 64 * 1024, 132, capturing=False) == ("decode", 0)
 
 
+def test_spmm_config_takes_the_persistent_kernel_for_short_groups():
+    from shflbw.kernels.configs import PERSISTENT_MAX_STEPS, SPMM_BLOCK_K, spmm_config
+
+    short = PERSISTENT_MAX_STEPS * SPMM_BLOCK_K
+    assert spmm_config(64, 4096, torch.bfloat16, kept_per_group=short).programs_per_sm > 0
+    assert spmm_config(64, 4096, torch.bfloat16, kept_per_group=short + 1).programs_per_sm == 0
+    assert spmm_config(64, 4096, torch.bfloat16).programs_per_sm == 0  # unknown group sizes
+
+
 def test_linear_plan_is_deterministic_when_asked():
     from shflbw.kernels.configs import linear_plan
 

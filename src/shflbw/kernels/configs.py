@@ -25,6 +25,9 @@ SPLITK_PROGRAMS_PER_SM = 2
 SPLITK_MIN_STEPS = 8
 # Kept vectors per step of the feature-major kernel (spmm_config below).
 SPMM_BLOCK_K = 32
+# Groups of at most this many steps run the persistent kernel, this many programs per SM.
+PERSISTENT_MAX_STEPS = 4
+PERSISTENT_PROGRAMS_PER_SM = 3
 
 
 # The conv kernel takes BN 64 below this many BN-128 programs per SM (conv_config, below).
@@ -79,13 +82,34 @@ def roundtrip_block_n(n: int) -> int:
     return 128 if n >= 256 else 64
 
 
-def spmm_config(vector: int, n: int, dtype: torch.dtype) -> SpmmConfig:
-    # BN 128, BK 32, 4 warps, 5 stages for every V (prototype/sweep_stages.py, H200, T = 4096, after
-    # the unmasked int32 main loop): best or within 3 % of the best of 6-8 configs in 8 of 9 cases
-    # (V = 64 and 128, 50-87.5 %; 4096 x 11008 V = 64: 2.14x against 2.26x for 7 stages). Five
-    # stages are the fewest at which the loop keeps prefetches in flight (cp.async.wait_group 3;
-    # with 3-4 stages it drains every step, as the column indices are committed last).
+def spmm_config(vector: int, n: int, dtype: torch.dtype, kept_per_group: float | None = None) -> SpmmConfig:
+    """The feature-major kernel's config; ``kept_per_group`` (nnz / groups) picks the persistent
+    kernel for short reductions.
+
+    BN 128, BK 32, 4 warps, 5 stages for every V (prototype/sweep_stages.py, H200, T = 4096, after
+    the unmasked int32 main loop): best or within 3 % of the best of 6-8 configs in 8 of 9 cases
+    (V = 64 and 128, 50-87.5 %; 4096 x 11008 V = 64: 2.14x against 2.26x for 7 stages). Five
+    stages are the fewest at which the loop keeps prefetches in flight (cp.async.wait_group 3;
+    with 3-4 stages it drains every step, as the column indices are committed last).
+
+    Groups of at most PERSISTENT_MAX_STEPS [BK] steps run the persistent kernel with
+    PERSISTENT_PROGRAMS_PER_SM programs per SM (prototype/sweep_persistent.py, H200, commit 6756969,
+    CUDA-graph replays, 75-87.5 %, V = 64): ResNet-50's 1x1 convs at batch 64 with 1-4 steps went
+    0.90 -> 1.04x (64 -> 256 at 56^2), 0.89 -> 1.03x (128 -> 512), 1.01 -> 1.16x (256 -> 1024),
+    1.33 -> 1.43x (512 -> 128), and 4096 x 1024 at 87.5 % (4 steps) 2.40 -> 2.63x. From 8 steps
+    the one-tile kernel won (4096 x 1024 at 75 %: 1.71x against 1.69x; 32 steps, 4096^2: 1.95x
+    against 1.66x): its 5 programs per SM hide the gathers' latency better than the persistent
+    kernel's 3 (4 per SM ran slower than 3 everywhere, so no more than 3 fit at once).
+    """
+    if kept_per_group is not None and kept_per_group <= PERSISTENT_MAX_STEPS * SPMM_BLOCK_K:
+        return SpmmConfig(block_n=roundtrip_block_n(n), block_k=SPMM_BLOCK_K, num_warps=4, num_stages=5,
+                          programs_per_sm=PERSISTENT_PROGRAMS_PER_SM)
     return SpmmConfig(block_n=roundtrip_block_n(n), block_k=SPMM_BLOCK_K, num_warps=4, num_stages=5)
+
+
+def kept_per_group(values: torch.Tensor, group_ptr: torch.Tensor) -> float:
+    """Mean kept vectors per group, from shapes alone (no device sync)."""
+    return values.shape[0] / max(1, group_ptr.numel() - 1)
 
 
 @functools.cache
