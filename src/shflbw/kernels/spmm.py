@@ -28,6 +28,9 @@ class SpmmConfig:
     # > 0: the persistent kernel (kernels/spmm_persistent.py) with this many programs per SM;
     # 0: one program per [V, BN] tile.
     programs_per_sm: int = 0
+    # Register cap per thread (ptxas -maxrregcount), None: the compiler's choice. Fewer registers
+    # fit more programs per SM (65536 / (128 threads x regs)).
+    maxnreg: int | None = None
 
 
 def dot_precision(dtype: torch.dtype) -> str:
@@ -241,6 +244,7 @@ def launch_spmm(
                 PERMUTE_OUT=permute_out, DOT_PRECISION=dot_precision(values.dtype),
                 UPCAST=interpreter_upcast(values.dtype), EVEN_N=n % config.block_n == 0,
                 IDX64=needs_int64(values, b, out), num_warps=config.num_warps, num_stages=config.num_stages,
+                **_launch_options(config),
             )
             return out
     grid = (n_groups, triton.cdiv(n, config.block_n), splits)
@@ -274,8 +278,13 @@ def launch_spmm(
         IDX64=needs_int64(values, b, out),  # the residual shares the output's offsets
         num_warps=config.num_warps,
         num_stages=config.num_stages,
+        **_launch_options(config),
     )
     return out
+
+
+def _launch_options(config: SpmmConfig) -> dict:
+    return {} if config.maxnreg is None else {"maxnreg": config.maxnreg}
 
 
 def _sms(device: torch.device) -> int | None:
