@@ -1,13 +1,14 @@
 """Experiment: where a compressed model's forward spends its GPU time (H200, torch.profiler).
 
     python prototype/profile_e2e.py [--model resnet50|bert-large|minilm] [--vector 64] [--input nchw|cl]
-        [--dense]
+        [--dense] [--compile]
 
 Builds the model as benchmarks/run_e2e.py does (ResNet-50: every conv but the stem in Shfl-BW at
 75 %, the stages as ShflBWResidualStage regions; the BERT-style encoders: every encoder Linear,
 MLP regions), runs a few eager forwards under torch.profiler and prints the CUDA kernels by total
 time, so the time outside the sparse layers can be seen beside them. ``--dense`` profiles the
-dense model instead, for the same breakdown on the other side.
+dense model instead, for the same breakdown on the other side. ``--compile`` profiles the
+torch.compile'd model (run_e2e.py timed dense BERT-large compiled at 57 ms against 42 ms eager).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def main() -> int:
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--dense", action="store_true", help="profile the dense model")
     ap.add_argument("--host", action="store_true", help="also the host side: CPU time by op, and the wall time")
+    ap.add_argument("--compile", action="store_true", help="profile torch.compile(model)")
     args = ap.parse_args()
     if args.model in CNNS:
         dense, masked, variants = build_cnn(args.model, 0.75, args.vector)
@@ -46,6 +48,9 @@ def main() -> int:
         model = dense if args.dense else variants["regions"]
         ids = torch.randint(0, 30522, (args.batch or 256, args.seq), device="cuda")
         forward = lambda: model(input_ids=ids)  # noqa: E731
+    if args.compile:
+        compiled = torch.compile(model)
+        forward = (lambda: compiled(x)) if args.model in CNNS else (lambda: compiled(input_ids=ids))  # noqa: E731
     runs = 5
     with torch.no_grad():
         for _ in range(3):
