@@ -144,6 +144,8 @@ def main() -> int:
     ap.add_argument("--graph", action="store_true",
                     help="encoders: time CUDA-graph replays (the host's per-op cost out of the measurement)")
     ap.add_argument("--no-compile", action="store_true", help="encoders: skip the torch.compile rows")
+    ap.add_argument("--math-sdpa", action="store_true",
+                    help="encoders: leave PyTorch's math attention backend enabled (see below)")
     ap.add_argument("--out", default="e2e.json")
     args = ap.parse_args()
     for name in args.models.split(","):
@@ -162,15 +164,23 @@ def main() -> int:
             # fp32 reference: the regions add the residual in fp32 where the bf16 model rounds first, so
             # two bf16 paths differ by more than either differs from fp32 (BENCHMARKS.md, session 5)
             ref = masked.float()(input_ids=ids).last_hidden_state
+            # Under torch.compile and CUDA-graph capture, transformers cannot check that the (absent)
+            # padding mask is all ones, so it materialises one, and SDPA then took the math backend:
+            # fp32 CUDA-core GEMMs (profile_e2e.py --compile, H200, commit cc63a1e: dense BERT-large
+            # compiled spent 13.8 ms in sm80 ffma GEMMs + 3.1 ms softmax where eager's cuDNN flash
+            # attention took 1.7 ms; 56.6 ms a forward against 40.6 eager). Both sides share that
+            # attention, so it is kept on the fused kernels for every timing.
+            torch.backends.cuda.enable_math_sdp(args.math_sdpa)
             dense_us, dense_c_us = time_model(dense, call, timed, not args.no_compile)
             for label, sparse in variants.items():
                 row = {"model": name, "variant": label, "batch": args.batch, "seq": args.seq, "sparsity": args.sparsity,
-                       "vector": args.vector, "graph": args.graph, "dense_eager_us": dense_us,
+                       "vector": args.vector, "graph": args.graph, "math_sdpa": args.math_sdpa, "dense_eager_us": dense_us,
                        "dense_compiled_us": dense_c_us}
                 err = rel_error(sparse(input_ids=ids).last_hidden_state.float(), ref)
                 gated_row(row, err, sparse, call, timed, not args.no_compile,
                           min(t for t in (dense_us, dense_c_us) if t is not None))
                 emit(row, result, args.out)
+            torch.backends.cuda.enable_math_sdp(True)
     return 0
 
 
