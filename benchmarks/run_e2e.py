@@ -54,6 +54,29 @@ def build(name: str, sparsity: float, vector: int):
     return dense, masked, {"per-layer": per_layer, "regions": regions}
 
 
+def unmasked_attention(model) -> None:
+    """Run ``model``'s attention as plain SDPA with no mask (the benchmark's batches have no padding).
+
+    Under torch.compile and CUDA-graph capture, transformers cannot check that the padding mask is
+    all ones (eager checks it and drops it), so it materialises one, and SDPA then takes its math
+    backend: fp32 CUDA-core GEMMs. Dense BERT-large compiled spent 13.8 ms of its 56.6 ms forward in
+    sm80 ffma GEMMs plus 3.1 ms of softmax, where eager's cuDNN flash attention took 1.7 ms
+    (`prototype/profile_e2e.py --compile`, H200, commit cc63a1e); MiniLM's graph replays took 11.1 ms
+    against 3.1 ms eager. Forbidding the math backend instead fails ("Invalid backend"). Dense and
+    compressed models share this attention, so both get the same fix.
+    """
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    def attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+        out = torch.nn.functional.scaled_dot_product_attention(query, key, value, scale=scaling)
+        return out.transpose(1, 2).contiguous(), None
+
+    AttentionInterface.register("sdpa_unmasked", attention)
+    AttentionMaskInterface.register("sdpa_unmasked", lambda *args, **kwargs: None)
+    model.set_attn_implementation("sdpa_unmasked")
+
+
 # torchvision CNNs and the name of the stem conv each keeps dense (issue #6: every conv but the stem)
 CNNS = {"resnet50": "conv1", "vgg16": "features.0"}
 
@@ -144,8 +167,8 @@ def main() -> int:
     ap.add_argument("--graph", action="store_true",
                     help="encoders: time CUDA-graph replays (the host's per-op cost out of the measurement)")
     ap.add_argument("--no-compile", action="store_true", help="encoders: skip the torch.compile rows")
-    ap.add_argument("--math-sdpa", action="store_true",
-                    help="encoders: leave PyTorch's math attention backend enabled (see below)")
+    ap.add_argument("--hf-attention", action="store_true",
+                    help="encoders: keep transformers' own SDPA attention (see unmasked_attention)")
     ap.add_argument("--out", default="e2e.json")
     args = ap.parse_args()
     for name in args.models.split(","):
@@ -157,6 +180,9 @@ def main() -> int:
             run_cnn(name, args, result)
             continue
         dense, masked, variants = build(name, args.sparsity, args.vector)
+        if not args.hf_attention:
+            for m in (dense, masked, *variants.values()):
+                unmasked_attention(m)
         ids = torch.randint(0, 30522, (args.batch, args.seq), device="cuda")
         timed = dict(rep=args.rep, graph=args.graph)
         call = lambda m: m(input_ids=ids)  # noqa: E731
@@ -164,23 +190,15 @@ def main() -> int:
             # fp32 reference: the regions add the residual in fp32 where the bf16 model rounds first, so
             # two bf16 paths differ by more than either differs from fp32 (BENCHMARKS.md, session 5)
             ref = masked.float()(input_ids=ids).last_hidden_state
-            # Under torch.compile and CUDA-graph capture, transformers cannot check that the (absent)
-            # padding mask is all ones, so it materialises one, and SDPA then took the math backend:
-            # fp32 CUDA-core GEMMs (profile_e2e.py --compile, H200, commit cc63a1e: dense BERT-large
-            # compiled spent 13.8 ms in sm80 ffma GEMMs + 3.1 ms softmax where eager's cuDNN flash
-            # attention took 1.7 ms; 56.6 ms a forward against 40.6 eager). Both sides share that
-            # attention, so it is kept on the fused kernels for every timing.
-            torch.backends.cuda.enable_math_sdp(args.math_sdpa)
             dense_us, dense_c_us = time_model(dense, call, timed, not args.no_compile)
             for label, sparse in variants.items():
                 row = {"model": name, "variant": label, "batch": args.batch, "seq": args.seq, "sparsity": args.sparsity,
-                       "vector": args.vector, "graph": args.graph, "math_sdpa": args.math_sdpa, "dense_eager_us": dense_us,
+                       "vector": args.vector, "graph": args.graph, "hf_attention": args.hf_attention, "dense_eager_us": dense_us,
                        "dense_compiled_us": dense_c_us}
                 err = rel_error(sparse(input_ids=ids).last_hidden_state.float(), ref)
                 gated_row(row, err, sparse, call, timed, not args.no_compile,
                           min(t for t in (dense_us, dense_c_us) if t is not None))
                 emit(row, result, args.out)
-            torch.backends.cuda.enable_math_sdp(True)
     return 0
 
 
