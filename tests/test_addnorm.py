@@ -128,7 +128,7 @@ def test_bert_tails_training_mode_unfuse_and_save_load(tmp_path):
     assert isinstance(loaded.encoder.layer[1].output, ShflBWAddNorm)
     with torch.no_grad():
         assert rel_error(loaded(input_ids=ids).last_hidden_state, ref) < 1e-5
-    assert unfuse_regions_(model) == 2 + 4  # two MLP regions, four tails
+    assert unfuse_regions_(model) == 2 + 4 + 2  # two MLP regions, four tails, two attention regions
     assert not any(isinstance(m, ShflBWAddNorm) for m in model.modules())
     assert type(model.encoder.layer[0].output).__name__ == "BertOutput"
     back = shflbw.decompress_(model)

@@ -7,7 +7,8 @@ tensor cores.
 from shflbw.config import LayerOverride, ShflBWConfig
 from shflbw.format import ShflBWMatrix
 from shflbw.nn import (CubicSparsitySchedule, ShflBWAddNorm, ShflBWConv2d, ShflBWConvChain, ShflBWLinear, ShflBWMLP,
-                       ShflBWResidualStage, compress_, decompress_, fold_batchnorm, load, save, sparsify_)
+                       ShflBWResidualStage, ShflBWSelfAttention, compress_, decompress_, fold_batchnorm, load, save,
+                       sparsify_)
 from shflbw.ops import PackedMLP, conv2d, conv2d_chwn, linear, mlp, spmm
 from shflbw.prune import PruneResult, prune
 
@@ -26,6 +27,7 @@ __all__ = [
     "ShflBWMLP",
     "ShflBWMatrix",
     "ShflBWResidualStage",
+    "ShflBWSelfAttention",
     "__version__",
     "compress_",
     "conv2d",

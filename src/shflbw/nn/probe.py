@@ -24,14 +24,17 @@ def probe_input(shape: tuple[int, ...], like: torch.Tensor, seed: int = 0) -> to
 
 
 def agrees(original: nn.Module, region: nn.Module, *inputs: torch.Tensor) -> bool:
-    """Whether ``region(*inputs)`` equals ``original(*inputs)`` within PROBE_TOLERANCE (training modes kept)."""
+    """Whether ``region(*inputs)`` equals ``original(*inputs)`` within PROBE_TOLERANCE (training modes kept).
+
+    Modules returning a tuple (Hugging Face attention: the output, then the weights) are compared on
+    their first value."""
     was_training = original.training
     try:
         original.eval()
         region.eval()
         with torch.no_grad(), backend("reference"):
-            want = original(*inputs).float()
-            got = region(*inputs).float()
+            want = _first(original(*inputs)).float()
+            got = _first(region(*inputs)).float()
     except Exception:  # noqa: BLE001 - a module whose forward does not fit the pattern may fail in any way
         return False
     finally:
@@ -41,3 +44,7 @@ def agrees(original: nn.Module, region: nn.Module, *inputs: torch.Tensor) -> boo
         return False
     err = ((got - want).norm() / want.norm().clamp_min(1e-30)).item()
     return err < PROBE_TOLERANCE[inputs[0].dtype]
+
+
+def _first(out):
+    return out[0] if isinstance(out, tuple) else out

@@ -3,9 +3,11 @@
 - MLP blocks (Linear -> ReLU/GELU -> Linear) run feature-major inside: shflbw.nn.mlp;
 - transformer sublayer tails, LayerNorm(dense(x) + residual), hand their result on feature-major:
   shflbw.nn.addnorm;
+- self-attention (Q, K, V projections and softmax attention) reads and writes feature-major:
+  shflbw.nn.attention;
 - stages of ResNet residual blocks run in (C, H, W, N) with batch-norm folded: shflbw.nn.cnn.
 
-Both are inference modules that ``unfuse_regions_`` turns back into the per-layer modules they
+All are inference modules that ``unfuse_regions_`` turns back into the per-layer modules they
 came from (``save`` writes the per-layer form; ``load`` fuses again).
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 from torch import nn
 
 from shflbw.nn.addnorm import fuse_addnorm_regions_, unfuse_addnorm_regions_
+from shflbw.nn.attention import fuse_attention_regions_, unfuse_attention_regions_
 from shflbw.nn.cnn import fuse_cnn_regions_, unfuse_cnn_regions_
 from shflbw.nn.mlp import fuse_mlp_regions_, unfuse_mlp_regions_
 
@@ -21,9 +24,11 @@ from shflbw.nn.mlp import fuse_mlp_regions_, unfuse_mlp_regions_
 def fuse_regions_(model: nn.Module) -> list[str]:
     """Fuse every recognised region of a compressed model; returns the names of the sites fused."""
     # MLP blocks first: the tail after one is fused as add + LayerNorm on the block's output.
-    return fuse_mlp_regions_(model) + fuse_addnorm_regions_(model) + fuse_cnn_regions_(model)
+    return (fuse_mlp_regions_(model) + fuse_addnorm_regions_(model) + fuse_attention_regions_(model)
+            + fuse_cnn_regions_(model))
 
 
 def unfuse_regions_(model: nn.Module) -> int:
     """Put every region back as its per-layer modules; returns how many regions there were."""
-    return unfuse_addnorm_regions_(model) + unfuse_mlp_regions_(model) + unfuse_cnn_regions_(model)
+    return (unfuse_addnorm_regions_(model) + unfuse_attention_regions_(model) + unfuse_mlp_regions_(model)
+            + unfuse_cnn_regions_(model))

@@ -1,0 +1,103 @@
+"""Bidirectional softmax attention on feature-major Q, K and V, with a feature-major result.
+
+Why: in a BERT-style layer the three projections and the output projection run feature-major
+(the SpMM kernels' layout), but PyTorch's SDPA wants [B, H, S, D] with D contiguous, so each layer
+paid three transposes back for Q, K and V and one for the context (3.3 ms of a 30.4 ms BERT-large
+forward on the H200, BENCHMARKS.md). Here Q, K and V are read where the SpMMs wrote them: rows of
+one [3 * H * D, T] buffer, token t = b * S + s contiguous along each row, so a [D, BM] tile of a
+head is D rows of BM contiguous tokens (coalesced). The context is written the same way, [H * D, T],
+which the output projection reads without a transpose.
+
+The math runs transposed: scores^T = K Q^T ([BN, BM]), softmax over the keys (axis 0) with the
+running maximum and sum of the online softmax, and ctx^T += V^T P^T ([D, BM]), so every operand is
+the tile as loaded. No mask, no dropout (inference); keys past S are masked out.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from shflbw.kernels.spmm import dot_precision, interpreter_upcast
+
+
+@triton.jit
+def attention_fm_kernel(
+    qkv_ptr,  # [3 * H * D, T] at (stride_row, 1): Q rows, then K rows, then V rows
+    out_ptr,  # [H * D, T] contiguous
+    S,
+    T,
+    stride_row,
+    qk_scale,  # softmax scale * log2(e): the kernel exponentiates with exp2
+    H: tl.constexpr,
+    D: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    offs_d = tl.arange(0, D)
+    offs_m = pid_m * BM + tl.arange(0, BM)  # query positions in the sequence
+    m_ok = offs_m < S
+    tok0 = b.to(tl.int64) * S
+    rows_q = (h * D + offs_d).to(tl.int64) * stride_row
+    rows_k = ((H + h) * D + offs_d).to(tl.int64) * stride_row
+    rows_v = ((2 * H + h) * D + offs_d).to(tl.int64) * stride_row
+    q = tl.load(qkv_ptr + rows_q[:, None] + (tok0 + offs_m)[None, :], mask=m_ok[None, :], other=0.0)  # [D, BM]
+    if UPCAST:
+        q = q.to(tl.float32)
+    m_i = tl.full([BM], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BM], dtype=tl.float32)
+    acc = tl.zeros([D, BM], dtype=tl.float32)
+    for n0 in range(0, S, BN):
+        offs_n = n0 + tl.arange(0, BN)
+        n_ok = offs_n < S
+        k = tl.load(qkv_ptr + rows_k[:, None] + (tok0 + offs_n)[None, :], mask=n_ok[None, :], other=0.0)  # [D, BN]
+        v = tl.load(qkv_ptr + rows_v[:, None] + (tok0 + offs_n)[None, :], mask=n_ok[None, :], other=0.0)  # [D, BN]
+        if UPCAST:
+            k = k.to(tl.float32)
+            v = v.to(tl.float32)
+        s = tl.dot(tl.trans(k), q, input_precision=DOT_PRECISION) * qk_scale  # [BN, BM], log2 units
+        s = tl.where(n_ok[:, None], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, axis=0))
+        alpha = tl.exp2(m_i - m_new)
+        p = tl.exp2(s - m_new[None, :])  # [BN, BM]
+        l_i = l_i * alpha + tl.sum(p, axis=0)
+        acc = acc * alpha[None, :] + tl.dot(v, p.to(v.dtype), input_precision=DOT_PRECISION)  # [D, BM]
+        m_i = m_new
+    acc = acc / l_i[None, :]
+    out_rows = (h * D + offs_d).to(tl.int64) * T
+    tl.store(out_ptr + out_rows[:, None] + (tok0 + offs_m)[None, :], acc.to(out_ptr.dtype.element_ty),
+             mask=m_ok[None, :])
+
+
+def attention_fm(qkv: torch.Tensor, batch: int, seq: int, heads: int, scale: float, block_m: int | None = None,
+                 block_n: int | None = None, num_warps: int = 4, num_stages: int = 2) -> torch.Tensor:
+    """softmax(Q K^T * scale) V per head, for Q, K, V the three row blocks of ``qkv`` [3 * H * D, B * S]
+    (unit stride along tokens); returns the context feature-major, [H * D, B * S] contiguous."""
+    rows, t = qkv.shape
+    if rows % (3 * heads) or t != batch * seq:
+        raise ValueError(f"qkv must be [3 * heads * D, batch * seq], got {tuple(qkv.shape)} for {heads} heads, "
+                         f"batch {batch}, seq {seq}")
+    d = rows // (3 * heads)
+    if d < 16 or d & (d - 1):
+        raise ValueError(f"head size must be a power of two >= 16, got {d}")
+    if qkv.stride(1) != 1:
+        raise ValueError("qkv must be contiguous along tokens")
+    out = torch.empty(heads * d, t, dtype=qkv.dtype, device=qkv.device)
+    if t == 0:
+        return out
+    bm = block_m or min(64, max(16, triton.next_power_of_2(seq)))
+    bn = block_n or min(64, max(16, triton.next_power_of_2(seq)))
+    grid = (triton.cdiv(seq, bm), batch * heads)
+    attention_fm_kernel[grid](
+        qkv, out, seq, t, qkv.stride(0), scale * 1.4426950408889634,
+        H=heads, D=d, BM=bm, BN=bn, DOT_PRECISION=dot_precision(qkv.dtype), UPCAST=interpreter_upcast(qkv.dtype),
+        num_warps=num_warps, num_stages=num_stages,
+    )
+    return out

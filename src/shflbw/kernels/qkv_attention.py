@@ -1,0 +1,25 @@
+"""Q, K, V projections and attention, feature-major end to end (``shflbw::qkv_attention`` on the GPU)."""
+
+from __future__ import annotations
+
+import torch
+
+from shflbw.kernels.attention import attention_fm
+from shflbw.kernels.configs import kept_per_group, spmm_config
+from shflbw.kernels.spmm import launch_spmm
+from shflbw.kernels.transpose import feature_major
+
+
+def qkv_attention(x: torch.Tensor, packs, heads: int, scale: float, out_features: int) -> torch.Tensor:
+    """x [B, S, K]; ``packs``: three (values, col_idx, group_ptr, perm, bias) for Q, K, V, each
+    ``out_features`` rows. Returns [B, S, out_features] with feature-major storage."""
+    b, s, k = x.shape
+    t = b * s
+    xt = feature_major(x.reshape(t, k))  # free when x is a feature-major view
+    qkv = torch.empty(3 * out_features, t, dtype=x.dtype, device=x.device)
+    for i, (values, col_idx, group_ptr, perm, bias) in enumerate(packs):
+        cfg = spmm_config(values.shape[1], t, x.dtype, kept_per_group(values, group_ptr))
+        rows = qkv[i * out_features:(i + 1) * out_features]
+        launch_spmm(values, col_idx, group_ptr, perm, xt, bias, rows, (t, 1), cfg)
+    ctx = attention_fm(qkv, b, s, heads, scale)
+    return ctx.t().reshape(b, s, out_features)

@@ -1,0 +1,120 @@
+"""``ShflBWSelfAttention``: a BERT-style self-attention (Q, K, V projections + softmax attention) in one op.
+
+Hugging Face BERT-style encoders compute attention in a "SelfAttention" module: ``query``, ``key``
+and ``value`` linears, a split into heads, softmax attention, and a merge back; the "SelfOutput"
+tail (``ShflBWAddNorm``) then applies the output projection. With all three projections compressed,
+the region runs ``shflbw::qkv_attention``: the projections write Q, K and V feature-major and the
+attention kernel reads them there, so none of the three goes back to token-major for PyTorch's
+attention, and the context comes out feature-major for the tail (kernels/attention.py says why).
+
+Candidates are recognised by their attributes and a class name ending in "SelfAttention", and fused
+only if they compute the same as the module they replace on a small random input (reference ops).
+The region covers the plain encoder case: inference, no attention mask (Hugging Face passes none
+when no token is padded), no cache, no attention weights asked for. Any other call runs the
+original module, which ``unfuse_attention_regions_`` puts back.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from shflbw.nn.convert import _set_child
+from shflbw.nn.linear import ShflBWLinear
+from shflbw.nn.probe import agrees, probe_input
+from shflbw.ops.attention import qkv_attention_op
+
+
+class ShflBWSelfAttention(nn.Module):
+    """Softmax attention over compressed ``query`` / ``key`` / ``value`` of an HF "SelfAttention" module."""
+
+    def __init__(self, original: nn.Module, outputs: int = 2):
+        super().__init__()
+        q, k, v = (getattr(original, n, None) for n in ("query", "key", "value"))
+        if not all(isinstance(m, ShflBWLinear) for m in (q, k, v)):
+            raise ValueError("ShflBWSelfAttention needs compressed query, key and value layers (ShflBWLinear)")
+        if len({(m.in_features, m.out_features) for m in (q, k, v)}) != 1:
+            raise ValueError("query, key and value must have the same shape")
+        heads = getattr(original, "num_attention_heads", None)
+        if not isinstance(heads, int) or heads <= 0 or q.out_features % heads:
+            raise ValueError(f"num_attention_heads must divide {q.out_features}, got {heads!r}")
+        self.original = original
+        self.heads = heads
+        self.scale = float(getattr(original, "scaling", (q.out_features // heads) ** -0.5))
+        self.outputs = outputs  # how many values the original returns (context first, then None for the weights)
+
+    def _plain(self, hidden_states: torch.Tensor, args: tuple, kwargs: dict) -> bool:
+        """Whether this call is the case the region computes (else the original module runs)."""
+        mask = kwargs.get("attention_mask", args[0] if args else None)
+        extra = args[1:] if args else ()
+        return (not self.training and mask is None and hidden_states.dim() == 3 and all(a is None for a in extra)
+                and kwargs.get("cache") is None and kwargs.get("past_key_values") is None
+                and kwargs.get("past_key_value") is None and not kwargs.get("output_attentions")
+                and kwargs.get("encoder_hidden_states") is None)
+
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
+        if not self._plain(hidden_states, args, kwargs):
+            return self.original(hidden_states, *args, **kwargs)
+        q, k, v = self.original.query, self.original.key, self.original.value
+        packs = []
+        for m in (q, k, v):
+            bias = None if m.bias is None else m.bias.to(hidden_states.dtype)
+            packs += [m.values, m.col_idx, m.group_ptr, m.perm, bias]
+        ctx = qkv_attention_op(hidden_states, *packs, self.heads, self.scale, q.out_features)
+        return (ctx,) + (None,) * (self.outputs - 1) if self.outputs else ctx
+
+    def extra_repr(self) -> str:
+        q = self.original.query
+        return (f"{q.in_features} -> 3 x {q.out_features}, {self.heads} heads, V={q.vector}, "
+                f"attention feature-major, feature-major out")
+
+
+def _candidate(mod: nn.Module) -> bool:
+    return (type(mod).__name__.endswith("SelfAttention")
+            and all(isinstance(getattr(mod, n, None), ShflBWLinear) for n in ("query", "key", "value"))
+            and isinstance(getattr(mod, "num_attention_heads", None), int)
+            and not getattr(mod, "is_decoder", False) and not getattr(mod, "is_causal", False)
+            and getattr(mod, "position_embedding_type", "absolute") == "absolute")
+
+
+def _probe(original: nn.Module) -> ShflBWSelfAttention | None:
+    """The region, with its output arity taken from the original, if the two agree on a probe input."""
+    q = original.query
+    x = probe_input((2, 5, q.in_features), q.values, seed=0)
+    try:
+        was = original.training
+        original.eval()
+        with torch.no_grad():
+            out = original(x)
+        original.train(was)
+    except Exception:  # noqa: BLE001 - a forward that does not fit the pattern may fail in any way
+        return None
+    outputs = len(out) if isinstance(out, tuple) else 0
+    try:
+        region = ShflBWSelfAttention(original, outputs)
+    except ValueError:
+        return None
+    return region if agrees(original, region, x) else None
+
+
+def fuse_attention_regions_(model: nn.Module) -> list[str]:
+    """Swap every recognised self-attention for a ``ShflBWSelfAttention``; returns the names fused."""
+    done = []
+    for name, mod in list(model.named_modules()):
+        if not name or not _candidate(mod):
+            continue
+        region = _probe(mod)
+        if region is None:
+            continue
+        region.train(mod.training)
+        _set_child(model, name, region)
+        done.append(name)
+    return done
+
+
+def unfuse_attention_regions_(model: nn.Module) -> int:
+    """Put every ``ShflBWSelfAttention``'s original module back; returns how many."""
+    regions = [(n, m) for n, m in model.named_modules() if isinstance(m, ShflBWSelfAttention)]
+    for name, region in regions:
+        _set_child(model, name, region.original)
+    return len(regions)

@@ -1,0 +1,177 @@
+"""Self-attention on feature-major Q, K, V: the kernel, the op, and the BERT-style region."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import shflbw
+from shflbw.nn.attention import ShflBWSelfAttention, fuse_attention_regions_
+from shflbw.nn.regions import unfuse_regions_
+from shflbw.testing import random_shflbw_mask, rel_error
+
+from conftest import KERNEL_TOLERANCE
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+
+
+def _sdpa_fm(qkv, b, s, h, scale):
+    """The reference: PyTorch attention in float64 on the three row blocks, context feature-major."""
+    m = qkv.shape[0] // 3
+    q, k, v = (qkv[i * m:(i + 1) * m].double().t().reshape(b, s, h, -1).transpose(1, 2) for i in range(3))
+    return F.scaled_dot_product_attention(q, k, v, scale=scale).transpose(1, 2).reshape(b * s, m).t()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("b,s,h,d,bm,bn", [(2, 37, 3, 16, 16, 16), (1, 5, 2, 32, 16, 16), (3, 70, 2, 16, 32, 16),
+                                           (2, 64, 1, 64, None, None)])
+def test_attention_kernel_matches_sdpa(dtype, b, s, h, d, bm, bn, nan_poison):
+    # sequence tails in both block sizes, several key blocks (online softmax), a strided qkv view
+    pytest.importorskip("triton")
+    from shflbw.kernels.attention import attention_fm
+
+    g = torch.Generator().manual_seed(s + d)
+    big = (torch.randn(3 * h * d + 5, b * s, generator=g) * 2).to(dtype).to(DEVICE)
+    qkv = big[5:]  # rows start past the base pointer
+    out = attention_fm(qkv, b, s, h, 0.3, block_m=bm, block_n=bn)
+    assert out.shape == (h * d, b * s) and out.is_contiguous()
+    assert rel_error(out.cpu(), _sdpa_fm(qkv.cpu(), b, s, h, 0.3)) < KERNEL_TOLERANCE[dtype]
+
+
+def test_attention_kernel_rejects_bad_shapes():
+    pytest.importorskip("triton")
+    from shflbw.kernels.attention import attention_fm
+
+    with pytest.raises(ValueError, match="batch \\* seq"):
+        attention_fm(torch.randn(96, 10), 2, 6, 2, 1.0)
+    with pytest.raises(ValueError, match="power of two"):
+        attention_fm(torch.randn(3 * 2 * 24, 10), 2, 5, 2, 1.0)
+    with pytest.raises(ValueError, match="contiguous along tokens"):
+        attention_fm(torch.randn(10, 96).t(), 2, 5, 2, 1.0)
+
+
+def _packs(k=32, m=32, v=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    out, dense = [], []
+    for i in range(3):
+        w = torch.randn(m, k, generator=g)
+        mask, perm = random_shflbw_mask(m, k, v, 0.4, generator=g)
+        p = shflbw.ShflBWMatrix.from_dense(w, mask, perm, vector=v)
+        bias = torch.randn(m, generator=g)
+        out += [p.values, p.col_idx, p.group_ptr, p.perm, bias]
+        dense.append((w * mask, bias))
+    return out, dense
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_qkv_attention_op(backend, nan_poison):
+    if backend == "triton":
+        pytest.importorskip("triton")
+    packs, dense = _packs()
+    x = torch.randn(2, 9, 32, generator=torch.Generator().manual_seed(4))
+    q, k, v = (F.linear(x.double(), w.double(), bias.double()).view(2, 9, 2, 16).transpose(1, 2) for w, bias in dense)
+    ref = F.scaled_dot_product_attention(q, k, v, scale=0.25).transpose(1, 2).reshape(2, 9, 32)
+    with shflbw.ops.backend(backend):
+        out = torch.ops.shflbw.qkv_attention(x.to(DEVICE), *[t.to(DEVICE) for t in packs], 2, 0.25, 32)
+    assert out.shape == (2, 9, 32)
+    assert out.reshape(-1, 32).t().is_contiguous()  # a token-major view of a feature-major buffer
+    assert rel_error(out.cpu(), ref) < KERNEL_TOLERANCE[torch.float32]
+
+
+def test_qkv_attention_op_registration():
+    packs, _ = _packs()
+    x = torch.randn(2, 3, 32)
+    args = (x, *packs, 2, 0.25, 32)
+    torch.library.opcheck(torch.ops.shflbw.qkv_attention.default, args)
+    g = torch.compile(lambda *a: torch.ops.shflbw.qkv_attention(*a) + 1, fullgraph=True, backend="aot_eager")
+    assert torch.allclose(g(*args), torch.ops.shflbw.qkv_attention(*args) + 1)
+
+
+def _bert(layers=2):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(vocab_size=100, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                                  num_attention_heads=2, max_position_embeddings=32)
+    torch.manual_seed(0)
+    model = transformers.BertModel(cfg).eval()
+    cfg = shflbw.ShflBWConfig(sparsity=0.75, vector=16, include=("encoder.*",), exclude=(), time_budget=2)
+    return shflbw.sparsify_(model, cfg, progress=False), transformers
+
+
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_bert_attention_fused_and_equal_to_the_masked_model(backend, nan_poison):
+    if backend == "triton":
+        pytest.importorskip("triton")
+    masked, _ = _bert()
+    ids = torch.randint(0, 100, (2, 24), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = masked(input_ids=ids).last_hidden_state
+    model = shflbw.compress_(copy.deepcopy(masked)).to(DEVICE)
+    region = model.encoder.layer[0].attention.self
+    assert isinstance(region, ShflBWSelfAttention) and "2 heads" in repr(region)
+    with shflbw.ops.backend(backend), torch.no_grad():
+        out = model(input_ids=ids.to(DEVICE)).last_hidden_state.cpu()
+    assert rel_error(out, ref) < KERNEL_TOLERANCE[torch.float32]
+
+
+def test_bert_attention_falls_back_for_masks_and_training():
+    # a padding mask, or training mode, runs the original module: same results as the masked model
+    masked, _ = _bert(layers=1)
+    model = shflbw.compress_(copy.deepcopy(masked))
+    ids = torch.randint(0, 100, (2, 12), generator=torch.Generator().manual_seed(2))
+    pad = torch.ones(2, 12, dtype=torch.long)
+    pad[1, 8:] = 0
+    with torch.no_grad():
+        ref = masked(input_ids=ids, attention_mask=pad).last_hidden_state
+        out = model(input_ids=ids, attention_mask=pad).last_hidden_state
+    assert rel_error(out[pad.bool()], ref[pad.bool()]) < 1e-5
+    region = model.encoder.layer[0].attention.self
+    region.train()
+    calls = []
+    region.original.register_forward_hook(lambda *a: calls.append(1))
+    region(torch.randn(2, 12, 64))
+    assert calls == [1]
+
+
+def test_unfuse_and_save_load_keep_the_attention_region(tmp_path):
+    masked, transformers = _bert(layers=1)
+    model = shflbw.compress_(copy.deepcopy(masked))
+    ids = torch.randint(0, 100, (2, 7), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = masked(input_ids=ids).last_hidden_state
+    shflbw.save(model, str(tmp_path / "bert"))
+    loaded = shflbw.load(str(tmp_path / "bert"), transformers.BertModel(masked.config).eval())
+    assert isinstance(loaded.encoder.layer[0].attention.self, ShflBWSelfAttention)
+    with torch.no_grad():
+        assert rel_error(loaded(input_ids=ids).last_hidden_state, ref) < 1e-5
+    unfuse_regions_(model)
+    assert type(model.encoder.layer[0].attention.self).__name__ == "BertSelfAttention"
+
+
+class NotAnAttention(nn.Module):
+    """A "SelfAttention" with compressed q/k/v whose forward is no softmax attention: never fused."""
+
+    def __init__(self, packs):
+        super().__init__()
+        self.query, self.key, self.value = packs
+        self.num_attention_heads = 2
+
+    def forward(self, hidden_states, attention_mask=None):
+        return (self.query(hidden_states) + self.value(hidden_states), None)
+
+
+NotAnAttention.__name__ = "OddSelfAttention"
+
+
+def test_a_module_with_another_forward_is_left_alone():
+    g = torch.Generator().manual_seed(0)
+    lins = []
+    for _ in range(3):
+        mask, perm = random_shflbw_mask(32, 32, 16, 0.5, generator=g)
+        lins.append(shflbw.ShflBWLinear(shflbw.ShflBWMatrix.from_dense(torch.randn(32, 32, generator=g), mask, perm,
+                                                                       vector=16)))
+    model = nn.Sequential(NotAnAttention(lins))
+    assert fuse_attention_regions_(model) == []
+    assert isinstance(model[0], NotAnAttention)
