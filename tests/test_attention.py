@@ -41,6 +41,38 @@ def test_attention_kernel_matches_sdpa(dtype, b, s, h, d, bm, bn, nan_poison):
     assert rel_error(out.cpu(), _sdpa_fm(qkv.cpu(), b, s, h, 0.3)) < KERNEL_TOLERANCE[dtype]
 
 
+@pytest.mark.parametrize("kind", ["bool-padding", "bool-full", "float-per-head", "bool-masked-row"])
+def test_attention_kernel_masks(kind, nan_poison):
+    # Hugging Face's padding mask (boolean [B, 1, S, S]), a broadcast [B, 1, 1, S] one, an additive
+    # per-head float mask, and a query row with no key left (SDPA gives zeros there)
+    pytest.importorskip("triton")
+    from shflbw.kernels.attention import attention_fm
+
+    b, s, h, d = 2, 37, 3, 16
+    g = torch.Generator().manual_seed(5)
+    qkv = torch.randn(3 * h * d, b * s, generator=g)
+    pad = torch.ones(b, s, dtype=torch.bool)
+    pad[1, 30:] = False
+    if kind == "bool-padding":
+        mask = pad[:, None, None, :].expand(b, 1, s, s).contiguous()
+    elif kind == "bool-full":
+        mask = pad[:, None, None, :]
+    elif kind == "float-per-head":
+        mask = torch.randn(b, h, s, s, generator=g)
+        mask[1, :, :, 30:] = float("-inf")
+    else:
+        mask = torch.ones(b, 1, s, s, dtype=torch.bool)
+        mask[0, 0, 3, :] = False
+    out = attention_fm(qkv.to(DEVICE), b, s, h, 0.3, mask=mask.to(DEVICE), block_m=16, block_n=16).cpu()
+    m = qkv.shape[0] // 3
+    q, k, v = (qkv[i * m:(i + 1) * m].double().t().reshape(b, s, h, -1).transpose(1, 2) for i in range(3))
+    ref_mask = mask if mask.dtype == torch.bool else mask.double()
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=ref_mask, scale=0.3).transpose(1, 2).reshape(b * s, m).t()
+    assert rel_error(out, ref) < KERNEL_TOLERANCE[torch.float32]
+    if kind == "bool-masked-row":
+        assert out[:, 3].abs().max() == 0
+
+
 def test_attention_kernel_rejects_bad_shapes():
     pytest.importorskip("triton")
     from shflbw.kernels.attention import attention_fm
@@ -51,6 +83,10 @@ def test_attention_kernel_rejects_bad_shapes():
         attention_fm(torch.randn(3 * 2 * 24, 10), 2, 5, 2, 1.0)
     with pytest.raises(ValueError, match="contiguous along tokens"):
         attention_fm(torch.randn(10, 96).t(), 2, 5, 2, 1.0)
+    with pytest.raises(ValueError, match="attention mask must be"):
+        attention_fm(torch.randn(96, 10), 2, 5, 2, 1.0, mask=torch.ones(2, 5, dtype=torch.bool))
+    with pytest.raises(TypeError, match="boolean or floating"):
+        attention_fm(torch.randn(96, 10), 2, 5, 2, 1.0, mask=torch.ones(2, 1, 5, 5, dtype=torch.long))
 
 
 def _packs(k=32, m=32, v=16, seed=0):
@@ -75,7 +111,7 @@ def test_qkv_attention_op(backend, nan_poison):
     q, k, v = (F.linear(x.double(), w.double(), bias.double()).view(2, 9, 2, 16).transpose(1, 2) for w, bias in dense)
     ref = F.scaled_dot_product_attention(q, k, v, scale=0.25).transpose(1, 2).reshape(2, 9, 32)
     with shflbw.ops.backend(backend):
-        out = torch.ops.shflbw.qkv_attention(x.to(DEVICE), *[t.to(DEVICE) for t in packs], 2, 0.25, 32)
+        out = torch.ops.shflbw.qkv_attention(x.to(DEVICE), *[t.to(DEVICE) for t in packs], None, 2, 0.25, 32)
     assert out.shape == (2, 9, 32)
     assert out.reshape(-1, 32).t().is_contiguous()  # a token-major view of a feature-major buffer
     assert rel_error(out.cpu(), ref) < KERNEL_TOLERANCE[torch.float32]
@@ -84,8 +120,9 @@ def test_qkv_attention_op(backend, nan_poison):
 def test_qkv_attention_op_registration():
     packs, _ = _packs()
     x = torch.randn(2, 3, 32)
-    args = (x, *packs, 2, 0.25, 32)
+    args = (x, *packs, None, 2, 0.25, 32)
     torch.library.opcheck(torch.ops.shflbw.qkv_attention.default, args)
+    torch.library.opcheck(torch.ops.shflbw.qkv_attention.default, (x, *packs, torch.rand(2, 1, 3, 3) > 0.3, 2, 0.25, 32))
     g = torch.compile(lambda *a: torch.ops.shflbw.qkv_attention(*a) + 1, fullgraph=True, backend="aot_eager")
     assert torch.allclose(g(*args), torch.ops.shflbw.qkv_attention(*args) + 1)
 
@@ -116,23 +153,52 @@ def test_bert_attention_fused_and_equal_to_the_masked_model(backend, nan_poison)
     assert rel_error(out, ref) < KERNEL_TOLERANCE[torch.float32]
 
 
-def test_bert_attention_falls_back_for_masks_and_training():
-    # a padding mask, or training mode, runs the original module: same results as the masked model
+@pytest.mark.parametrize("backend", ["reference", "triton"])
+def test_bert_attention_with_a_padding_mask(backend, nan_poison):
+    # Hugging Face hands a boolean [B, 1, S, S] mask to the attention when tokens are padded
+    if backend == "triton":
+        pytest.importorskip("triton")
     masked, _ = _bert(layers=1)
-    model = shflbw.compress_(copy.deepcopy(masked))
+    model = shflbw.compress_(copy.deepcopy(masked)).to(DEVICE)
     ids = torch.randint(0, 100, (2, 12), generator=torch.Generator().manual_seed(2))
     pad = torch.ones(2, 12, dtype=torch.long)
     pad[1, 8:] = 0
     with torch.no_grad():
         ref = masked(input_ids=ids, attention_mask=pad).last_hidden_state
-        out = model(input_ids=ids, attention_mask=pad).last_hidden_state
-    assert rel_error(out[pad.bool()], ref[pad.bool()]) < 1e-5
-    region = model.encoder.layer[0].attention.self
-    region.train()
+    calls = []
+    model.encoder.layer[0].attention.self.original.register_forward_hook(lambda *a: calls.append(1))
+    with shflbw.ops.backend(backend), torch.no_grad():
+        out = model(input_ids=ids.to(DEVICE), attention_mask=pad.to(DEVICE)).last_hidden_state.cpu()
+    assert calls == []  # the region ran, not the original module
+    assert rel_error(out, ref) < KERNEL_TOLERANCE[torch.float32]
+
+
+def test_bert_attention_falls_back_in_training_mode_and_for_other_calls():
+    masked, _ = _bert(layers=1)
+    region = shflbw.compress_(copy.deepcopy(masked)).encoder.layer[0].attention.self
     calls = []
     region.original.register_forward_hook(lambda *a: calls.append(1))
-    region(torch.randn(2, 12, 64))
-    assert calls == [1]
+    x = torch.randn(2, 12, 64)
+    region.train()
+    region(x)
+    region.eval()
+    region(x, output_attentions=True)
+    assert calls == [1, 1]
+    region(x)
+    region(x, attention_mask=torch.zeros(2, 1, 12, 12))
+    assert calls == [1, 1]
+
+
+def test_masks_the_kernel_takes():
+    from shflbw.nn.attention import _usable_mask
+
+    x = torch.randn(2, 12, 64)
+    assert _usable_mask(None, x, 4)
+    assert _usable_mask(torch.ones(2, 1, 12, 12, dtype=torch.bool), x, 4)
+    assert _usable_mask(torch.zeros(1, 4, 1, 12), x, 4)
+    assert not _usable_mask(torch.ones(2, 12, dtype=torch.bool), x, 4)  # 2-D: not yet expanded by the model
+    assert not _usable_mask(torch.ones(2, 3, 12, 12, dtype=torch.bool), x, 4)  # heads mismatch
+    assert not _usable_mask(torch.ones(2, 1, 12, 12, dtype=torch.long), x, 4)
 
 
 def test_unfuse_and_save_load_keep_the_attention_region(tmp_path):

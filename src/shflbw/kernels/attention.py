@@ -10,7 +10,9 @@ which the output projection reads without a transpose.
 
 The math runs transposed: scores^T = K Q^T ([BN, BM]), softmax over the keys (axis 0) with the
 running maximum and sum of the online softmax, and ctx^T += V^T P^T ([D, BM]), so every operand is
-the tile as loaded. No mask, no dropout (inference); keys past S are masked out.
+the tile as loaded. An optional mask [B, 1 or H, S, S] (any strides, 0 for broadcast dimensions)
+is boolean (True: attend), as Hugging Face passes it for padded batches, or additive float; a query
+row with every key masked gets zeros, as PyTorch's SDPA gives. No dropout (inference).
 """
 
 from __future__ import annotations
@@ -26,14 +28,20 @@ from shflbw.kernels.spmm import dot_precision, interpreter_upcast
 def attention_fm_kernel(
     qkv_ptr,  # [3 * H * D, T] at (stride_row, 1): Q rows, then K rows, then V rows
     out_ptr,  # [H * D, T] contiguous
+    mask_ptr,  # [B, 1 or H, S, S] at (stride_mb, stride_mh, stride_mq, stride_mk), or dummy
     S,
     T,
     stride_row,
     qk_scale,  # softmax scale * log2(e): the kernel exponentiates with exp2
+    stride_mb,
+    stride_mh,
+    stride_mq,
+    stride_mk,
     H: tl.constexpr,
     D: tl.constexpr,
     BM: tl.constexpr,
     BN: tl.constexpr,
+    MASK: tl.constexpr,  # 0: none, 1: boolean (True attends), 2: additive float
     DOT_PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
@@ -54,6 +62,7 @@ def attention_fm_kernel(
     m_i = tl.full([BM], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BM], dtype=tl.float32)
     acc = tl.zeros([D, BM], dtype=tl.float32)
+    mask_base = mask_ptr + b.to(tl.int64) * stride_mb + h.to(tl.int64) * stride_mh
     for n0 in range(0, S, BN):
         offs_n = n0 + tl.arange(0, BN)
         n_ok = offs_n < S
@@ -63,23 +72,35 @@ def attention_fm_kernel(
             k = k.to(tl.float32)
             v = v.to(tl.float32)
         s = tl.dot(tl.trans(k), q, input_precision=DOT_PRECISION) * qk_scale  # [BN, BM], log2 units
+        if MASK != 0:
+            # Not yet timed on a GPU. ptxas (sm_90a, BM = BN = 64): 255 registers and a 196-byte spill
+            # at 4 warps with the mask tile (168 registers without), none at 8 warps (253).
+            mv = tl.load(mask_base + offs_n.to(tl.int64)[:, None] * stride_mk + offs_m.to(tl.int64)[None, :] * stride_mq,
+                         mask=n_ok[:, None] & m_ok[None, :], other=0)  # [BN, BM]
+            if MASK == 1:
+                s = tl.where(mv != 0, s, float("-inf"))
+            else:
+                s = s + mv.to(tl.float32) * 1.4426950408889634
         s = tl.where(n_ok[:, None], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=0))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[None, :])  # [BN, BM]
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with no key left so far
+        alpha = tl.exp2(m_i - m_safe)
+        p = tl.exp2(s - m_safe[None, :])  # [BN, BM]
         l_i = l_i * alpha + tl.sum(p, axis=0)
         acc = acc * alpha[None, :] + tl.dot(v, p.to(v.dtype), input_precision=DOT_PRECISION)  # [D, BM]
         m_i = m_new
-    acc = acc / l_i[None, :]
+    acc = acc / tl.where(l_i > 0, l_i, 1.0)[None, :]  # a fully masked row has acc = 0: it stays 0
     out_rows = (h * D + offs_d).to(tl.int64) * T
     tl.store(out_ptr + out_rows[:, None] + (tok0 + offs_m)[None, :], acc.to(out_ptr.dtype.element_ty),
              mask=m_ok[None, :])
 
 
-def attention_fm(qkv: torch.Tensor, batch: int, seq: int, heads: int, scale: float, block_m: int | None = None,
-                 block_n: int | None = None, num_warps: int = 4, num_stages: int = 2) -> torch.Tensor:
-    """softmax(Q K^T * scale) V per head, for Q, K, V the three row blocks of ``qkv`` [3 * H * D, B * S]
-    (unit stride along tokens); returns the context feature-major, [H * D, B * S] contiguous."""
+def attention_fm(qkv: torch.Tensor, batch: int, seq: int, heads: int, scale: float,
+                 mask: torch.Tensor | None = None, block_m: int | None = None, block_n: int | None = None,
+                 num_warps: int = 4, num_stages: int = 2) -> torch.Tensor:
+    """softmax(Q K^T * scale [masked]) V per head, for Q, K, V the three row blocks of ``qkv``
+    [3 * H * D, B * S] (unit stride along tokens); returns the context feature-major, [H * D, B * S].
+    ``mask``: [B, 1 or H, S, S] (broadcast dimensions of size 1 allowed), boolean or additive float."""
     rows, t = qkv.shape
     if rows % (3 * heads) or t != batch * seq:
         raise ValueError(f"qkv must be [3 * heads * D, batch * seq], got {tuple(qkv.shape)} for {heads} heads, "
@@ -89,6 +110,11 @@ def attention_fm(qkv: torch.Tensor, batch: int, seq: int, heads: int, scale: flo
         raise ValueError(f"head size must be a power of two >= 16, got {d}")
     if qkv.stride(1) != 1:
         raise ValueError("qkv must be contiguous along tokens")
+    mode, strides = 0, (0, 0, 0, 0)
+    if mask is not None:
+        mask = check_mask(mask, batch, heads, seq)
+        mode = 1 if mask.dtype == torch.bool else 2
+        strides = tuple(st if n > 1 else 0 for n, st in zip(mask.shape, mask.stride()))
     out = torch.empty(heads * d, t, dtype=qkv.dtype, device=qkv.device)
     if t == 0:
         return out
@@ -96,8 +122,19 @@ def attention_fm(qkv: torch.Tensor, batch: int, seq: int, heads: int, scale: flo
     bn = block_n or min(64, max(16, triton.next_power_of_2(seq)))
     grid = (triton.cdiv(seq, bm), batch * heads)
     attention_fm_kernel[grid](
-        qkv, out, seq, t, qkv.stride(0), scale * 1.4426950408889634,
-        H=heads, D=d, BM=bm, BN=bn, DOT_PRECISION=dot_precision(qkv.dtype), UPCAST=interpreter_upcast(qkv.dtype),
-        num_warps=num_warps, num_stages=num_stages,
+        qkv, out, mask if mask is not None else qkv, seq, t, qkv.stride(0), scale * 1.4426950408889634, *strides,
+        H=heads, D=d, BM=bm, BN=bn, MASK=mode, DOT_PRECISION=dot_precision(qkv.dtype),
+        UPCAST=interpreter_upcast(qkv.dtype), num_warps=num_warps, num_stages=num_stages,
     )
     return out
+
+
+def check_mask(mask: torch.Tensor, batch: int, heads: int, seq: int) -> torch.Tensor:
+    """The mask as a 4-D [B, 1 or H, S, S] tensor (dimensions of size 1 broadcast), or a ValueError."""
+    if mask.dim() != 4 or mask.shape[1] not in (1, heads) or mask.shape[0] not in (1, batch) \
+            or mask.shape[2] not in (1, seq) or mask.shape[3] != seq:
+        raise ValueError(f"attention mask must be [batch, 1 or heads, seq or 1, seq] = [{batch}, 1|{heads}, {seq}, "
+                         f"{seq}], got {tuple(mask.shape)}")
+    if mask.dtype != torch.bool and not mask.dtype.is_floating_point:
+        raise TypeError(f"attention mask must be boolean or floating point, got {mask.dtype}")
+    return mask

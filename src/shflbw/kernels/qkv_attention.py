@@ -10,9 +10,11 @@ from shflbw.kernels.spmm import launch_spmm
 from shflbw.kernels.transpose import feature_major
 
 
-def qkv_attention(x: torch.Tensor, packs, heads: int, scale: float, out_features: int) -> torch.Tensor:
+def qkv_attention(x: torch.Tensor, packs, mask: torch.Tensor | None, heads: int, scale: float,
+                  out_features: int) -> torch.Tensor:
     """x [B, S, K]; ``packs``: three (values, col_idx, group_ptr, perm, bias) for Q, K, V, each
-    ``out_features`` rows. Returns [B, S, out_features] with feature-major storage."""
+    ``out_features`` rows; ``mask`` as in kernels/attention.py. Returns [B, S, out_features] with
+    feature-major storage."""
     b, s, k = x.shape
     t = b * s
     xt = feature_major(x.reshape(t, k))  # free when x is a feature-major view
@@ -21,5 +23,5 @@ def qkv_attention(x: torch.Tensor, packs, heads: int, scale: float, out_features
         cfg = spmm_config(values.shape[1], t, x.dtype, kept_per_group(values, group_ptr))
         rows = qkv[i * out_features:(i + 1) * out_features]
         launch_spmm(values, col_idx, group_ptr, perm, xt, bias, rows, (t, 1), cfg)
-    ctx = attention_fm(qkv, b, s, heads, scale)
+    ctx = attention_fm(qkv, b, s, heads, scale, mask=mask)
     return ctx.t().reshape(b, s, out_features)

@@ -9,9 +9,10 @@ attention, and the context comes out feature-major for the tail (kernels/attenti
 
 Candidates are recognised by their attributes and a class name ending in "SelfAttention", and fused
 only if they compute the same as the module they replace on a small random input (reference ops).
-The region covers the plain encoder case: inference, no attention mask (Hugging Face passes none
-when no token is padded), no cache, no attention weights asked for. Any other call runs the
-original module, which ``unfuse_attention_regions_`` puts back.
+The region covers the encoder case: inference, no attention mask (Hugging Face passes none when no
+token is padded) or a 4-D [B, 1 or H, S, S] one (boolean or additive; HF's padding masks are
+boolean), no cache, no attention weights asked for. Any other call runs the original module,
+which ``unfuse_attention_regions_`` puts back.
 """
 
 from __future__ import annotations
@@ -43,30 +44,42 @@ class ShflBWSelfAttention(nn.Module):
         self.scale = float(getattr(original, "scaling", (q.out_features // heads) ** -0.5))
         self.outputs = outputs  # how many values the original returns (context first, then None for the weights)
 
-    def _plain(self, hidden_states: torch.Tensor, args: tuple, kwargs: dict) -> bool:
+    def _plain(self, hidden_states: torch.Tensor, mask, args: tuple, kwargs: dict) -> bool:
         """Whether this call is the case the region computes (else the original module runs)."""
-        mask = kwargs.get("attention_mask", args[0] if args else None)
         extra = args[1:] if args else ()
-        return (not self.training and mask is None and hidden_states.dim() == 3 and all(a is None for a in extra)
+        return (not self.training and hidden_states.dim() == 3 and _usable_mask(mask, hidden_states, self.heads)
+                and all(a is None for a in extra)
                 and kwargs.get("cache") is None and kwargs.get("past_key_values") is None
                 and kwargs.get("past_key_value") is None and not kwargs.get("output_attentions")
                 and kwargs.get("encoder_hidden_states") is None)
 
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
-        if not self._plain(hidden_states, args, kwargs):
+        mask = kwargs.get("attention_mask", args[0] if args else None)
+        if not self._plain(hidden_states, mask, args, kwargs):
             return self.original(hidden_states, *args, **kwargs)
         q, k, v = self.original.query, self.original.key, self.original.value
         packs = []
         for m in (q, k, v):
             bias = None if m.bias is None else m.bias.to(hidden_states.dtype)
             packs += [m.values, m.col_idx, m.group_ptr, m.perm, bias]
-        ctx = qkv_attention_op(hidden_states, *packs, self.heads, self.scale, q.out_features)
+        ctx = qkv_attention_op(hidden_states, *packs, mask, self.heads, self.scale, q.out_features)
         return (ctx,) + (None,) * (self.outputs - 1) if self.outputs else ctx
 
     def extra_repr(self) -> str:
         q = self.original.query
         return (f"{q.in_features} -> 3 x {q.out_features}, {self.heads} heads, V={q.vector}, "
                 f"attention feature-major, feature-major out")
+
+
+def _usable_mask(mask, x: torch.Tensor, heads: int) -> bool:
+    """None, or a [B, 1 or H, S or 1, S] boolean / floating mask on x's device (what the kernel takes)."""
+    if mask is None:
+        return True
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 4 or mask.device != x.device:
+        return False
+    b, s = x.shape[0], x.shape[1]
+    return (mask.shape[0] in (1, b) and mask.shape[1] in (1, heads) and mask.shape[2] in (1, s) and mask.shape[3] == s
+            and (mask.dtype == torch.bool or mask.dtype.is_floating_point))
 
 
 def _candidate(mod: nn.Module) -> bool:
