@@ -42,3 +42,24 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "requires_gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def masked_tiny_bert(layers: int = 2, layernorm_noise: bool = False):
+    """A 64-wide, 2-head Hugging Face BertModel in masked mode (75 %, V = 16, every encoder Linear),
+    and the transformers module; ``layernorm_noise`` moves the LayerNorm parameters away from (1, 0)
+    so a wrong fold shows."""
+    import shflbw
+    from torch import nn
+
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(vocab_size=100, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
+                                  num_attention_heads=2, max_position_embeddings=32)
+    torch.manual_seed(0)
+    model = transformers.BertModel(cfg).eval()
+    if layernorm_noise:
+        for m in model.modules():
+            if isinstance(m, nn.LayerNorm):
+                nn.init.normal_(m.weight, 1.0, 0.3)
+                nn.init.normal_(m.bias, 0.0, 0.3)
+    cfg = shflbw.ShflBWConfig(sparsity=0.75, vector=16, include=("encoder.*",), exclude=(), time_budget=2)
+    return shflbw.sparsify_(model, cfg, progress=False), transformers

@@ -12,7 +12,7 @@ from shflbw.nn.attention import ShflBWSelfAttention, fuse_attention_regions_
 from shflbw.nn.regions import unfuse_regions_
 from shflbw.testing import random_shflbw_mask, rel_error
 
-from conftest import KERNEL_TOLERANCE
+from conftest import KERNEL_TOLERANCE, masked_tiny_bert
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -128,13 +128,7 @@ def test_qkv_attention_op_registration():
 
 
 def _bert(layers=2):
-    transformers = pytest.importorskip("transformers")
-    cfg = transformers.BertConfig(vocab_size=100, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
-                                  num_attention_heads=2, max_position_embeddings=32)
-    torch.manual_seed(0)
-    model = transformers.BertModel(cfg).eval()
-    cfg = shflbw.ShflBWConfig(sparsity=0.75, vector=16, include=("encoder.*",), exclude=(), time_budget=2)
-    return shflbw.sparsify_(model, cfg, progress=False), transformers
+    return masked_tiny_bert(layers)
 
 
 @pytest.mark.parametrize("backend", ["reference", "triton"])
