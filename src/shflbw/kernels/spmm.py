@@ -219,6 +219,8 @@ def launch_spmm(
     ``splits > 1`` splits each group's kept vectors over that many programs, which add float32
     partial sums into a zeroed float32 ``out`` (no bias, no activation: the caller finishes).
     ``residual`` (laid out as ``out``, same strides) is added after the bias, before the activation.
+    ``config.programs_per_sm > 0`` runs the persistent kernel (kernels/spmm_persistent.py) instead,
+    unless split-K is asked for or a program would own more than MAX_TILES_PER_PROGRAM tiles.
     """
     if splits > 1 and (out.dtype != torch.float32 or bias is not None or activation or residual is not None):
         raise ValueError("split-K adds float32 partial sums: out must be float32, with no bias, residual or activation")
@@ -229,23 +231,10 @@ def launch_spmm(
     v = values.shape[1]
     n_groups = group_ptr.numel() - 1
     if config.programs_per_sm and splits == 1 and values.shape[0] and n_groups:
-        from shflbw.kernels import spmm_persistent as sp
+        from shflbw.kernels.spmm_persistent import launch_persistent
 
-        n_tiles = n_groups * triton.cdiv(n, config.block_n)
-        programs = sp.persistent_programs(n_tiles, config.programs_per_sm, _sms(b.device))
-        if sp.max_tiles(n_tiles, programs) <= sp.MAX_TILES_PER_PROGRAM:
-            sp.spmm_persistent_kernel[(programs,)](
-                values, col_idx, group_ptr, perm, b,
-                bias if bias is not None else values,
-                residual if residual is not None else values,
-                out, m, n, values.shape[0], n_groups, b.stride(0), b.stride(1), out_strides[0], out_strides[1],
-                V=v, BN=config.block_n, BK=config.block_k, MAX_TILES=sp.max_tiles(n_tiles, programs),
-                HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, ACTIVATION=activation,
-                PERMUTE_OUT=permute_out, DOT_PRECISION=dot_precision(values.dtype),
-                UPCAST=interpreter_upcast(values.dtype), EVEN_N=n % config.block_n == 0,
-                IDX64=needs_int64(values, b, out), num_warps=config.num_warps, num_stages=config.num_stages,
-                **_launch_options(config),
-            )
+        if launch_persistent(values, col_idx, group_ptr, perm, b, bias, residual, out, m, out_strides, config,
+                             permute_out, activation):
             return out
     grid = (n_groups, triton.cdiv(n, config.block_n), splits)
     spmm_fwd_kernel[grid](
@@ -278,19 +267,14 @@ def launch_spmm(
         IDX64=needs_int64(values, b, out),  # the residual shares the output's offsets
         num_warps=config.num_warps,
         num_stages=config.num_stages,
-        **_launch_options(config),
+        **launch_options(config),
     )
     return out
 
 
-def _launch_options(config: SpmmConfig) -> dict:
+def launch_options(config: SpmmConfig) -> dict:
+    """Launch keywords beyond warps and stages (the register cap, when one is set)."""
     return {} if config.maxnreg is None else {"maxnreg": config.maxnreg}
-
-
-def _sms(device: torch.device) -> int | None:
-    from shflbw.kernels.configs import sm_count
-
-    return sm_count(device)
 
 
 def spmm_fwd(values, col_idx, group_ptr, perm, b, out_rows, config: SpmmConfig | None = None) -> torch.Tensor:

@@ -18,7 +18,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from shflbw.kernels.spmm import _store_tile
+from shflbw.kernels.spmm import (SpmmConfig, _store_tile, dot_precision, interpreter_upcast, launch_options,
+                                 needs_int64)
 
 # Tiles one program may own: its step count is summed over a vector of this many tiles (beyond it
 # launch_spmm keeps the one-tile kernel).
@@ -111,6 +112,33 @@ def spmm_persistent_kernel(
             _store_tile(acc, g, offs_v, offs_n, n_ok, M, perm_ptr, bias_ptr, res_ptr, out_ptr, stride_om, stride_on,
                         V, HAS_BIAS, HAS_RESIDUAL, ACTIVATION, PERMUTE_OUT)
             acc = tl.zeros([V, BN], dtype=tl.float32)
+
+
+def launch_persistent(values, col_idx, group_ptr, perm, b, bias, residual, out, m: int, out_strides: tuple[int, int],
+                      config: SpmmConfig, permute_out: bool, activation: int) -> bool:
+    """Run the persistent kernel as ``launch_spmm`` describes (nnz >= 1, at least one group);
+    False, launching nothing, when a program would own more than MAX_TILES_PER_PROGRAM tiles."""
+    from shflbw.kernels.configs import sm_count
+
+    n, n_groups = b.shape[1], group_ptr.numel() - 1
+    n_tiles = n_groups * triton.cdiv(n, config.block_n)
+    programs = persistent_programs(n_tiles, config.programs_per_sm, sm_count(b.device))
+    tiles = max_tiles(n_tiles, programs)
+    if tiles > MAX_TILES_PER_PROGRAM:
+        return False
+    spmm_persistent_kernel[(programs,)](
+        values, col_idx, group_ptr, perm, b,
+        bias if bias is not None else values,
+        residual if residual is not None else values,
+        out, m, n, values.shape[0], n_groups, b.stride(0), b.stride(1), out_strides[0], out_strides[1],
+        V=values.shape[1], BN=config.block_n, BK=config.block_k, MAX_TILES=tiles,
+        HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, ACTIVATION=activation,
+        PERMUTE_OUT=permute_out, DOT_PRECISION=dot_precision(values.dtype),
+        UPCAST=interpreter_upcast(values.dtype), EVEN_N=n % config.block_n == 0,
+        IDX64=needs_int64(values, b, out), num_warps=config.num_warps, num_stages=config.num_stages,
+        **launch_options(config),
+    )
+    return True
 
 
 def persistent_programs(n_tiles: int, programs_per_sm: int, sms: int | None) -> int:
