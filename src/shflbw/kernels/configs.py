@@ -112,6 +112,11 @@ def kept_per_group(values: torch.Tensor, group_ptr: torch.Tensor) -> float:
     return values.shape[0] / max(1, group_ptr.numel() - 1)
 
 
+def packed_spmm_config(values: torch.Tensor, group_ptr: torch.Tensor, n: int) -> SpmmConfig:
+    """``spmm_config`` for one packed weight (its V, dtype and mean kept vectors) over n tokens."""
+    return spmm_config(values.shape[1], n, values.dtype, kept_per_group(values, group_ptr))
+
+
 @functools.cache
 def _sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count

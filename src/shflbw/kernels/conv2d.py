@@ -189,7 +189,7 @@ def conv2d_chwn(
 
     ``residual`` (Cout, Ho, Wo, N), when given, is added after the bias and before the ReLU.
     """
-    from shflbw.kernels.configs import conv_config, kept_per_group, sm_count, spmm_config
+    from shflbw.kernels.configs import conv_config, packed_spmm_config, sm_count
     from shflbw.ops.reference import conv_out_size
 
     cin, r, s = kernel
@@ -209,7 +209,7 @@ def conv2d_chwn(
         # linear kernel (no window decode, no interior test) ran 3-8 % faster on all 11 such ResNet-50
         # layers (prototype/sweep_conv.py, H200, batch 64, 75 %, V = 64; BENCHMARKS.md).
         launch_spmm(values, col_idx, group_ptr, perm, x.view(cin, positions), bias, out.view(out_channels, positions),
-                    (positions, 1), spmm_config(values.shape[1], positions, x.dtype, kept_per_group(values, group_ptr)), activation=int(relu),
+                    (positions, 1), packed_spmm_config(values, group_ptr, positions), activation=int(relu),
                     residual=None if residual is None else residual.view(out_channels, positions))
         return out
     cfg = config or conv_config(r * s, group_ptr.numel() - 1, positions, sm_count(x.device))

@@ -35,7 +35,7 @@ from __future__ import annotations
 import torch
 
 from shflbw.kernels.configs import decode_config as pick_decode_config
-from shflbw.kernels.configs import DECODE_MAX_TOKENS, decode_plan, kept_per_group, linear_plan, sm_count, spmm_config
+from shflbw.kernels.configs import DECODE_MAX_TOKENS, decode_plan, linear_plan, packed_spmm_config, sm_count
 from shflbw.kernels.decode import DecodeConfig, linear_decode  # noqa: F401  (DecodeConfig: type of decode_config)
 from shflbw.kernels.spmm import SpmmConfig, launch_spmm
 from shflbw.kernels.transpose import feature_major, transpose
@@ -97,13 +97,13 @@ def linear_fwd(
         # that add float32 partial sums into a feature-major buffer; the transpose back adds the
         # bias and casts.
         xt = feature_major(x2)
-        cfg = config or spmm_config(values.shape[1], t, x.dtype, kept_per_group(values, group_ptr))
+        cfg = config or packed_spmm_config(values, group_ptr, t)
         acc = torch.zeros(out_features, t, dtype=torch.float32, device=x.device)
         launch_spmm(values, col_idx, group_ptr, perm, xt, None, acc, (t, 1), cfg, splits=splits or 4)
         out = transpose(acc, dtype=x.dtype, bias=bias)
     elif path in ("roundtrip", "transpose"):
         xt = feature_major(x2)  # [K, T]
-        cfg = config or spmm_config(values.shape[1], t, x.dtype, kept_per_group(values, group_ptr))
+        cfg = config or packed_spmm_config(values, group_ptr, t)
         if path == "roundtrip":
             # Feature-major output: the permutation moves whole contiguous rows (cheap), then one
             # more tiled transpose back to token-major.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from shflbw.kernels.configs import DECODE_MAX_TOKENS, kept_per_group, spmm_config
+from shflbw.kernels.configs import DECODE_MAX_TOKENS, packed_spmm_config
 from shflbw.kernels.spmm import SpmmConfig, launch_spmm
 from shflbw.kernels.transpose import feature_major, transpose
 from shflbw.ops.reference import feature_major_view
@@ -33,8 +33,8 @@ def mlp_fwd(x, values1, col_idx1, group_ptr1, perm1, bias1_grouped, values2, col
         out = linear_fwd(h, values2, col_idx2_folded, group_ptr2, perm2, bias2, out_features)
         out = out.reshape(*x.shape[:-1], out_features)
         return feature_major_view(out) if feature_major_out else out
-    cfg1 = config or spmm_config(values1.shape[1], t, x.dtype, kept_per_group(values1, group_ptr1))
-    cfg2 = config or spmm_config(values2.shape[1], t, x.dtype, kept_per_group(values2, group_ptr2))
+    cfg1 = config or packed_spmm_config(values1, group_ptr1, t)
+    cfg2 = config or packed_spmm_config(values2, group_ptr2, t)
     xt = feature_major(x2)  # [K, T]
     h = torch.empty(hidden_padded, t, dtype=x.dtype, device=x.device)  # feature-major, group order
     launch_spmm(values1, col_idx1, group_ptr1, perm1, xt, bias1_grouped, h, (t, 1), cfg1, permute_out=False, activation=activation)

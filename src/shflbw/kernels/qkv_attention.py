@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from shflbw.kernels.attention import attention_fm
-from shflbw.kernels.configs import kept_per_group, spmm_config
+from shflbw.kernels.configs import packed_spmm_config
 from shflbw.kernels.spmm import launch_spmm
 from shflbw.kernels.transpose import feature_major
 
@@ -20,7 +20,7 @@ def qkv_attention(x: torch.Tensor, packs, mask: torch.Tensor | None, heads: int,
     xt = feature_major(x.reshape(t, k))  # free when x is a feature-major view
     qkv = torch.empty(3 * out_features, t, dtype=x.dtype, device=x.device)
     for i, (values, col_idx, group_ptr, perm, bias) in enumerate(packs):
-        cfg = spmm_config(values.shape[1], t, x.dtype, kept_per_group(values, group_ptr))
+        cfg = packed_spmm_config(values, group_ptr, t)
         rows = qkv[i * out_features:(i + 1) * out_features]
         launch_spmm(values, col_idx, group_ptr, perm, xt, bias, rows, (t, 1), cfg)
     ctx = attention_fm(qkv, b, s, heads, scale, mask=mask)

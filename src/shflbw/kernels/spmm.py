@@ -279,10 +279,10 @@ def launch_options(config: SpmmConfig) -> dict:
 
 def spmm_fwd(values, col_idx, group_ptr, perm, b, out_rows, config: SpmmConfig | None = None) -> torch.Tensor:
     """C = W @ B (feature-major), C is M x N in the original row order."""
-    from shflbw.kernels.configs import kept_per_group, spmm_config
+    from shflbw.kernels.configs import packed_spmm_config
 
     out = torch.empty(out_rows, b.shape[1], dtype=b.dtype, device=b.device)
     if out_rows == 0 or b.shape[1] == 0:
         return out
-    cfg = config or spmm_config(values.shape[1], b.shape[1], b.dtype, kept_per_group(values, group_ptr))
+    cfg = config or packed_spmm_config(values, group_ptr, b.shape[1])
     return launch_spmm(values, col_idx, group_ptr, perm, b, None, out, (out.stride(0), out.stride(1)), cfg)
