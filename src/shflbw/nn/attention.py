@@ -24,6 +24,7 @@ from shflbw.nn.convert import _set_child
 from shflbw.nn.linear import ShflBWLinear
 from shflbw.nn.probe import agrees, probe_input
 from shflbw.ops.attention import qkv_attention_op
+from shflbw.ops.dispatch import backend
 
 
 class ShflBWSelfAttention(nn.Module):
@@ -94,14 +95,15 @@ def _probe(original: nn.Module) -> ShflBWSelfAttention | None:
     """The region, with its output arity taken from the original, if the two agree on a probe input."""
     q = original.query
     x = probe_input((2, 5, q.in_features), q.values, seed=0)
+    was = original.training
     try:
-        was = original.training
         original.eval()
-        with torch.no_grad():
+        with torch.no_grad(), backend("reference"):
             out = original(x)
-        original.train(was)
     except Exception:  # noqa: BLE001 - a forward that does not fit the pattern may fail in any way
         return None
+    finally:
+        original.train(was)
     outputs = len(out) if isinstance(out, tuple) else 0
     try:
         region = ShflBWSelfAttention(original, outputs)
