@@ -1,0 +1,85 @@
+"""Experiment: the feature-major attention kernel (kernels/attention.py) against PyTorch's SDPA.
+
+    python prototype/sweep_attention.py --out attention.json
+
+Why: ``ShflBWSelfAttention`` replaced SDPA plus four transposes per layer (Q, K, V back to
+token-major, the context to feature-major) by one Triton kernel reading Q, K, V where the SpMMs
+wrote them. BERT-large went 1.40x -> 1.47x end to end under torch.compile (BENCHMARKS.md, session
+6) with the kernel's first, untuned config; cuDNN's flash attention took 71 us a layer there.
+Each case times, as CUDA-graph replays: SDPA on token-major Q/K/V views (the dense model's
+attention), SDPA plus the transposes the old path paid, and the kernel at several (BM, BN, warps,
+stages), unmasked and with Hugging Face's boolean padding mask [B, 1, S, S]. Gated on correctness
+against float32 SDPA.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.run_linear import stamp  # noqa: E402
+from benchmarks.timing import gated  # noqa: E402
+from shflbw.kernels.attention import attention_fm  # noqa: E402
+from shflbw.kernels.transpose import transpose  # noqa: E402
+
+# (batch, seq, heads, head size): BERT-large and MiniLM at the end-to-end benchmark's 256 x 128
+# tokens, and a longer sequence
+CASES = [(256, 128, 16, 64), (256, 128, 12, 32), (32, 512, 16, 64)]
+# (BM, BN, warps, stages)
+CONFIGS = [(64, 64, 4, 2), (64, 64, 4, 3), (128, 64, 8, 2), (128, 128, 8, 2), (64, 128, 4, 2), (128, 64, 4, 2),
+           (64, 32, 4, 3), (32, 64, 4, 2)]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="attention.json")
+    args = ap.parse_args()
+    result = {"stamp": stamp(), "rows": []}
+    timed = dict(graph=True, rep=100)
+    for b, s, h, d in CASES:
+        m, t = h * d, b * s
+        qkv = torch.randn(3 * m, t, device="cuda", dtype=torch.bfloat16)  # feature-major, as the SpMMs write it
+        tok = qkv.t().contiguous()  # [T, 3M] token-major: what the per-layer path hands SDPA
+        views = [tok[:, i * m:(i + 1) * m].view(b, s, h, d).transpose(1, 2) for i in range(3)]
+        pad = torch.ones(b, s, dtype=torch.bool, device="cuda")
+        pad[b // 2:, s - s // 4:] = False  # half the batch padded by a quarter
+        mask = pad[:, None, None, :].expand(b, 1, s, s).contiguous()
+        row = {"case": f"B{b}-S{s}-H{h}-D{d}", "variants": {}}
+        for masked in (False, True):
+            am = mask if masked else None
+            ref = F.scaled_dot_product_attention(*[v.float() for v in views], attn_mask=am)
+            ref_fm = ref.transpose(1, 2).reshape(t, m).t()
+            sdpa = gated("sdpa", lambda: F.scaled_dot_product_attention(*views, attn_mask=am).transpose(1, 2)
+                         .reshape(t, m).t(), ref_fm, torch.bfloat16, **timed)
+
+            def old_path():
+                # the per-layer path: Q, K, V each back to token-major, SDPA, the context to feature-major
+                qt, kt, vt = (transpose(qkv[i * m:(i + 1) * m]).view(b, s, h, d).transpose(1, 2) for i in range(3))
+                return transpose(F.scaled_dot_product_attention(qt, kt, vt, attn_mask=am).transpose(1, 2).reshape(t, m))
+
+            tag = "masked" if masked else "unmasked"
+            row["variants"][f"sdpa {tag}"] = sdpa["us"]
+            row["variants"][f"sdpa + 4 transposes {tag}"] = gated("old", old_path, ref_fm, torch.bfloat16, **timed)["us"]
+            for bm, bn, nw, st in CONFIGS:
+                if bm > s or bn > s:
+                    continue
+                r = gated(f"fm {bm},{bn},{nw},{st}", lambda: attention_fm(qkv, b, s, h, d ** -0.5, mask=am, block_m=bm,
+                                                                           block_n=bn, num_warps=nw, num_stages=st),
+                          ref_fm, torch.bfloat16, **timed)
+                row["variants"][f"fm {bm},{bn},{nw},{st} {tag}"] = r["us"]
+        result["rows"].append(row)
+        print(json.dumps(row), flush=True)
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
