@@ -107,22 +107,23 @@ def build_cnn(name: str, sparsity: float, vector: int):
     return dense.to(memory_format=cl), masked, variants
 
 
-def time_model(model, call, timed: dict, compile: bool) -> tuple[float, float | None]:
-    """(eager, compiled or None): do_bench medians in us of ``call(model)`` and of the compiled model."""
+def time_model(model, call, timed: dict, mode: str | None) -> tuple[float, float | None]:
+    """(eager, compiled or None): do_bench medians in us of ``call(model)`` and of
+    ``torch.compile(model, mode=mode)`` (mode None: not compiled)."""
     eager = median_us(lambda: call(model), **timed)
-    if not compile:
+    if mode is None:
         return eager, None
-    compiled = torch.compile(model)
+    compiled = torch.compile(model, mode=mode)
     return eager, median_us(lambda: call(compiled), **timed)
 
 
-def gated_row(row: dict, err: float, model, call, timed: dict, compile: bool, dense_best: float) -> dict:
+def gated_row(row: dict, err: float, model, call, timed: dict, mode: str | None, dense_best: float) -> dict:
     """Fill ``row`` with the sparse model's times, or mark it WRONG (then untimed)."""
     row["error_vs_masked_fp32"] = err
     if not err < 2e-2:
         row["status"] = "WRONG"
         return row
-    eager, compiled = time_model(model, call, timed, compile)
+    eager, compiled = time_model(model, call, timed, mode)
     row["shflbw_eager_us"], row["shflbw_compiled_us"] = eager, compiled
     row["speedup_vs_faster_dense"] = dense_best / min(t for t in (eager, compiled) if t is not None)
     row["status"] = "ok"
@@ -144,13 +145,15 @@ def run_cnn(name: str, args, result: dict) -> None:
     timed = dict(graph=True, rep=args.rep)
     with torch.no_grad():
         ref = masked.float()(x.float())  # fp32: the bf16 paths round differently (BENCHMARKS.md, session 5)
-        dense_us, dense_c_us = time_model(dense, lambda m: m(xcl), timed, compile=True)
+        dense_us, dense_c_us = time_model(dense, lambda m: m(xcl), timed, args.compile_mode)
         for label, (sparse, fmt) in variants.items():
             xs = x.contiguous(memory_format=fmt)
             row = {"model": name, "variant": label, "batch": args.image_batch, "sparsity": args.sparsity,
-                   "vector": args.vector, "graph": True, "dense_cl_eager_us": dense_us, "dense_cl_compiled_us": dense_c_us}
+                   "vector": args.vector, "graph": True, "compile_mode": args.compile_mode, "dense_cl_eager_us": dense_us,
+                   "dense_cl_compiled_us": dense_c_us}
             # compiling the per-layer baseline (two copies per conv) is not worth its minutes
-            gated_row(row, rel_error(sparse(xs).float(), ref), sparse, lambda m: m(xs), timed, label != "per-layer",
+            gated_row(row, rel_error(sparse(xs).float(), ref), sparse, lambda m: m(xs), timed,
+                      None if label == "per-layer" else args.compile_mode,
                       min(dense_us, dense_c_us))
             emit(row, result, args.out)
 
@@ -167,6 +170,9 @@ def main() -> int:
     ap.add_argument("--graph", action="store_true",
                     help="encoders: time CUDA-graph replays (the host's per-op cost out of the measurement)")
     ap.add_argument("--no-compile", action="store_true", help="encoders: skip the torch.compile rows")
+    ap.add_argument("--compile-mode", default="default",
+                    help="torch.compile mode for the compiled rows ('reduce-overhead': inductor's own CUDA graphs, "
+                         "for host-bound models such as MiniLM; do not combine with --graph)")
     ap.add_argument("--hf-attention", action="store_true",
                     help="encoders: keep transformers' own SDPA attention (see unmasked_attention)")
     ap.add_argument("--out", default="e2e.json")
@@ -190,13 +196,14 @@ def main() -> int:
             # fp32 reference: the regions add the residual in fp32 where the bf16 model rounds first, so
             # two bf16 paths differ by more than either differs from fp32 (BENCHMARKS.md, session 5)
             ref = masked.float()(input_ids=ids).last_hidden_state
-            dense_us, dense_c_us = time_model(dense, call, timed, not args.no_compile)
+            mode = None if args.no_compile else args.compile_mode
+            dense_us, dense_c_us = time_model(dense, call, timed, mode)
             for label, sparse in variants.items():
                 row = {"model": name, "variant": label, "batch": args.batch, "seq": args.seq, "sparsity": args.sparsity,
-                       "vector": args.vector, "graph": args.graph, "hf_attention": args.hf_attention, "dense_eager_us": dense_us,
-                       "dense_compiled_us": dense_c_us}
+                       "vector": args.vector, "graph": args.graph, "hf_attention": args.hf_attention,
+                       "compile_mode": mode, "dense_eager_us": dense_us, "dense_compiled_us": dense_c_us}
                 err = rel_error(sparse(input_ids=ids).last_hidden_state.float(), ref)
-                gated_row(row, err, sparse, call, timed, not args.no_compile,
+                gated_row(row, err, sparse, call, timed, mode,
                           min(t for t in (dense_us, dense_c_us) if t is not None))
                 emit(row, result, args.out)
     return 0
