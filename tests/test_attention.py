@@ -235,3 +235,18 @@ def test_a_module_with_another_forward_is_left_alone():
     model = nn.Sequential(NotAnAttention(lins))
     assert fuse_attention_regions_(model) == []
     assert isinstance(model[0], NotAnAttention)
+
+
+def test_compressed_bert_compiles_in_one_graph():
+    # torch.compile(fullgraph=True) through the attention region, with and without a padding mask
+    masked, _ = _bert(layers=1)
+    model = shflbw.compress_(copy.deepcopy(masked))
+    assert isinstance(model.encoder.layer[0].attention.self, ShflBWSelfAttention)
+    ids = torch.randint(0, 100, (2, 12), generator=torch.Generator().manual_seed(2))
+    pad = torch.ones(2, 12, dtype=torch.long)
+    pad[1, 9:] = 0
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    with torch.no_grad():
+        for kwargs in ({}, {"attention_mask": pad}):
+            ref = masked(input_ids=ids, **kwargs).last_hidden_state
+            assert rel_error(compiled(input_ids=ids, **kwargs).last_hidden_state, ref) < 1e-5
