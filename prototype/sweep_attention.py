@@ -15,7 +15,6 @@ against float32 SDPA.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -24,6 +23,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.results_io import emit  # noqa: E402
 from benchmarks.run_linear import stamp  # noqa: E402
 from benchmarks.timing import gated  # noqa: E402
 from shflbw.kernels.attention import attention_fm  # noqa: E402
@@ -75,10 +75,7 @@ def main() -> int:
                                                                            block_n=bn, num_warps=nw, num_stages=st),
                           ref_fm, torch.bfloat16, **timed)
                 row["variants"][f"fm {bm},{bn},{nw},{st} {tag}"] = r["us"]
-        result["rows"].append(row)
-        print(json.dumps(row), flush=True)
-        with open(args.out, "w") as f:
-            json.dump(result, f, indent=1)
+        emit(result, args.out, row)
     return 0
 
 

@@ -15,7 +15,6 @@ variant gated on correctness before it is timed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -23,6 +22,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.results_io import emit  # noqa: E402
 from benchmarks.run_linear import stamp  # noqa: E402
 from benchmarks.timing import gated  # noqa: E402
 from shflbw.kernels.spmm import SpmmConfig, spmm_fwd  # noqa: E402
@@ -85,10 +85,7 @@ def main() -> int:
                 row["variants"][key] = r["us"] and round(dense["us"] / r["us"], 3)
             del w, wm, p, b, ref
             torch.cuda.empty_cache()
-            result["rows"].append(row)
-            print(json.dumps(row), flush=True)
-            with open(args.out, "w") as f:
-                json.dump(result, f, indent=1)
+            emit(result, args.out, row)
     return 0
 
 
