@@ -14,6 +14,7 @@ machine (BENCHMARKS.md), more than their GPU time.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -65,6 +66,12 @@ def unmasked_attention(model) -> None:
     against 3.1 ms eager. Forbidding the math backend instead fails ("Invalid backend"). Dense and
     compressed models share this attention, so both get the same fix.
     """
+    _register_unmasked_attention()
+    model.set_attn_implementation("sdpa_unmasked")
+
+
+@functools.cache
+def _register_unmasked_attention() -> None:
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface
 
@@ -74,7 +81,6 @@ def unmasked_attention(model) -> None:
 
     AttentionInterface.register("sdpa_unmasked", attention)
     AttentionMaskInterface.register("sdpa_unmasked", lambda *args, **kwargs: None)
-    model.set_attn_implementation("sdpa_unmasked")
 
 
 # torchvision CNNs and the name of the stem conv each keeps dense (issue #6: every conv but the stem)

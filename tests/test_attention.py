@@ -250,3 +250,15 @@ def test_compressed_bert_compiles_in_one_graph():
         for kwargs in ({}, {"attention_mask": pad}):
             ref = masked(input_ids=ids, **kwargs).last_hidden_state
             assert rel_error(compiled(input_ids=ids, **kwargs).last_hidden_state, ref) < 1e-5
+
+
+def test_head_sizes_the_kernel_cannot_tile_take_the_reference_path(nan_poison):
+    # 2 heads of 24 features: not a power of two, so even with the Triton backend forced the op
+    # computes on the reference path instead of failing in the kernel
+    packs, dense = _packs(m=48)
+    x = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(6))
+    q, k, v = (F.linear(x.double(), w.double(), bias.double()).view(2, 5, 2, 24).transpose(1, 2) for w, bias in dense)
+    ref = F.scaled_dot_product_attention(q, k, v, scale=0.2).transpose(1, 2).reshape(2, 5, 48)
+    with shflbw.ops.backend("triton"):
+        out = torch.ops.shflbw.qkv_attention(x, *packs, None, 2, 0.2, 48)
+    assert rel_error(out, ref) < KERNEL_TOLERANCE[torch.float32]

@@ -44,7 +44,10 @@ def qkv_attention_op(
 ) -> torch.Tensor:
     packs = ((q_values, q_col_idx, q_group_ptr, q_perm, q_bias), (k_values, k_col_idx, k_group_ptr, k_perm, k_bias),
              (v_values, v_col_idx, v_group_ptr, v_perm, v_bias))
-    if all(use_triton(x, p[0].shape[1]) for p in packs):
+    # The attention kernel tiles a head's features with tl.arange and feeds them to tl.dot: a power
+    # of two >= 16, the same rule use_triton applies to V; other head sizes take the reference path.
+    head = out_features // heads
+    if head >= 16 and use_triton(x, head) and all(use_triton(x, p[0].shape[1]) for p in packs):
         from shflbw.kernels.qkv_attention import qkv_attention
 
         return qkv_attention(x, packs, attn_mask, heads, scale, out_features)
