@@ -44,9 +44,11 @@ def test_merge_keeps_one_dense_row(tmp_path):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps({"device": "cpu", "rows": [row("dense", "dense", 0.65), row("unstructured", "magnitude", 0.4)]}))
     b.write_text(json.dumps({"device": "cpu", "rows": [row("dense", "dense", 0.65), row("unstructured", "oneshot", 0.6),
-                                                        {**row("unstructured", "oneshot", 0.62), "calibration_words": 4096}]}))
+                                                        {**row("unstructured", "oneshot", 0.62), "calibration_words": 4096},
+                                                        {**row("unstructured", "distill", 0.63), "distill_seed": 1}]}))
     rows = merge([str(a), str(b)], str(tmp_path / "out"))
-    assert [r["method"] for r in rows] == ["dense", "magnitude", "oneshot", "oneshot"]
+    assert [r["method"] for r in rows] == ["dense", "magnitude", "oneshot", "oneshot", "distill"]
     table = (tmp_path / "out" / "study.md").read_text()
     assert "| unstructured | 75.0% |  | oneshot |  | 0.600 |" in table  # older rows: no word count recorded
     assert "| unstructured | 75.0% |  | oneshot | 4096 | 0.620 |" in table
+    assert "| unstructured | 75.0% |  | distill (seed 1) |  | 0.630 |" in table  # a repeat run is told apart

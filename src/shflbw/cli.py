@@ -47,7 +47,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             return 0
         run_study(tuple(args.patterns.split(",")), _floats(args.sparsity, "sparsity"),
                   tuple(int(v) for v in _floats(args.vector, "vector")), tuple(args.methods.split(",")),
-                  args.distill_minutes, args.distill_steps, args.out, args.model)
+                  args.distill_minutes, args.distill_steps, args.out, args.model, args.distill_seed)
     except ValueError as e:
         raise SystemExit(f"shflbw eval: {e}") from None
     return 0
@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: %(default)s. On 2 CPU cores one-shot takes ~14 min a cell (whole-document calibration), distillation 15 min")
     p.add_argument("--distill-minutes", type=float, default=15.0, help="distillation time budget per cell (default: %(default)s)")
     p.add_argument("--distill-steps", type=int, default=1250, help="distillation steps per cell (default: %(default)s)")
+    p.add_argument("--distill-seed", type=int, default=0,
+                   help="seed of the distillation batch order, for repeat runs (default: %(default)s)")
     p.add_argument("--out", default="out/study", help="directory for study.json, study.md, study.png (default: %(default)s)")
     p.add_argument("--merge", nargs="+", metavar="STUDY_JSON", default=None,
                    help="instead of running: merge several runs' study.json into one report in --out")

@@ -47,7 +47,7 @@ def cells(patterns, sparsities, vectors) -> list[tuple[str, float, int | None]]:
 
 def run_study(patterns=PATTERNS, sparsities=(0.5, 0.75, 0.875), vectors=(32, 64, 128), methods=METHODS,
               distill_minutes: float = 15.0, distill_steps: int = 1250, out: str = "out/study",
-              model_path: str | None = None) -> list[dict]:
+              model_path: str | None = None, distill_seed: int = 0) -> list[dict]:
     import shflbw
     from shflbw.demo import _masked_copy, load_minilm
     from shflbw.eval.data import calibration_batches, distillation_batches, load_eval_data
@@ -96,7 +96,7 @@ def run_study(patterns=PATTERNS, sparsities=(0.5, 0.75, 0.875), vectors=(32, 64,
                 if method == "distill":
                     distill = distill or distillation_batches(tok, data)
                     m = copy.deepcopy(oneshot_model)
-                    distill_(m, model, distill, DistillConfig(steps=distill_steps, lr=2e-4,
+                    distill_(m, model, distill, DistillConfig(steps=distill_steps, lr=2e-4, seed=distill_seed,
                                                              time_budget=distill_minutes * 60))
             r = evaluate(m, tok, data, reference=ref)
             r.pop("lee_embeddings")
@@ -104,6 +104,8 @@ def run_study(patterns=PATTERNS, sparsities=(0.5, 0.75, 0.875), vectors=(32, 64,
                          "seconds": time.monotonic() - t0, **r})
             if method != "magnitude":
                 rows[-1]["calibration_words"] = CALIBRATION_WORDS
+            if method == "distill":
+                rows[-1]["distill_seed"] = distill_seed  # the batch order; pruning and one-shot are deterministic
             print(_line(rows[-1]), flush=True)
             _write(rows, out, device)
     _write(rows, out, device, final=True)
@@ -154,7 +156,8 @@ def _write(rows: list[dict], out: str, device: str, final: bool = False) -> None
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ci = r["polarity_ci95"]
-        lines.append(f"| {r['pattern']} | {r['sparsity']:.1%} | {r['vector'] or ''} | {r['method']} | "
+        recipe = r["method"] + (f" (seed {r['distill_seed']})" if r.get("distill_seed") else "")
+        lines.append(f"| {r['pattern']} | {r['sparsity']:.1%} | {r['vector'] or ''} | {recipe} | "
                      f"{r.get('calibration_words', '')} | "
                      f"{r['lee_pearson']:.3f} | {r['polarity']:.3f} ({ci[0]:.2f}-{ci[1]:.2f}) | {_split_mean(r)} | {r['wordsim353']:.3f} | "
                      f"{r['simlex999']:.3f} | {r['cosine_to_dense']:.3f} |")
@@ -165,8 +168,8 @@ def _write(rows: list[dict], out: str, device: str, final: bool = False) -> None
 
 
 def _series(r: dict) -> tuple:
-    """One plotted line: pattern, V, recipe and calibration words (runs of both word counts are kept)."""
-    return r["pattern"], r["vector"], r["method"], r.get("calibration_words")
+    """One plotted line: pattern, V, recipe, calibration words and distillation seed (repeat runs are kept)."""
+    return r["pattern"], r["vector"], r["method"], r.get("calibration_words"), r.get("distill_seed", 0)
 
 
 def _plot(rows: list[dict], path: str) -> None:
@@ -182,9 +185,10 @@ def _plot(rows: list[dict], path: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     for ax, (key, title) in zip(axes, [("lee_pearson", "Lee Pearson"), ("cosine_to_dense", "embedding cosine to dense")]):
         series = sorted({_series(r) for r in rows[1:]}, key=str)
-        for pattern, v, method, words in series:
-            pts = sorted((r["sparsity"], r[key]) for r in rows[1:] if _series(r) == (pattern, v, method, words))
+        for pattern, v, method, words, seed in series:
+            pts = sorted((r["sparsity"], r[key]) for r in rows[1:] if _series(r) == (pattern, v, method, words, seed))
             label = f"{pattern}{'' if v is None else f' V={v}'} {method}{'' if words is None else f' ({words} words)'}"
+            label += f" seed {seed}" if seed else ""
             style = {"magnitude": ":", "oneshot": "--", "distill": "-"}[method]
             ax.plot([0.0] + [p[0] for p in pts], [dense[key]] + [p[1] for p in pts], style, marker="o", label=label)
         ax.set_title(title)
