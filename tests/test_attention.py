@@ -25,11 +25,10 @@ def _sdpa_fm(qkv, b, s, h, scale):
     return F.scaled_dot_product_attention(q, k, v, scale=scale).transpose(1, 2).reshape(b * s, m).t()
 
 
-@pytest.mark.parametrize("query_major", [False, True], ids=["key-major", "query-major"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("b,s,h,d,bm,bn", [(2, 37, 3, 16, 16, 16), (1, 5, 2, 32, 16, 16), (3, 70, 2, 16, 32, 16),
                                            (2, 64, 1, 64, None, None)])
-def test_attention_kernel_matches_sdpa(dtype, b, s, h, d, bm, bn, query_major, nan_poison):
+def test_attention_kernel_matches_sdpa(dtype, b, s, h, d, bm, bn, nan_poison):
     # sequence tails in both block sizes, several key blocks (online softmax), a strided qkv view
     pytest.importorskip("triton")
     from shflbw.kernels.attention import attention_fm
@@ -37,14 +36,13 @@ def test_attention_kernel_matches_sdpa(dtype, b, s, h, d, bm, bn, query_major, n
     g = torch.Generator().manual_seed(s + d)
     big = (torch.randn(3 * h * d + 5, b * s, generator=g) * 2).to(dtype).to(DEVICE)
     qkv = big[5:]  # rows start past the base pointer
-    out = attention_fm(qkv, b, s, h, 0.3, block_m=bm, block_n=bn, query_major=query_major)
+    out = attention_fm(qkv, b, s, h, 0.3, block_m=bm, block_n=bn)
     assert out.shape == (h * d, b * s) and out.is_contiguous()
     assert rel_error(out.cpu(), _sdpa_fm(qkv.cpu(), b, s, h, 0.3)) < KERNEL_TOLERANCE[dtype]
 
 
-@pytest.mark.parametrize("query_major", [False, True], ids=["key-major", "query-major"])
 @pytest.mark.parametrize("kind", ["bool-padding", "bool-full", "float-per-head", "bool-masked-row"])
-def test_attention_kernel_masks(kind, query_major, nan_poison):
+def test_attention_kernel_masks(kind, nan_poison):
     # Hugging Face's padding mask (boolean [B, 1, S, S]), a broadcast [B, 1, 1, S] one, an additive
     # per-head float mask, and a query row with no key left (SDPA gives zeros there)
     pytest.importorskip("triton")
@@ -65,8 +63,7 @@ def test_attention_kernel_masks(kind, query_major, nan_poison):
     else:
         mask = torch.ones(b, 1, s, s, dtype=torch.bool)
         mask[0, 0, 3, :] = False
-    out = attention_fm(qkv.to(DEVICE), b, s, h, 0.3, mask=mask.to(DEVICE), block_m=16, block_n=16,
-                       query_major=query_major).cpu()
+    out = attention_fm(qkv.to(DEVICE), b, s, h, 0.3, mask=mask.to(DEVICE), block_m=16, block_n=16).cpu()
     m = qkv.shape[0] // 3
     q, k, v = (qkv[i * m:(i + 1) * m].double().t().reshape(b, s, h, -1).transpose(1, 2) for i in range(3))
     ref_mask = mask if mask.dtype == torch.bool else mask.double()
