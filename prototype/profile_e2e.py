@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.run_e2e import CNNS, build, build_cnn  # noqa: E402
+from benchmarks.run_e2e import CNNS, build, build_cnn, unmasked_attention  # noqa: E402
 
 
 def main() -> int:
@@ -34,6 +34,8 @@ def main() -> int:
     ap.add_argument("--dense", action="store_true", help="profile the dense model")
     ap.add_argument("--host", action="store_true", help="also the host side: CPU time by op, and the wall time")
     ap.add_argument("--compile", action="store_true", help="profile torch.compile(model)")
+    ap.add_argument("--hf-attention", action="store_true",
+                    help="encoders: keep transformers' own attention (run_e2e.py's default is unmasked SDPA)")
     args = ap.parse_args()
     if args.model in CNNS:
         dense, masked, variants = build_cnn(args.model, 0.75, args.vector)
@@ -46,6 +48,8 @@ def main() -> int:
     else:
         dense, masked, variants = build(args.model, 0.75, args.vector)
         model = dense if args.dense else variants["regions"]
+        if not args.hf_attention:
+            unmasked_attention(model)  # as run_e2e.py times it (its unmasked_attention says why)
         ids = torch.randint(0, 30522, (args.batch or 256, args.seq), device="cuda")
         forward = lambda: model(input_ids=ids)  # noqa: E731
     if args.compile:

@@ -97,9 +97,10 @@ def _packs(k=32, m=32, v=16, seed=0):
         mask, perm = random_shflbw_mask(m, k, v, 0.4, generator=g)
         p = shflbw.ShflBWMatrix.from_dense(w, mask, perm, vector=v)
         bias = torch.randn(m, generator=g)
-        out += [p.values, p.col_idx, p.group_ptr, p.perm, bias]
+        out.append((p, bias))
         dense.append((w * mask, bias))
-    return out, dense
+    stacked = shflbw.ShflBWMatrix.stack_rows([p for p, _ in out])  # Q, K, V: one packed matrix
+    return [stacked.values, stacked.col_idx, stacked.group_ptr, stacked.perm, torch.cat([b for _, b in out])], dense
 
 
 @pytest.mark.parametrize("backend", ["reference", "triton"])
@@ -145,6 +146,23 @@ def test_bert_attention_fused_and_equal_to_the_masked_model(backend, nan_poison)
     with shflbw.ops.backend(backend), torch.no_grad():
         out = model(input_ids=ids.to(DEVICE)).last_hidden_state.cpu()
     assert rel_error(out, ref) < KERNEL_TOLERANCE[torch.float32]
+
+
+def test_region_holds_qkv_once_and_follows_in_place_changes():
+    # the stacked Q/K/V pack shares the three layers' values and biases: no second copy of the
+    # weights, and an in-place change (load_state_dict copies in place) reaches the region
+    masked, _ = _bert(layers=1)
+    model = shflbw.compress_(copy.deepcopy(masked))
+    region = model.encoder.layer[0].attention.self
+    q, v = region.original.query, region.original.value
+    assert q.values.untyped_storage().data_ptr() == region.qkv_values.untyped_storage().data_ptr()
+    assert not any(k.endswith("qkv_values") for k in model.state_dict())  # derived: not saved
+    with torch.no_grad():
+        q.values.mul_(2.0)
+        v.bias.add_(0.5)
+    x = torch.randn(2, 7, 64, generator=torch.Generator().manual_seed(3))
+    with shflbw.ops.backend("reference"), torch.no_grad():
+        assert rel_error(region(x)[0], region.original(x)[0]) < 1e-5
 
 
 @pytest.mark.parametrize("backend", ["reference", "triton"])

@@ -161,3 +161,28 @@ def test_validate_names_the_broken_invariant(corrupt, err, msg):
 def test_random_mask_helper_is_shflbw():
     mask, perm = random_shflbw_mask(70, 30, 32, 0.4, generator=torch.Generator().manual_seed(0))
     ShflBWMatrix.from_dense(torch.randn(70, 30), mask, perm, vector=32)
+
+
+def test_stack_rows_is_the_matrices_one_above_the_other():
+    # an empty group in the middle one, a padded last group in the last one (M = 40, V = 32)
+    parts = [random_problem(m, 48, 32, d, torch.bfloat16, seed=m, empty_groups=e)
+             for m, d, e in [(64, 0.25, ()), (96, 0.5, (1,)), (40, 0.3, ())]]
+    stacked = ShflBWMatrix.stack_rows([p[3] for p in parts])
+    assert stacked.shape == (200, 48) and stacked.vector == 32
+    assert torch.equal(stacked.to_dense(), torch.cat([w * m for w, m, _, _ in parts]))
+    assert torch.equal(stacked.mask(), torch.cat([m for _, m, _, _ in parts]))
+
+
+def test_stack_rows_rejects_what_cannot_be_one_matrix():
+    a = random_problem(40, 48, 32, 0.5, seed=1)[3]  # 40 rows: its last group is padded
+    b = random_problem(64, 48, 32, 0.5, seed=2)[3]
+    with pytest.raises(ValueError, match="not a multiple of V"):
+        ShflBWMatrix.stack_rows([a, b])
+    with pytest.raises(ValueError, match="differs from the first"):
+        ShflBWMatrix.stack_rows([b, random_problem(64, 32, 32, 0.5, seed=3)[3]])
+    with pytest.raises(ValueError, match="differs from the first"):
+        ShflBWMatrix.stack_rows([b, random_problem(64, 48, 16, 0.5, seed=3)[3]])
+    with pytest.raises(ValueError, match="at least one"):
+        ShflBWMatrix.stack_rows([])
+    with pytest.raises(TypeError, match="ShflBWMatrix"):
+        ShflBWMatrix.stack_rows([b, torch.zeros(3)])

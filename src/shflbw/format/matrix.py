@@ -315,6 +315,34 @@ class ShflBWMatrix:
         out[self.perm.long()] = rows
         return out
 
+    @classmethod
+    def stack_rows(cls, matrices: "list[ShflBWMatrix]") -> "ShflBWMatrix":
+        """The matrices one above the other ([sum M, K]), packed as one: a kernel runs them in one
+        launch (a self-attention's Q, K and V projections). They must share K, V, dtype and device,
+        be Linear weights, and every one but the last must have M a multiple of V (their groups
+        stay whole)."""
+        if not matrices:
+            raise ValueError("stack_rows needs at least one matrix")
+        first = matrices[0]
+        for i, w in enumerate(matrices):
+            if not isinstance(w, cls):
+                raise TypeError(f"stack_rows takes ShflBWMatrix objects, got {type(w).__name__} at {i}")
+            if w.kernel is not None:
+                raise ValueError("stack_rows takes Linear weights, not Conv2d ones")
+            if (w.shape[1], w.vector, w.dtype, w.device) != (first.shape[1], first.vector, first.dtype, first.device):
+                raise ValueError(f"matrix {i} differs from the first in K, V, dtype or device: {w!r} against {first!r}")
+            if i < len(matrices) - 1 and w.shape[0] % w.vector:
+                raise ValueError(f"matrix {i} has {w.shape[0]} rows, not a multiple of V = {w.vector}: its last "
+                                 "group is padded and cannot be followed by another matrix's rows")
+        ptrs, perms, row0, nnz0 = [first.group_ptr[:1]], [], 0, 0
+        for w in matrices:
+            ptrs.append(w.group_ptr[1:] + nnz0)
+            perms.append(w.perm + row0)
+            row0 += w.shape[0]
+            nnz0 += w.nnz_vectors
+        return cls((row0, first.shape[1]), first.vector, torch.cat(perms), torch.cat(ptrs),
+                   torch.cat([w.col_idx for w in matrices]), torch.cat([w.values for w in matrices]))
+
     # ------------------------------------------------------------------ conversions
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "ShflBWMatrix":
         """Move to a device and/or cast the values (indices stay int32)."""

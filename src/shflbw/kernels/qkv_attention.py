@@ -10,18 +10,16 @@ from shflbw.kernels.spmm import launch_spmm
 from shflbw.kernels.transpose import feature_major
 
 
-def qkv_attention(x: torch.Tensor, packs, mask: torch.Tensor | None, heads: int, scale: float,
+def qkv_attention(x: torch.Tensor, pack, mask: torch.Tensor | None, heads: int, scale: float,
                   out_features: int) -> torch.Tensor:
-    """x [B, S, K]; ``packs``: three (values, col_idx, group_ptr, perm, bias) for Q, K, V, each
-    ``out_features`` rows; ``mask`` as in kernels/attention.py. Returns [B, S, out_features] with
-    feature-major storage."""
+    """x [B, S, K]; ``pack``: (values, col_idx, group_ptr, perm, bias) of Q, K and V stacked,
+    3 * ``out_features`` rows; ``mask`` as in kernels/attention.py. Returns [B, S, out_features]
+    with feature-major storage."""
     b, s, k = x.shape
     t = b * s
     xt = feature_major(x.reshape(t, k))  # free when x is a feature-major view
+    values, col_idx, group_ptr, perm, bias = pack
     qkv = torch.empty(3 * out_features, t, dtype=x.dtype, device=x.device)
-    for i, (values, col_idx, group_ptr, perm, bias) in enumerate(packs):
-        cfg = packed_spmm_config(values, group_ptr, t)
-        rows = qkv[i * out_features:(i + 1) * out_features]
-        launch_spmm(values, col_idx, group_ptr, perm, xt, bias, rows, (t, 1), cfg)
+    launch_spmm(values, col_idx, group_ptr, perm, xt, bias, qkv, (t, 1), packed_spmm_config(values, group_ptr, t))
     ctx = attention_fm(qkv, b, s, heads, scale, mask=mask)
     return ctx.t().reshape(b, s, out_features)

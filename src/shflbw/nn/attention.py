@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from shflbw.format.matrix import ShflBWMatrix
 from shflbw.nn.convert import _set_child
 from shflbw.nn.linear import ShflBWLinear
 from shflbw.nn.probe import agrees, probe_input
@@ -44,6 +45,25 @@ class ShflBWSelfAttention(nn.Module):
         self.heads = heads
         self.scale = float(getattr(original, "scaling", (q.out_features // heads) ** -0.5))
         self.outputs = outputs  # how many values the original returns (context first, then None for the weights)
+        # Q, K and V stacked into one packed matrix, so one SpMM launch computes all three (fewer,
+        # larger launches: BENCHMARKS.md, session 7). Raises ValueError where the rows do not stack
+        # (out_features not a multiple of V). The three layers' values become views of the stacked
+        # values, so the weights are held once and stay in step if loaded in place.
+        w = ShflBWMatrix.stack_rows([m.matrix() for m in (q, k, v)])
+        for name, t in w.tensors().items():
+            self.register_buffer("qkv_" + name, t, persistent=False)  # derived: save writes q, k, v
+        start = 0
+        for m in (q, k, v):
+            m.values = w.values[start:start + m.values.shape[0]]
+            start += m.values.shape[0]
+        bias = None
+        if any(m.bias is not None for m in (q, k, v)):
+            bias = torch.cat([m.bias.detach() if m.bias is not None else w.values.new_zeros(m.out_features)
+                              for m in (q, k, v)])
+            if all(m.bias is not None for m in (q, k, v)):
+                for i, m in enumerate((q, k, v)):
+                    m.bias = nn.Parameter(bias[i * m.out_features:(i + 1) * m.out_features], requires_grad=False)
+        self.register_buffer("qkv_bias", bias, persistent=False)
 
     def _plain(self, hidden_states: torch.Tensor, mask, args: tuple, kwargs: dict) -> bool:
         """Whether this call is the case the region computes (else the original module runs)."""
@@ -58,12 +78,9 @@ class ShflBWSelfAttention(nn.Module):
         mask = kwargs.get("attention_mask", args[0] if args else None)
         if not self._plain(hidden_states, mask, args, kwargs):
             return self.original(hidden_states, *args, **kwargs)
-        q, k, v = self.original.query, self.original.key, self.original.value
-        packs = []
-        for m in (q, k, v):
-            bias = None if m.bias is None else m.bias.to(hidden_states.dtype)
-            packs += [m.values, m.col_idx, m.group_ptr, m.perm, bias]
-        ctx = qkv_attention_op(hidden_states, *packs, mask, self.heads, self.scale, q.out_features)
+        bias = None if self.qkv_bias is None else self.qkv_bias.to(hidden_states.dtype)
+        ctx = qkv_attention_op(hidden_states, self.qkv_values, self.qkv_col_idx, self.qkv_group_ptr, self.qkv_perm,
+                               bias, mask, self.heads, self.scale, self.original.query.out_features)
         return (ctx,) + (None,) * (self.outputs - 1) if self.outputs else ctx
 
     def extra_repr(self) -> str:
