@@ -34,6 +34,8 @@ def main() -> int:
     ap.add_argument("--dense", action="store_true", help="profile the dense model")
     ap.add_argument("--host", action="store_true", help="also the host side: CPU time by op, and the wall time")
     ap.add_argument("--compile", action="store_true", help="profile torch.compile(model)")
+    ap.add_argument("--sequence", type=int, default=0,
+                    help="also print the first N kernels of the last forward in launch order, with their times")
     ap.add_argument("--hf-attention", action="store_true",
                     help="encoders: keep transformers' own attention (run_e2e.py's default is unmasked SDPA)")
     args = ap.parse_args()
@@ -86,6 +88,13 @@ def main() -> int:
     print(f"GPU time per forward: {total:.0f} us ({args.model}, {side})")
     for e in rows[:25]:
         print(f"{e.device_time_total / runs:9.1f} us  x{e.count // runs:3d}  {e.key[:110]}")
+    if args.sequence:
+        kernels = sorted((e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA),
+                         key=lambda e: e.time_range.start)
+        last = kernels[-(len(kernels) // runs):]
+        print(f"first {args.sequence} kernels of the last forward, in order:")
+        for e in last[:args.sequence]:
+            print(f"{e.time_range.elapsed_us():9.1f} us  {e.name[:100]}")
     if args.host:
         print("host: self CPU time per forward")
         for e in sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:25]:

@@ -49,7 +49,8 @@ def _packed_linear(m, k, v=16, seed=0, dtype=torch.float32):
 
 @pytest.mark.parametrize("backend", ["reference", "triton"])
 @pytest.mark.parametrize("tokens", [5, 40])  # the decode path and the feature-major SpMM
-def test_linear_add_layernorm_op(backend, tokens, nan_poison):
+@pytest.mark.parametrize("residual_layout", ["token-major", "feature-major"])  # the latter: added in the SpMM epilogue
+def test_linear_add_layernorm_op(backend, tokens, residual_layout, nan_poison):
     if backend == "triton":
         pytest.importorskip("triton")
     lin, wm, bias = _packed_linear(48, 32)
@@ -57,6 +58,8 @@ def test_linear_add_layernorm_op(backend, tokens, nan_poison):
     nn.init.normal_(norm.weight)
     nn.init.normal_(norm.bias)
     x, r = torch.randn(2, tokens // 2 + 1, 32), torch.randn(2, tokens // 2 + 1, 48)
+    if residual_layout == "feature-major":  # as the previous tail hands it on
+        r = r.reshape(-1, 48).t().contiguous().t().reshape(r.shape)
     ref = F.layer_norm(F.linear(x.double(), wm.double(), bias.double()) + r.double(), (48,), norm.weight.double(),
                        norm.bias.double(), 1e-5)
     lin, norm = lin.to(DEVICE), norm.to(DEVICE)
