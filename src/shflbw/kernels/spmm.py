@@ -104,6 +104,16 @@ def _out_rows(g, perm_ptr, M, offs_v, V: tl.constexpr, PERMUTE_OUT: tl.constexpr
 
 
 @triton.jit
+def erf_short(x):
+    """erf(x) to 1.5e-7 absolute (Abramowitz and Stegun 7.1.26): one reciprocal, one exp2, five FMAs."""
+    a = tl.abs(x)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    y = 1.0 - poly * tl.exp2(-a * a * 1.4426950408889634)
+    return tl.where(x < 0, -y, y)
+
+
+@triton.jit
 def _store_tile(acc, g, offs_v, offs_n, n_ok, M, perm_ptr, bias_ptr, res_ptr, out_ptr, stride_om, stride_on,
                 V: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ACTIVATION: tl.constexpr,
                 PERMUTE_OUT: tl.constexpr):
@@ -119,6 +129,8 @@ def _store_tile(acc, g, offs_v, offs_n, n_ok, M, perm_ptr, bias_ptr, res_ptr, ou
         acc = tl.maximum(acc, 0.0)
     elif ACTIVATION == 2:
         acc = 0.5 * acc * (1.0 + tl.erf(acc * 0.7071067811865476))
+    elif ACTIVATION == 3:  # experiment (prototype/sweep_epilogue.py): GELU with a short erf
+        acc = 0.5 * acc * (1.0 + erf_short(acc * 0.7071067811865476))
     tl.store(out_ptr + out_off, acc.to(out_ptr.dtype.element_ty), mask=ok)
 
 
