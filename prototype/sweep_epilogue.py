@@ -31,7 +31,8 @@ from shflbw.testing import random_shflbw_mask  # noqa: E402
 
 # (M, K, T): BERT-large's and MiniLM's fc1 at 256 x 128 tokens, a 4096-wide model's at 4096 tokens
 CASES = [(4096, 1024, 32768), (1536, 384, 32768), (11008, 4096, 4096)]
-ACTS = {"none": (0, lambda y: y), "relu": (1, F.relu), "gelu erf": (2, F.gelu), "gelu short erf": (3, F.gelu)}
+ACTS = {"none": (0, lambda y: y), "relu": (1, F.relu), "gelu erf": (2, F.gelu), "gelu short erf": (3, F.gelu),
+        "gelu tanh.approx": (4, F.gelu)}
 
 
 def main() -> int:
@@ -60,6 +61,7 @@ def main() -> int:
             r = gated(name, lambda: launch_spmm(p.values, p.col_idx, p.group_ptr, p.perm, x, bias, out, (t, 1), cfg,
                                                 activation=code), fn(lin), torch.bfloat16, **timed)
             row["variants"][name] = r["us"]
+            row["variants"][name + " error"] = r["error"]
         emit(result, args.out, row)
     return 0
 

@@ -107,7 +107,7 @@ def _out_rows(g, perm_ptr, M, offs_v, V: tl.constexpr, PERMUTE_OUT: tl.constexpr
 def erf_short(x):
     """erf(x) to 1.5e-7 absolute (Abramowitz and Stegun 7.1.26): one reciprocal, one exp2, five FMAs."""
     a = tl.abs(x)
-    t = 1.0 / (1.0 + 0.3275911 * a)
+    t = tl.fdiv(tl.full(a.shape, 1.0, tl.float32), 1.0 + 0.3275911 * a, ieee_rounding=False)
     poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
     y = 1.0 - poly * tl.exp2(-a * a * 1.4426950408889634)
     return tl.where(x < 0, -y, y)
@@ -131,6 +131,10 @@ def _store_tile(acc, g, offs_v, offs_n, n_ok, M, perm_ptr, bias_ptr, res_ptr, ou
         acc = 0.5 * acc * (1.0 + tl.erf(acc * 0.7071067811865476))
     elif ACTIVATION == 3:  # experiment (prototype/sweep_epilogue.py): GELU with a short erf
         acc = 0.5 * acc * (1.0 + erf_short(acc * 0.7071067811865476))
+    elif ACTIVATION == 4:  # experiment: GELU's tanh form through the hardware tanh (GPU only)
+        u = 0.7978845608028654 * (acc + 0.044715 * acc * acc * acc)
+        th = tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=r,r", [u], dtype=tl.float32, is_pure=True, pack=1)
+        acc = 0.5 * acc * (1.0 + th)
     tl.store(out_ptr + out_off, acc.to(out_ptr.dtype.element_ty), mask=ok)
 
 
