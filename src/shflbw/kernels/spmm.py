@@ -103,14 +103,24 @@ def _out_rows(g, perm_ptr, M, offs_v, V: tl.constexpr, PERMUTE_OUT: tl.constexpr
     return rows, row_ok
 
 
-@triton.jit
-def erf_short(x):
-    """erf(x) to 1.5e-7 absolute (Abramowitz and Stegun 7.1.26): one reciprocal, one exp2, five FMAs."""
-    a = tl.abs(x)
-    t = tl.fdiv(tl.full(a.shape, 1.0, tl.float32), 1.0 + 0.3275911 * a, ieee_rounding=False)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    y = 1.0 - poly * tl.exp2(-a * a * 1.4426950408889634)
-    return tl.where(x < 0, -y, y)
+TANH_GELU = tl.constexpr(3)  # kernel-only activation code: GELU evaluated through tanh.approx.f32
+
+
+def kernel_activation(activation: int, out_dtype: torch.dtype, exact_gelu: bool = False) -> int:
+    """The epilogue's activation code for an op's ``activation`` (shflbw.ops.mlp.ACTIVATIONS).
+
+    GELU (2) into a 16-bit output on the GPU runs as TANH_GELU: the erf form's libdevice erff made
+    the epilogue ALU-bound (BERT-large's fc1, 4096 x 1024 at 32768 tokens, 75 %: 361 us against 234
+    us with no activation; 259 us through the hardware tanh; prototype/sweep_epilogue.py, H200,
+    BENCHMARKS.md session 7). The tanh form is within 4.7e-4 of the erf form and tanh.approx within
+    2^-11 relative, so the result moves by at most 1.2e-3 for |x| < 4 and 2.4e-4 x beyond: under the
+    rounding of a bf16 / fp16 output except in the negative tail (GELU(-3) = -0.004 +- 7e-4); the
+    output's error against float32 exact-GELU math stayed 0.00166 in every case timed. float32
+    outputs, the CPU interpreter and ``exact_gelu`` keep the erf form.
+    """
+    if activation == 2 and not exact_gelu and out_dtype in (torch.float16, torch.bfloat16) and not _interpreting():
+        return TANH_GELU.value
+    return activation
 
 
 @triton.jit
@@ -129,9 +139,9 @@ def _store_tile(acc, g, offs_v, offs_n, n_ok, M, perm_ptr, bias_ptr, res_ptr, ou
         acc = tl.maximum(acc, 0.0)
     elif ACTIVATION == 2:
         acc = 0.5 * acc * (1.0 + tl.erf(acc * 0.7071067811865476))
-    elif ACTIVATION == 3:  # experiment (prototype/sweep_epilogue.py): GELU with a short erf
-        acc = 0.5 * acc * (1.0 + erf_short(acc * 0.7071067811865476))
-    elif ACTIVATION == 4:  # experiment: GELU's tanh form through the hardware tanh (GPU only)
+    elif ACTIVATION == TANH_GELU:
+        # GELU's tanh form through the hardware tanh (one MUFU op against libdevice's erff: see
+        # kernel_activation); compiled GPU kernels only (inline PTX)
         u = 0.7978845608028654 * (acc + 0.044715 * acc * acc * acc)
         th = tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=r,r", [u], dtype=tl.float32, is_pure=True, pack=1)
         acc = 0.5 * acc * (1.0 + th)
@@ -226,12 +236,14 @@ def launch_spmm(
     activation: int = 0,
     splits: int = 1,
     residual: torch.Tensor | None = None,
+    exact_gelu: bool = False,
 ) -> torch.Tensor:
     """Run the kernel into ``out`` viewed as M x N with ``out_strides``; B is K x N (any strides).
 
     ``permute_out=False`` writes rows in group order (row ``g*V + r`` of a padded G*V x N output)
     and adds ``bias`` in that order too: the caller passes a bias already permuted.
-    ``activation`` (codes in shflbw.ops.mlp.ACTIVATIONS) is applied after the bias, before the store.
+    ``activation`` (codes in shflbw.ops.mlp.ACTIVATIONS) is applied after the bias, before the store;
+    GELU into a 16-bit output runs through the hardware tanh unless ``exact_gelu`` (kernel_activation).
     ``splits > 1`` splits each group's kept vectors over that many programs, which add float32
     partial sums into a zeroed float32 ``out`` (no bias, no activation: the caller finishes).
     ``residual`` (laid out as ``out``, same strides) is added after the bias, before the activation.
@@ -242,6 +254,7 @@ def launch_spmm(
         raise ValueError("split-K adds float32 partial sums: out must be float32, with no bias, residual or activation")
     if residual is not None and (residual.shape != out.shape or residual.stride() != out.stride()):
         raise ValueError("residual must have the output's shape and strides")
+    activation = kernel_activation(activation, out.dtype, exact_gelu)
     m = perm.numel() if permute_out else (group_ptr.numel() - 1) * values.shape[1]
     n = b.shape[1]
     v = values.shape[1]
