@@ -198,25 +198,3 @@ def linear_add_layernorm(x, values, col_idx, group_ptr, perm, bias, residual, we
         h = linear_fwd(x, values, col_idx, group_ptr, perm, bias, out_features, feature_major_out=True)
         out = add_layernorm_fm(h.reshape(-1, out_features).t(), r, weight, ln_bias, eps)
     return out.t().reshape(*x.shape[:-1], out_features)
-
-
-def mlp_add_layernorm(x, mlp_packs, residual, weight, ln_bias, eps: float, out_features: int,
-                      activation: int) -> torch.Tensor:
-    """LayerNorm(fc2(act(fc1(x))) + residual) for token-major shaped x (..., K); ``mlp_packs`` are
-    ``shflbw::mlp``'s ten weight tensors. Returned as a (..., M) view of a feature-major buffer.
-    As in linear_add_layernorm, a feature-major residual goes into fc2's epilogue with the
-    LayerNorm statistics."""
-    from shflbw.kernels.configs import DECODE_MAX_TOKENS
-    from shflbw.kernels.mlp import mlp_fwd
-
-    r = residual.reshape(-1, out_features).t()  # [M, T]
-    t = r.shape[1]
-    if t > DECODE_MAX_TOKENS and r.is_contiguous():
-        group_ptr2, values2 = mlp_packs[7], mlp_packs[5]
-        stats = torch.empty(group_ptr2.numel() - 1, 2, t, dtype=torch.float32, device=x.device)
-        h = mlp_fwd(x, *mlp_packs, out_features, activation, feature_major_out=True, residual=r, stats=stats)
-        out = layernorm_apply_fm(h.reshape(t, out_features).t(), stats, values2.shape[1], weight, ln_bias, eps)
-    else:
-        h = mlp_fwd(x, *mlp_packs, out_features, activation, feature_major_out=True)
-        out = add_layernorm_fm(h.reshape(-1, out_features).t(), r, weight, ln_bias, eps)
-    return out.t().reshape(*x.shape[:-1], out_features)
