@@ -177,22 +177,3 @@ def test_roberta_tails_are_fused_too():
     assert isinstance(layer.attention.output, ShflBWAddNorm) and isinstance(layer.output, ShflBWAddNorm)
     with torch.no_grad():
         assert rel_error(model(input_ids=ids).last_hidden_state, ref) < 1e-5
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-def test_layernorm_apply_from_group_statistics(dtype, nan_poison):
-    # LayerNorm from per-group (mean, sum of squared deviations) as an SpMM epilogue writes them:
-    # 70 features in groups of 32 (the last one 6 features), a token tail, rows far from zero mean
-    pytest.importorskip("triton")
-    from shflbw.kernels.addnorm import layernorm_apply_fm
-
-    f, t, v = 70, 37, 32
-    g = torch.Generator().manual_seed(9)
-    x = (torch.randn(f, t, generator=g) * 3 + 5).to(dtype)
-    w, b = torch.randn(f, generator=g), torch.randn(f, generator=g)
-    groups = [x[i:i + v].double() for i in range(0, f, v)]
-    stats = torch.stack([torch.stack([xg.mean(0), ((xg - xg.mean(0)) ** 2).sum(0)]) for xg in groups]).float()
-    out = layernorm_apply_fm(x.to(DEVICE), stats.to(DEVICE), v, w.to(DEVICE), b.to(DEVICE), 1e-5, block_f=16,
-                             block_t=16).cpu()
-    ref = F.layer_norm(x.double().t(), (f,), w.double(), b.double(), 1e-5).t()
-    assert out.dtype == dtype and rel_error(out, ref) < KERNEL_TOLERANCE[dtype]

@@ -380,38 +380,3 @@ def test_gelu_runs_through_the_hardware_tanh_only_for_16_bit_outputs_on_the_gpu(
     assert spmm.kernel_activation(1, torch.bfloat16) == 1 and spmm.kernel_activation(0, torch.bfloat16) == 0
     monkeypatch.setattr(spmm, "_interpreting", lambda: True)  # inline PTX does not run in the interpreter
     assert spmm.kernel_activation(2, torch.bfloat16) == 2
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=_dt)
-@pytest.mark.parametrize("config", [SMALL, SMALL_PERSISTENT], ids=["one-tile", "persistent"])
-def test_spmm_epilogue_statistics(dtype, config, nan_poison):
-    # per group and token: the mean and the sum of squared deviations of the group's rows as
-    # stored (after bias and residual, rounded to the output dtype); the last group is padded
-    # (M = 70, V = 32), one is empty, the token count has a tail
-    from shflbw.kernels.spmm import launch_spmm
-
-    m, k, n, v = 70, 40, 37, 32
-    weight, mask, perm, w = random_problem(m, k, v, 0.4, dtype, seed=12, device=DEVICE, empty_groups=(1,))
-    b = torch.randn(k, n, device=DEVICE).to(dtype)
-    bias = torch.randn(m, device=DEVICE).to(dtype)
-    residual = torch.randn(m, n, device=DEVICE).to(dtype)
-    out = torch.full((m, n), float("nan"), dtype=dtype, device=DEVICE)
-    stats = torch.full((w.num_groups, 2, n), float("nan"), device=DEVICE)
-    launch_spmm(w.values, w.col_idx, w.group_ptr, w.perm, b, bias, out, (n, 1), config, residual=residual, stats=stats)
-    ref = (weight * mask).double() @ b.double() + bias.double()[:, None] + residual.double()
-    assert rel_error(out, ref) < KERNEL_TOLERANCE[dtype]
-    for g in range(w.num_groups):
-        x = out[perm[g * v:(g + 1) * v].long()].double()  # the group's rows, as stored
-        mean = x.mean(0)
-        assert rel_error(stats[g, 0], mean) < 1e-5
-        assert rel_error(stats[g, 1], ((x - mean) ** 2).sum(0)) < 1e-5
-
-
-def test_spmm_statistics_buffer_is_checked():
-    from shflbw.kernels.spmm import launch_spmm
-
-    _, _, _, w = random_problem(64, 32, 32, 0.5, seed=1)
-    b, out = torch.randn(32, 8), torch.empty(64, 8)
-    for bad in (torch.empty(2, 2, 7), torch.empty(2, 2, 8, dtype=torch.float16), torch.empty(2, 8, 2).transpose(1, 2)):
-        with pytest.raises(ValueError, match="stats must be"):
-            launch_spmm(w.values, w.col_idx, w.group_ptr, w.perm, b, None, out, (8, 1), SMALL, stats=bad)

@@ -87,69 +87,6 @@ def add_layernorm_fm_kernel(
         tl.store(out_ptr + offs_f.to(tl.int64)[:, None] * T + offs_t[None, :], y.to(out_ptr.dtype.element_ty), mask=ok)
 
 
-@triton.jit
-def layernorm_apply_fm_kernel(
-    x_ptr,  # [F, T] contiguous (feature-major)
-    stats_ptr,  # [G, 2, T] float32: per group of V features, the mean and the sum of squared deviations
-    w_ptr,  # [F] LayerNorm weight
-    b_ptr,  # [F] LayerNorm bias
-    out_ptr,  # [F, T] contiguous
-    F,
-    T,
-    G,
-    V,
-    eps,
-    BF: tl.constexpr,
-    BT: tl.constexpr,
-):
-    offs_t = tl.program_id(0) * BT + tl.arange(0, BT)
-    t_ok = offs_t < T
-    # Chan et al.'s pairwise update merges the groups' (count, mean, M2) into the whole row's
-    # (exact in exact arithmetic; no E[x^2] - E[x]^2 cancellation)
-    n_a = 0.0
-    mean = tl.zeros([BT], dtype=tl.float32)
-    m2 = tl.zeros([BT], dtype=tl.float32)
-    base = stats_ptr + offs_t.to(tl.int64)
-    for g in range(0, G):
-        n_b = tl.minimum(V, F - g * V) * 1.0
-        mean_b = tl.load(base, mask=t_ok, other=0.0)
-        m2_b = tl.load(base + T, mask=t_ok, other=0.0)
-        base += 2 * T
-        n = n_a + n_b
-        delta = mean_b - mean
-        mean += delta * (n_b / n)
-        m2 += m2_b + delta * delta * (n_a * n_b / n)
-        n_a = n
-    rstd = 1.0 / tl.sqrt(m2 / F + eps)
-    offs_t = offs_t.to(tl.int64)
-    for f0 in range(0, F, BF):
-        offs_f = f0 + tl.arange(0, BF)
-        f_ok = offs_f < F
-        ok = f_ok[:, None] & t_ok[None, :]
-        off = offs_f.to(tl.int64)[:, None] * T + offs_t[None, :]
-        x = tl.load(x_ptr + off, mask=ok, other=0.0).to(tl.float32)
-        w = tl.load(w_ptr + offs_f, mask=f_ok, other=0.0).to(tl.float32)
-        b = tl.load(b_ptr + offs_f, mask=f_ok, other=0.0).to(tl.float32)
-        y = (x - mean[None, :]) * rstd[None, :] * w[:, None] + b[:, None]
-        tl.store(out_ptr + off, y.to(out_ptr.dtype.element_ty), mask=ok)
-
-
-def layernorm_apply_fm(x: torch.Tensor, stats: torch.Tensor, vector: int, weight: torch.Tensor, bias: torch.Tensor,
-                       eps: float, block_f: int = 32, block_t: int = 128, num_warps: int = 4) -> torch.Tensor:
-    """LayerNorm over the features of x [F, T] (contiguous, feature-major) given the statistics an
-    SpMM epilogue wrote (``launch_spmm(..., stats=)``: per group of ``vector`` features and token,
-    the mean and the sum of squared deviations). Reads x once, in long token runs: the one-pass
-    add_layernorm_fm reads [F, 32]-token tiles (64-byte rows) to keep a whole column in registers."""
-    f, t = x.shape
-    out = torch.empty_like(x)
-    if f == 0 or t == 0:
-        return out
-    layernorm_apply_fm_kernel[(triton.cdiv(t, block_t),)](
-        x, stats, weight, bias, out, f, t, stats.shape[0], vector, eps, BF=block_f, BT=block_t, num_warps=num_warps,
-    )
-    return out
-
-
 def add_layernorm_fm(h: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor,
                      eps: float, config=None) -> torch.Tensor:
     """LayerNorm over the features of (h + residual), both [F, T] in any strides -> [F, T] contiguous.
@@ -187,13 +124,11 @@ def linear_add_layernorm(x, values, col_idx, group_ptr, perm, bias, residual, we
     t = r.shape[1]
     if t > DECODE_MAX_TOKENS and r.is_contiguous() and t > 0:
         # The residual comes feature-major (the previous tail's output): the SpMM adds it in its
-        # epilogue and writes each group's LayerNorm statistics, so the LayerNorm reads one [M, T]
-        # tensor once, in long token runs.
+        # epilogue, so the LayerNorm reads one [M, T] tensor instead of two.
         h = torch.empty(out_features, t, dtype=x.dtype, device=x.device)
-        stats = torch.empty(group_ptr.numel() - 1, 2, t, dtype=torch.float32, device=x.device)
         launch_spmm(values, col_idx, group_ptr, perm, feature_major(x.reshape(t, -1)), bias, h, (t, 1),
-                    packed_spmm_config(values, group_ptr, t), residual=r, stats=stats)
-        out = layernorm_apply_fm(h, stats, values.shape[1], weight, ln_bias, eps)
+                    packed_spmm_config(values, group_ptr, t), residual=r)
+        out = add_layernorm_fm(h, None, weight, ln_bias, eps)
     else:
         h = linear_fwd(x, values, col_idx, group_ptr, perm, bias, out_features, feature_major_out=True)
         out = add_layernorm_fm(h.reshape(-1, out_features).t(), r, weight, ln_bias, eps)

@@ -124,15 +124,10 @@ def kernel_activation(activation: int, out_dtype: torch.dtype, exact_gelu: bool 
 
 
 @triton.jit
-def _store_tile(acc, g, offs_v, offs_n, n_ok, M, N, perm_ptr, bias_ptr, res_ptr, out_ptr, stats_ptr, stride_om,
-                stride_on, V: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr,
-                ACTIVATION: tl.constexpr, PERMUTE_OUT: tl.constexpr, STATS: tl.constexpr):
-    """Epilogue of one [V, BN] tile: + bias, + residual, activation, store through the permutation.
-
-    ``STATS``: also write, per token, the mean and the sum of squared deviations of the tile's
-    valid rows as stored (rounded to the output dtype) to ``stats_ptr`` [G, 2, N] float32: a
-    LayerNorm over the features then needs no pass of its own over the data for its statistics
-    (kernels/addnorm.py, layernorm_apply_fm)."""
+def _store_tile(acc, g, offs_v, offs_n, n_ok, M, perm_ptr, bias_ptr, res_ptr, out_ptr, stride_om, stride_on,
+                V: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ACTIVATION: tl.constexpr,
+                PERMUTE_OUT: tl.constexpr):
+    """Epilogue of one [V, BN] tile: + bias, + residual, activation, store through the permutation."""
     rows, row_ok = _out_rows(g, perm_ptr, M, offs_v, V, PERMUTE_OUT)
     out_off = rows[:, None] * stride_om + offs_n.to(tl.int64)[None, :] * stride_on
     ok = row_ok[:, None] & n_ok[None, :]
@@ -150,15 +145,7 @@ def _store_tile(acc, g, offs_v, offs_n, n_ok, M, N, perm_ptr, bias_ptr, res_ptr,
         u = 0.7978845608028654 * (acc + 0.044715 * acc * acc * acc)
         th = tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=r,r", [u], dtype=tl.float32, is_pure=True, pack=1)
         acc = 0.5 * acc * (1.0 + th)
-    y = acc.to(out_ptr.dtype.element_ty)
-    tl.store(out_ptr + out_off, y, mask=ok)
-    if STATS:
-        ys = tl.where(ok, y.to(tl.float32), 0.0)
-        mean = tl.sum(ys, axis=0) / tl.sum(row_ok.to(tl.float32), axis=0)  # [BN]
-        dev = tl.where(ok, ys - mean[None, :], 0.0)
-        base = stats_ptr + g.to(tl.int64) * 2 * N + offs_n
-        tl.store(base, mean, mask=n_ok)
-        tl.store(base + N, tl.sum(dev * dev, axis=0), mask=n_ok)
+    tl.store(out_ptr + out_off, acc.to(out_ptr.dtype.element_ty), mask=ok)
 
 
 @triton.jit
@@ -171,7 +158,6 @@ def spmm_fwd_kernel(
     bias_ptr,  # [M] or dummy
     res_ptr,  # [M, N] at the output's strides, or dummy: added before the activation
     out_ptr,  # [M, N] at (stride_om, stride_on)
-    stats_ptr,  # [G, 2, N] float32 (STATS), or dummy
     M,
     N,
     stride_bk,
@@ -184,9 +170,8 @@ def spmm_fwd_kernel(
     BK: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr,
-    ACTIVATION: tl.constexpr,  # 0: none, 1: relu, 2: gelu (erf form, as F.gelu), 3: TANH_GELU
+    ACTIVATION: tl.constexpr,  # 0: none, 1: relu, 2: gelu (erf form, as F.gelu)
     PERMUTE_OUT: tl.constexpr,
-    STATS: tl.constexpr,  # per-token feature statistics of the tile (see _store_tile)
     DOT_PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
     ATOMIC: tl.constexpr,  # split-K: add float32 partial sums into out (bias and activation: the caller's)
@@ -220,8 +205,8 @@ def spmm_fwd_kernel(
         out_off = rows[:, None] * stride_om + offs_n.to(tl.int64)[None, :] * stride_on
         tl.atomic_add(out_ptr + out_off, acc, mask=row_ok[:, None] & n_ok[None, :], sem="relaxed")
     else:
-        _store_tile(acc, g, offs_v, offs_n, n_ok, M, N, perm_ptr, bias_ptr, res_ptr, out_ptr, stats_ptr, stride_om,
-                    stride_on, V, HAS_BIAS, HAS_RESIDUAL, ACTIVATION, PERMUTE_OUT, STATS)
+        _store_tile(acc, g, offs_v, offs_n, n_ok, M, perm_ptr, bias_ptr, res_ptr, out_ptr, stride_om, stride_on,
+                    V, HAS_BIAS, HAS_RESIDUAL, ACTIVATION, PERMUTE_OUT)
 
 
 def needs_int64(*tensors: torch.Tensor) -> bool:
@@ -252,7 +237,6 @@ def launch_spmm(
     splits: int = 1,
     residual: torch.Tensor | None = None,
     exact_gelu: bool = False,
-    stats: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Run the kernel into ``out`` viewed as M x N with ``out_strides``; B is K x N (any strides).
 
@@ -263,8 +247,6 @@ def launch_spmm(
     ``splits > 1`` splits each group's kept vectors over that many programs, which add float32
     partial sums into a zeroed float32 ``out`` (no bias, no activation: the caller finishes).
     ``residual`` (laid out as ``out``, same strides) is added after the bias, before the activation.
-    ``stats`` (float32 [G, 2, N], contiguous; with ``permute_out``): each group's per-token mean and
-    sum of squared deviations of its rows as stored (``_store_tile``).
     ``config.programs_per_sm > 0`` runs the persistent kernel (kernels/spmm_persistent.py) instead,
     unless split-K is asked for or a program would own more than MAX_TILES_PER_PROGRAM tiles.
     """
@@ -272,9 +254,6 @@ def launch_spmm(
         raise ValueError("split-K adds float32 partial sums: out must be float32, with no bias, residual or activation")
     if residual is not None and (residual.shape != out.shape or residual.stride() != out.stride()):
         raise ValueError("residual must have the output's shape and strides")
-    if stats is not None and (splits > 1 or not permute_out or stats.dtype != torch.float32 or not stats.is_contiguous()
-                              or stats.shape != (group_ptr.numel() - 1, 2, b.shape[1])):
-        raise ValueError("stats must be a contiguous float32 [G, 2, N] buffer, with permute_out and no split-K")
     activation = kernel_activation(activation, out.dtype, exact_gelu)
     m = perm.numel() if permute_out else (group_ptr.numel() - 1) * values.shape[1]
     n = b.shape[1]
@@ -284,7 +263,7 @@ def launch_spmm(
         from shflbw.kernels.spmm_persistent import launch_persistent
 
         if launch_persistent(values, col_idx, group_ptr, perm, b, bias, residual, out, m, out_strides, config,
-                             permute_out, activation, stats):
+                             permute_out, activation):
             return out
     grid = (n_groups, triton.cdiv(n, config.block_n), splits)
     spmm_fwd_kernel[grid](
@@ -296,7 +275,6 @@ def launch_spmm(
         bias if bias is not None else values,
         residual if residual is not None else values,
         out,
-        stats if stats is not None else values,
         m,
         n,
         b.stride(0),
@@ -311,7 +289,6 @@ def launch_spmm(
         HAS_RESIDUAL=residual is not None,
         ACTIVATION=activation,
         PERMUTE_OUT=permute_out,
-        STATS=stats is not None,
         DOT_PRECISION=dot_precision(values.dtype),
         UPCAST=interpreter_upcast(values.dtype),
         ATOMIC=splits > 1,

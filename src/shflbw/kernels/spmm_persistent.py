@@ -36,7 +36,6 @@ def spmm_persistent_kernel(
     bias_ptr,  # [M] or dummy
     res_ptr,  # [M, N] at the output's strides, or dummy
     out_ptr,  # [M, N] at (stride_om, stride_on)
-    stats_ptr,  # [G, 2, N] float32, or dummy
     M,
     N,
     nnz,
@@ -53,7 +52,6 @@ def spmm_persistent_kernel(
     HAS_RESIDUAL: tl.constexpr,
     ACTIVATION: tl.constexpr,
     PERMUTE_OUT: tl.constexpr,
-    STATS: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
     EVEN_N: tl.constexpr,
@@ -111,13 +109,13 @@ def spmm_persistent_kernel(
             b = b.to(tl.float32)
         acc += tl.dot(tl.trans(a), b, input_precision=DOT_PRECISION)
         if ki == n_steps - 1:
-            _store_tile(acc, g, offs_v, offs_n, n_ok, M, N, perm_ptr, bias_ptr, res_ptr, out_ptr, stats_ptr, stride_om,
-                        stride_on, V, HAS_BIAS, HAS_RESIDUAL, ACTIVATION, PERMUTE_OUT, STATS)
+            _store_tile(acc, g, offs_v, offs_n, n_ok, M, perm_ptr, bias_ptr, res_ptr, out_ptr, stride_om, stride_on,
+                        V, HAS_BIAS, HAS_RESIDUAL, ACTIVATION, PERMUTE_OUT)
             acc = tl.zeros([V, BN], dtype=tl.float32)
 
 
 def launch_persistent(values, col_idx, group_ptr, perm, b, bias, residual, out, m: int, out_strides: tuple[int, int],
-                      config: SpmmConfig, permute_out: bool, activation: int, stats=None) -> bool:
+                      config: SpmmConfig, permute_out: bool, activation: int) -> bool:
     """Run the persistent kernel as ``launch_spmm`` describes (nnz >= 1, at least one group);
     False, launching nothing, when a program would own more than MAX_TILES_PER_PROGRAM tiles."""
     from shflbw.kernels.configs import sm_count
@@ -132,11 +130,10 @@ def launch_persistent(values, col_idx, group_ptr, perm, b, bias, residual, out, 
         values, col_idx, group_ptr, perm, b,
         bias if bias is not None else values,
         residual if residual is not None else values,
-        out, stats if stats is not None else values, m, n, values.shape[0], n_groups, b.stride(0), b.stride(1),
-        out_strides[0], out_strides[1],
+        out, m, n, values.shape[0], n_groups, b.stride(0), b.stride(1), out_strides[0], out_strides[1],
         V=values.shape[1], BN=config.block_n, BK=config.block_k, MAX_TILES=tiles,
         HAS_BIAS=bias is not None, HAS_RESIDUAL=residual is not None, ACTIVATION=activation,
-        PERMUTE_OUT=permute_out, STATS=stats is not None, DOT_PRECISION=dot_precision(values.dtype),
+        PERMUTE_OUT=permute_out, DOT_PRECISION=dot_precision(values.dtype),
         UPCAST=interpreter_upcast(values.dtype), EVEN_N=n % config.block_n == 0,
         IDX64=needs_int64(values, b, out), num_warps=config.num_warps, num_stages=config.num_stages,
         **launch_options(config),
