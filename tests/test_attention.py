@@ -280,3 +280,17 @@ def test_head_sizes_the_kernel_cannot_tile_take_the_reference_path(nan_poison):
     with shflbw.ops.backend("triton"):
         out = torch.ops.shflbw.qkv_attention(x, *packs, None, 2, 0.2, 48)
     assert rel_error(out, ref) < KERNEL_TOLERANCE[torch.float32]
+
+
+def test_projections_that_do_not_stack_are_not_fused():
+    # 40 rows in groups of 16: Q's last group is padded, so K's rows cannot follow it in one pack;
+    # the region refuses (ValueError) and fuse_attention_regions_ leaves the module alone
+    g = torch.Generator().manual_seed(1)
+    lins = []
+    for _ in range(3):
+        mask, perm = random_shflbw_mask(40, 32, 16, 0.5, generator=g)
+        lins.append(shflbw.ShflBWLinear(shflbw.ShflBWMatrix.from_dense(torch.randn(40, 32, generator=g), mask, perm,
+                                                                       vector=16)))
+    module = NotAnAttention(lins)
+    with pytest.raises(ValueError, match="not a multiple of V"):
+        ShflBWSelfAttention(module)
