@@ -243,14 +243,19 @@ class NotAnAttention(nn.Module):
 NotAnAttention.__name__ = "OddSelfAttention"
 
 
-def test_a_module_with_another_forward_is_left_alone():
-    g = torch.Generator().manual_seed(0)
+def _linears(rows, seed):
+    """Three compressed 32-input linears of ``rows`` outputs (V = 16)."""
+    g = torch.Generator().manual_seed(seed)
     lins = []
     for _ in range(3):
-        mask, perm = random_shflbw_mask(32, 32, 16, 0.5, generator=g)
-        lins.append(shflbw.ShflBWLinear(shflbw.ShflBWMatrix.from_dense(torch.randn(32, 32, generator=g), mask, perm,
+        mask, perm = random_shflbw_mask(rows, 32, 16, 0.5, generator=g)
+        lins.append(shflbw.ShflBWLinear(shflbw.ShflBWMatrix.from_dense(torch.randn(rows, 32, generator=g), mask, perm,
                                                                        vector=16)))
-    model = nn.Sequential(NotAnAttention(lins))
+    return lins
+
+
+def test_a_module_with_another_forward_is_left_alone():
+    model = nn.Sequential(NotAnAttention(_linears(32, seed=0)))
     assert fuse_attention_regions_(model) == []
     assert isinstance(model[0], NotAnAttention)
 
@@ -285,12 +290,6 @@ def test_head_sizes_the_kernel_cannot_tile_take_the_reference_path(nan_poison):
 def test_projections_that_do_not_stack_are_not_fused():
     # 40 rows in groups of 16: Q's last group is padded, so K's rows cannot follow it in one pack;
     # the region refuses (ValueError) and fuse_attention_regions_ leaves the module alone
-    g = torch.Generator().manual_seed(1)
-    lins = []
-    for _ in range(3):
-        mask, perm = random_shflbw_mask(40, 32, 16, 0.5, generator=g)
-        lins.append(shflbw.ShflBWLinear(shflbw.ShflBWMatrix.from_dense(torch.randn(40, 32, generator=g), mask, perm,
-                                                                       vector=16)))
-    module = NotAnAttention(lins)
+    module = NotAnAttention(_linears(40, seed=1))
     with pytest.raises(ValueError, match="not a multiple of V"):
         ShflBWSelfAttention(module)
