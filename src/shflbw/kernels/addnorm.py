@@ -122,7 +122,7 @@ def linear_add_layernorm(x, values, col_idx, group_ptr, perm, bias, residual, we
 
     r = residual.reshape(-1, out_features).t()  # [M, T]
     t = r.shape[1]
-    if t > DECODE_MAX_TOKENS and r.is_contiguous() and t > 0:
+    if t > DECODE_MAX_TOKENS and r.is_contiguous():
         # The residual comes feature-major (the previous tail's output): the SpMM adds it in its
         # epilogue, so the LayerNorm reads one [M, T] tensor instead of two.
         h = torch.empty(out_features, t, dtype=x.dtype, device=x.device)

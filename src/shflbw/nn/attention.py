@@ -47,8 +47,9 @@ class ShflBWSelfAttention(nn.Module):
         self.outputs = outputs  # how many values the original returns (context first, then None for the weights)
         # Q, K and V stacked into one packed matrix, so one SpMM launch computes all three (fewer,
         # larger launches: BENCHMARKS.md, session 7). Raises ValueError where the rows do not stack
-        # (out_features not a multiple of V). The three layers' values become views of the stacked
-        # values, so the weights are held once and stay in step if loaded in place.
+        # (out_features not a multiple of V). The three layers' values and biases become views of
+        # the stacked ones, so the weights are held once and an in-place load reaches both (until a
+        # .to() that converts copies them apart; both copies then hold the same values).
         w = ShflBWMatrix.stack_rows([m.matrix() for m in (q, k, v)])
         for name, t in w.tensors().items():
             self.register_buffer("qkv_" + name, t, persistent=False)  # derived: save writes q, k, v
