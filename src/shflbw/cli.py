@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sparsity", default="0.5,0.75,0.875", help="comma-separated sparsities (default: %(default)s)")
     p.add_argument("--vector", default="32,64,128", help="V values for vector and shfl_bw (default: %(default)s)")
     p.add_argument("--methods", default="magnitude,oneshot,distill",
-                   help="recipes: magnitude (no data), oneshot (calibration + refit), distill (oneshot + distillation); "
+                   help="recipes: magnitude (no data), oneshot (calibration + refit), distill (a 512-word oneshot + "
+                        "distillation); "
                         "default: %(default)s. On 2 CPU cores one-shot takes ~14 min a cell (whole-document calibration), distillation 15 min")
     p.add_argument("--distill-minutes", type=float, default=15.0, help="distillation time budget per cell (default: %(default)s)")
     p.add_argument("--distill-steps", type=int, default=1250, help="distillation steps per cell (default: %(default)s)")
