@@ -25,10 +25,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.results_io import emit  # noqa: E402
 from benchmarks.run_linear import stamp  # noqa: E402
 from benchmarks.timing import gated  # noqa: E402
-from shflbw import ShflBWMatrix  # noqa: E402
+from prototype.sweep_small_t import packed  # noqa: E402
 from shflbw.kernels.configs import packed_spmm_config  # noqa: E402
 from shflbw.kernels.spmm import launch_spmm  # noqa: E402
-from shflbw.testing import random_shflbw_mask  # noqa: E402
 
 # (M, K, T): BERT-large's and MiniLM's fc1 at 256 x 128 tokens, a 4096-wide model's at 4096 tokens
 CASES = [(4096, 1024, 32768), (1536, 384, 32768), (11008, 4096, 4096)]
@@ -45,12 +44,8 @@ def main() -> int:
     ap.add_argument("--sparsity", type=float, default=0.75)
     args = ap.parse_args()
     result = {"stamp": stamp(), "rows": []}
-    gen = torch.Generator().manual_seed(0)
     for m, k, t in CASES:
-        w = torch.randn(m, k, generator=gen).to(torch.bfloat16)
-        mask, perm = random_shflbw_mask(m, k, 64, 1 - args.sparsity, generator=gen)
-        p = ShflBWMatrix.from_dense(w.cuda(), mask.cuda(), perm.cuda(), vector=64)
-        wd = (w * mask).cuda()
+        _, wd, p = packed(m, k, 64, args.sparsity)
         bias = torch.randn(m, device="cuda", dtype=torch.bfloat16)
         x = torch.randn(k, t, device="cuda", dtype=torch.bfloat16)
         lin = wd.float() @ x.float() + bias.float()[:, None]
