@@ -2,6 +2,10 @@
 
     python prototype/sweep_addnorm.py --out sweep_addnorm.json
 
+Session 8: the walk is two passes with shifted sums (kernels/addnorm.py) and the tails mostly read
+h alone (the SpMM adds the residual in its epilogue), so both cases are timed; torch's clone of h
+gives the copy bandwidth this machine reaches.
+
 Why: in the BERT-large profile (BENCHMARKS.md, session 5) the first default, a three-pass walk, took
 126 us a call for 1024 x 32768 (h and the residual feature-major, bf16), about half of the bandwidth the
 ~200 MB it moves should allow, and 6.1 ms of a 30.4 ms forward. Variants: the three-pass walk at
@@ -23,13 +27,16 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.run_linear import stamp  # noqa: E402
-from benchmarks.timing import gated  # noqa: E402
+from benchmarks.timing import gated, median_us  # noqa: E402
 from shflbw.kernels.addnorm import add_layernorm_fm  # noqa: E402
 from shflbw.kernels.configs import AddNormConfig  # noqa: E402
 
-THREE_PASS = [(64, 64, 4), (64, 64, 8), (32, 128, 4), (64, 128, 8), (128, 32, 4)]
+# (BF, BT, warps) of the two-pass walk; (BT, warps) of the one-pass tile
+WALK = [(32, 64, 4), (16, 64, 2), (64, 64, 8), (16, 128, 4), (32, 128, 8), (8, 256, 4), (16, 256, 8), (8, 128, 2),
+        (4, 256, 2), (8, 512, 8)]
 ONE_PASS = [(8, 4), (16, 4), (16, 8), (32, 8), (64, 16)]
-SHAPES = [(1024, 32768), (384, 32768), (4096, 8192)]
+# (features, tokens, with a residual): the tails read h alone when the SpMM added the residual
+SHAPES = [(1024, 32768, False), (1024, 32768, True), (384, 32768, False), (384, 32768, True), (4096, 8192, True)]
 
 
 def main() -> int:
@@ -37,27 +44,30 @@ def main() -> int:
     ap.add_argument("--out", default="sweep_addnorm.json")
     args = ap.parse_args()
     result = {"stamp": stamp(), "rows": []}
-    for f, t in SHAPES:
+    for f, t, with_res in SHAPES:
         g = torch.Generator(device="cuda").manual_seed(0)
         h = torch.randn(f, t, device="cuda", dtype=torch.bfloat16, generator=g)  # feature-major, as the SpMM writes
-        r = torch.randn(f, t, device="cuda", dtype=torch.bfloat16, generator=g)
+        r = torch.randn(f, t, device="cuda", dtype=torch.bfloat16, generator=g) if with_res else torch.zeros_like(h)
         w = torch.randn(f, device="cuda", dtype=torch.bfloat16, generator=g)
         b = torch.randn(f, device="cuda", dtype=torch.bfloat16, generator=g)
         ref = F.layer_norm((h.float() + r.float()).t(), (f,), w.float(), b.float(), 1e-12).t()
         htm, rtm = h.t().contiguous(), r.t().contiguous()
         variants = {"torch add + layer_norm (token-major)": gated(
             "torch", lambda: F.layer_norm(htm + rtm, (f,), w, b, 1e-12).t(), ref, torch.bfloat16)}
-        for bf, bt, nw in THREE_PASS:
-            variants[f"3-pass BF{bf} BT{bt} w{nw}"] = gated("3p", lambda: add_layernorm_fm(
-                h, r, w, b, 1e-12, AddNormConfig(False, bf, bt, nw)), ref, torch.bfloat16)
+        rr = r if with_res else None
+        for bf, bt, nw in WALK:
+            variants[f"walk BF{bf} BT{bt} w{nw}"] = gated("walk", lambda: add_layernorm_fm(
+                h, rr, w, b, 1e-12, AddNormConfig(False, bf, bt, nw)), ref, torch.bfloat16)
         for bt, nw in ONE_PASS:
             if triton_next_pow2(f) * bt > 128 * 32 * nw:  # over 128 fp32 registers a thread: spills
                 continue
             variants[f"1-pass BT{bt} w{nw}"] = gated("1p", lambda: add_layernorm_fm(
-                h, r, w, b, 1e-12, AddNormConfig(True, 0, bt, nw)), ref, torch.bfloat16)
-        moved = 3 * f * t * 2  # read h and r, write the result
-        row = {"case": f"F{f}-T{t}", "variants": {k: (v["us"], v["us"] and round(moved / v["us"] / 1e3, 1))
-                                                   for k, v in variants.items()}}
+                h, rr, w, b, 1e-12, AddNormConfig(True, 0, bt, nw)), ref, torch.bfloat16)
+        variants["copy (torch clone, the bandwidth ceiling)"] = {"us": median_us(lambda: h.clone())}
+        moved = (3 if with_res else 2) * f * t * 2  # read h (and r), write the result
+        row = {"case": f"F{f}-T{t}" + ("+res" if with_res else ""),
+               "variants": {k: (v["us"], v["us"] and round((2 * f * t * 2 if k.startswith("copy") else moved) / v["us"] / 1e3, 1))
+                            for k, v in variants.items()}}
         result["rows"].append(row)
         for k, (us, gbs) in row["variants"].items():
             print(f"{row['case']:12s} {k:40s} " + (f"{us:8.1f} us {gbs:7.1f} GB/s" if us else "WRONG"), flush=True)
