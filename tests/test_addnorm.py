@@ -118,10 +118,44 @@ def test_bert_tails_fused_and_equal_to_the_masked_model(backend, nan_poison):
     assert "feature-major out" in repr(layer.output)
     # the MLP tail runs the block itself (fc2 adds the residual in its epilogue)
     assert layer.output.mlp is layer.intermediate.dense and layer.intermediate.dense.deferred
+    assert not layer.intermediate.dense.training  # the eval model's mode, so the coupled path runs
     assert "runs the MLP region" in repr(layer.output)
-    with shflbw.ops.backend(backend), torch.no_grad():
+    with shflbw.ops.backend(backend), torch.no_grad(), _OpCounter() as ops:
         out = model(input_ids=ids.to(DEVICE)).last_hidden_state.cpu()
     assert rel_error(out, ref) < KERNEL_TOLERANCE[torch.float32]
+    assert ops.count("shflbw.mlp_add_layernorm.default") == 2 and "shflbw.mlp.default" not in ops
+
+
+def test_bert_tails_run_the_mlp_block_under_compile():
+    # what torch.compile traces: one mlp_add_layernorm per layer, no separate MLP block and add + LayerNorm
+    masked, _ = _bert()
+    model = shflbw.compress_(copy.deepcopy(masked))
+    traced = []
+
+    def record(gm, example_inputs):
+        traced.extend(str(n.target) for n in gm.graph.nodes if n.op == "call_function" and "shflbw" in str(n.target))
+        return gm.forward
+
+    ids = torch.randint(0, 100, (2, 24), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = torch.compile(model, backend=record, fullgraph=True)(input_ids=ids).last_hidden_state
+        ref = masked(input_ids=ids).last_hidden_state
+    assert traced.count("shflbw.mlp_add_layernorm.default") == 2
+    assert "shflbw.mlp.default" not in traced and "shflbw.add_layernorm.default" not in traced
+    assert rel_error(out, ref) < KERNEL_TOLERANCE[torch.float32]
+
+
+class _OpCounter(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the name of every op dispatched (a list, via ``with _OpCounter() as ops``)."""
+
+    def __enter__(self):
+        self.ops = []
+        super().__enter__()
+        return self.ops
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
 
 
 def test_bert_tails_training_mode_unfuse_and_save_load(tmp_path):

@@ -10,8 +10,13 @@ from shflbw.nn.masked import mask_of, set_mask
 
 
 def _set_child(model: nn.Module, name: str, new: nn.Module) -> None:
+    """Put ``new`` at ``name``, in the training mode of the module it replaces (a new module starts
+    in training mode, which inside an eval model would run the training-mode paths)."""
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
+    old = getattr(parent, child, None)
+    if isinstance(old, nn.Module):
+        new.train(old.training)
     setattr(parent, child, new)
 
 
