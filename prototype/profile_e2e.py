@@ -52,11 +52,6 @@ def main() -> int:
         model = dense if args.dense else variants["regions"]
         if not args.hf_attention:
             unmasked_attention(model)  # as run_e2e.py times it (its unmasked_attention says why)
-        from shflbw.nn.addnorm import ShflBWAddNorm
-
-        tails = [m for m in model.modules() if isinstance(m, ShflBWAddNorm)]
-        print(f"sublayer tails fused: {len(tails)}, of them running the MLP block before them: "
-              f"{sum(getattr(m, 'mlp', None) is not None for m in tails)}", flush=True)
         ids = torch.randint(0, 30522, (args.batch or 256, args.seq), device="cuda")
         forward = lambda: model(input_ids=ids)  # noqa: E731
     if args.compile:

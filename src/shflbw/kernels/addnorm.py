@@ -138,22 +138,3 @@ def linear_add_layernorm(x, values, col_idx, group_ptr, perm, bias, residual, we
         h = linear_fwd(x, values, col_idx, group_ptr, perm, bias, out_features, feature_major_out=True)
         out = add_layernorm_fm(h.reshape(-1, out_features).t(), r, weight, ln_bias, eps)
     return out.t().reshape(*x.shape[:-1], out_features)
-
-
-def mlp_add_layernorm(x, mlp_packs, residual, weight, ln_bias, eps: float, out_features: int,
-                      activation: int) -> torch.Tensor:
-    """LayerNorm(fc2(act(fc1(x))) + residual) for token-major shaped x (..., K); ``mlp_packs`` are
-    ``shflbw::mlp``'s ten weight tensors. Returned as a (..., M) view of a feature-major buffer.
-    As in linear_add_layernorm, a feature-major residual is added in fc2's epilogue."""
-    from shflbw.kernels.configs import DECODE_MAX_TOKENS
-    from shflbw.kernels.mlp import mlp_fwd
-
-    r = residual.reshape(-1, out_features).t()  # [M, T]
-    t = r.shape[1]
-    if t > DECODE_MAX_TOKENS and r.is_contiguous():
-        h = mlp_fwd(x, *mlp_packs, out_features, activation, feature_major_out=True, residual=r)
-        out = add_layernorm_fm(h.reshape(t, out_features).t(), None, weight, ln_bias, eps)
-    else:
-        h = mlp_fwd(x, *mlp_packs, out_features, activation, feature_major_out=True)
-        out = add_layernorm_fm(h.reshape(-1, out_features).t(), r, weight, ln_bias, eps)
-    return out.t().reshape(*x.shape[:-1], out_features)

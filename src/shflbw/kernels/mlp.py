@@ -12,19 +12,15 @@ from shflbw.ops.reference import feature_major_view
 
 def mlp_fwd(x, values1, col_idx1, group_ptr1, perm1, bias1_grouped, values2, col_idx2_folded, group_ptr2, perm2, bias2,
             out_features: int, activation: int, config: SpmmConfig | None = None,
-            feature_major_out: bool = False, residual: torch.Tensor | None = None) -> torch.Tensor:
+            feature_major_out: bool = False) -> torch.Tensor:
     """``feature_major_out``: return the (..., M2) result as a view of its feature-major buffer (no
-    transpose back; for a consumer that reads it feature-major, kernels/addnorm.py).
-    ``residual`` ([M2, T] feature-major) is added in fc2's epilogue (``launch_spmm``); it needs more
-    than DECODE_MAX_TOKENS tokens and ``feature_major_out``."""
+    transpose back; for a consumer that reads it feature-major, kernels/addnorm.py)."""
     k = x.shape[-1]
     x2 = x.reshape(-1, k)
     t = x2.shape[0]
     if t == 0:
         return x.new_zeros(*x.shape[:-1], out_features)
     hidden_padded = (group_ptr1.numel() - 1) * values1.shape[1]
-    if residual is not None and (t <= DECODE_MAX_TOKENS or not feature_major_out):
-        raise ValueError(f"a residual needs more than {DECODE_MAX_TOKENS} tokens and feature_major_out")
     if t <= DECODE_MAX_TOKENS:
         # Weight-bound: the decode kernel per layer (one launch each) beats transposing tiny
         # activations; fc1 writes group order (identity placement), fc2 reads the folded columns.
@@ -43,7 +39,7 @@ def mlp_fwd(x, values1, col_idx1, group_ptr1, perm1, bias1_grouped, values2, col
     h = torch.empty(hidden_padded, t, dtype=x.dtype, device=x.device)  # feature-major, group order
     launch_spmm(values1, col_idx1, group_ptr1, perm1, xt, bias1_grouped, h, (t, 1), cfg1, permute_out=False, activation=activation)
     out_fm = torch.empty(out_features, t, dtype=x.dtype, device=x.device)
-    launch_spmm(values2, col_idx2_folded, group_ptr2, perm2, h, bias2, out_fm, (t, 1), cfg2, residual=residual)
+    launch_spmm(values2, col_idx2_folded, group_ptr2, perm2, h, bias2, out_fm, (t, 1), cfg2)
     if feature_major_out:
         return out_fm.t().reshape(*x.shape[:-1], out_features)
     return transpose(out_fm).reshape(*x.shape[:-1], out_features)

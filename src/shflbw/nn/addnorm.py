@@ -23,10 +23,8 @@ from torch import nn
 from shflbw.nn.linear import ShflBWLinear
 from shflbw.nn.convert import _set_child
 from shflbw.nn.mlp import ShflBWMLP
-from shflbw.nn.probe import agrees, close, probe_input
-from shflbw.ops.addnorm import add_layernorm_op, linear_add_layernorm_op, mlp_add_layernorm_op
-from shflbw.ops.dispatch import backend
-from shflbw.ops.mlp import ACTIVATIONS
+from shflbw.nn.probe import agrees, probe_input
+from shflbw.ops.addnorm import add_layernorm_op, linear_add_layernorm_op
 
 class ShflBWAddNorm(nn.Module):
     """``LayerNorm(dropout(dense(h)) + input_tensor)`` of an HF "Output" module, dropout off (inference)."""
@@ -39,18 +37,11 @@ class ShflBWAddNorm(nn.Module):
         if not isinstance(norm, nn.LayerNorm) or norm.weight is None or norm.bias is None or len(norm.normalized_shape) != 1:
             raise ValueError("ShflBWAddNorm needs an affine nn.LayerNorm over the last dimension")
         self.original = original
-        self.mlp = None  # the MLP region this tail runs itself (_take_over); a plain attribute, not a submodule
 
     def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
-        mlp = self.mlp
-        norm = self.original.LayerNorm
-        if mlp is not None and mlp.deferred and not mlp.training:
-            # the block handed its input on unchanged (ShflBWMLP.deferred): run it here
-            return mlp_add_layernorm_op(hidden_states, *mlp.packs(), input_tensor, norm.weight, norm.bias, norm.eps,
-                                        mlp.out_features, ACTIVATIONS[mlp.activation])
         if self.training:
             return self.original(hidden_states, input_tensor)
-        dense = self.original.dense
+        dense, norm = self.original.dense, self.original.LayerNorm
         if isinstance(dense, nn.Identity):
             return add_layernorm_op(hidden_states, input_tensor, norm.weight, norm.bias, norm.eps)
         bias = None if dense.bias is None else dense.bias.to(hidden_states.dtype)
@@ -61,8 +52,6 @@ class ShflBWAddNorm(nn.Module):
         dense = self.original.dense
         what = "add + LayerNorm after an MLP region" if isinstance(dense, nn.Identity) else (
             f"{dense.in_features} -> {dense.out_features}, V={dense.vector}, + residual, LayerNorm")
-        if self.mlp is not None and self.mlp.deferred:
-            what = "runs the MLP region before it (fc2 + residual), LayerNorm"
         return f"{what}, feature-major out"
 
 
@@ -104,36 +93,7 @@ def fuse_addnorm_regions_(model: nn.Module) -> list[str]:
         mlp = getattr(getattr(parent, "intermediate", None), "dense", None)
         if isinstance(mod.dense, nn.Identity) and isinstance(mlp, ShflBWMLP) and name.endswith("output"):
             mlp.feature_major_out = True
-            _take_over(region, mlp)
     return done
-
-
-def _take_over(region: ShflBWAddNorm, mlp: ShflBWMLP) -> None:
-    """Let the tail run the MLP block before it (``shflbw::mlp_add_layernorm``: fc2 adds the
-    residual in its epilogue, so the LayerNorm reads one tensor, as the attention tail's does), if
-    the pair still computes what it did on a probe input."""
-    like = region.original.LayerNorm.weight
-    x = probe_input((2, 3, mlp.fc1.in_features), like, seed=2)
-    r = probe_input((2, 3, mlp.out_features), like, seed=3)
-    was = (region.training, mlp.training)
-    region.eval()
-    mlp.eval()
-    try:
-        with torch.no_grad(), backend("reference"):
-            ref = region.original(mlp(x), r)
-            object.__setattr__(region, "mlp", mlp)  # bypasses nn.Module: the block stays registered at its site
-            mlp.deferred = True
-            out = region(mlp(x), r)
-        if not close(out, ref, like.dtype):
-            _release(region, mlp)
-    finally:
-        region.train(was[0])
-        mlp.train(was[1])
-
-
-def _release(region: ShflBWAddNorm, mlp: ShflBWMLP) -> None:
-    mlp.deferred = False
-    object.__setattr__(region, "mlp", None)
 
 
 def unfuse_addnorm_regions_(model: nn.Module) -> int:
@@ -141,10 +101,7 @@ def unfuse_addnorm_regions_(model: nn.Module) -> int:
     regions = [(n, m) for n, m in model.named_modules() if isinstance(m, ShflBWAddNorm)]
     for name, region in regions:
         _set_child(model, name, region.original)
-    for _, region in regions:
-        object.__setattr__(region, "mlp", None)
     for mod in model.modules():
         if isinstance(mod, ShflBWMLP):
             mod.feature_major_out = False
-            mod.deferred = False
     return len(regions)

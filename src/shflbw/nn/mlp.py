@@ -58,9 +58,6 @@ class ShflBWMLP(nn.Module):
         # Set by a ShflBWAddNorm region that consumes this block's output (shflbw.nn.addnorm): the
         # result is then a view of its feature-major buffer, with no transpose back.
         self.feature_major_out = False
-        # Set by a ShflBWAddNorm region that runs this block itself (shflbw::mlp_add_layernorm, so fc2
-        # can add the residual in its epilogue): in eval mode the block then hands x on unchanged.
-        self.deferred = False
         self.out_features, self.fc2_vector = w2.shape[0], w2.vector
         self.register_buffer("values2", block.values2)
         self.register_buffer("col_idx2", block.col_idx2)
@@ -70,15 +67,10 @@ class ShflBWMLP(nn.Module):
         self.register_buffer("bias2", block.bias2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.deferred and not self.training:
-            return x
-        return mlp_op(x, *self.packs(), self.out_features, ACTIVATIONS[self.activation], self.feature_major_out)
-
-    def packs(self) -> tuple:
-        """``shflbw::mlp``'s ten weight arguments, in order."""
         f = self.fc1
-        return (f.values, f.col_idx, f.group_ptr, f.perm, self.bias1_grouped, self.values2, self.col_idx2,
-                self.group_ptr2, self.perm2, self.bias2)
+        return mlp_op(x, f.values, f.col_idx, f.group_ptr, f.perm, self.bias1_grouped, self.values2, self.col_idx2,
+                      self.group_ptr2, self.perm2, self.bias2, self.out_features, ACTIVATIONS[self.activation],
+                      self.feature_major_out)
 
     def fc2(self) -> ShflBWLinear:
         """fc2 in its original column order (the fold undone: the same bits as before fusing)."""

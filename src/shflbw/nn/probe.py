@@ -40,17 +40,10 @@ def agrees(original: nn.Module, region: nn.Module, *inputs: torch.Tensor) -> boo
     finally:
         original.train(was_training)
         region.train(was_training)
-    return close(got, want, inputs[0].dtype)
-
-
-def close(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype) -> bool:
-    """Same shape, finite, and relative error (norm of the difference over the norm of ``want``)
-    under PROBE_TOLERANCE for ``dtype``. An elementwise test would fail on one ulp of a 16-bit
-    output (0.0078 at |y| ~ 1-2 in bf16) wherever the two paths round differently."""
     if got.shape != want.shape or not bool(torch.isfinite(got).all()):
         return False
-    err = ((got.float() - want.float()).norm() / want.float().norm().clamp_min(1e-30)).item()
-    return err < PROBE_TOLERANCE[dtype]
+    err = ((got - want).norm() / want.norm().clamp_min(1e-30)).item()
+    return err < PROBE_TOLERANCE[inputs[0].dtype]
 
 
 def _first(out):

@@ -1,6 +1,5 @@
-"""``shflbw::linear_add_layernorm``, ``shflbw::mlp_add_layernorm`` and ``shflbw::add_layernorm``: a
-transformer sublayer's tail, ``LayerNorm(dense(x) + residual)``, ``LayerNorm(mlp(x) + residual)``
-and ``LayerNorm(h + residual)``, with a feature-major result.
+"""``shflbw::linear_add_layernorm`` and ``shflbw::add_layernorm``: a transformer sublayer's tail,
+``LayerNorm(dense(x) + residual)`` and ``LayerNorm(h + residual)``, with a feature-major result.
 
 Both return a token-major *shaped* tensor whose storage is feature-major (strides (1, T) over the
 flattened tokens): an ordinary tensor to any PyTorch op, and free input for the next
@@ -15,7 +14,6 @@ import torch.nn.functional as F
 
 from shflbw.ops import reference
 from shflbw.ops.dispatch import eager_op, use_triton
-from shflbw.ops.mlp import mlp_op
 
 
 @eager_op("shflbw::linear_add_layernorm")
@@ -61,39 +59,3 @@ def add_layernorm_op(h: torch.Tensor, residual: torch.Tensor, ln_weight: torch.T
 @add_layernorm_op.register_fake
 def _(h, residual, ln_weight, ln_bias, eps):
     return reference.feature_major_view(h.new_empty(h.shape))
-
-
-@eager_op("shflbw::mlp_add_layernorm")
-def mlp_add_layernorm_op(
-    x: torch.Tensor,
-    values1: torch.Tensor,
-    col_idx1: torch.Tensor,
-    group_ptr1: torch.Tensor,
-    perm1: torch.Tensor,
-    bias1_grouped: torch.Tensor | None,
-    values2: torch.Tensor,
-    col_idx2_folded: torch.Tensor,
-    group_ptr2: torch.Tensor,
-    perm2: torch.Tensor,
-    bias2: torch.Tensor | None,
-    residual: torch.Tensor,
-    ln_weight: torch.Tensor,
-    ln_bias: torch.Tensor,
-    eps: float,
-    out_features: int,
-    activation: int,
-) -> torch.Tensor:
-    """``shflbw::mlp``'s block (same weight arguments) followed by + residual and LayerNorm."""
-    packs = (values1, col_idx1, group_ptr1, perm1, bias1_grouped, values2, col_idx2_folded, group_ptr2, perm2, bias2)
-    if use_triton(x, values1.shape[1]) and use_triton(x, values2.shape[1]):
-        from shflbw.kernels.addnorm import mlp_add_layernorm
-
-        return mlp_add_layernorm(x, packs, residual, ln_weight, ln_bias, eps, out_features, activation)
-    h = mlp_op(x, *packs, out_features, activation)
-    return reference.feature_major_view(F.layer_norm(h + residual, (out_features,), ln_weight, ln_bias, eps))
-
-
-@mlp_add_layernorm_op.register_fake
-def _(x, values1, col_idx1, group_ptr1, perm1, bias1_grouped, values2, col_idx2_folded, group_ptr2, perm2, bias2,
-      residual, ln_weight, ln_bias, eps, out_features, activation):
-    return reference.feature_major_view(x.new_empty(*x.shape[:-1], out_features))
