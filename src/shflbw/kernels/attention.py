@@ -49,17 +49,11 @@ def attention_fm_kernel(
     MASK: tl.constexpr,  # 0: none, 1: boolean (True attends), 2: additive float
     DOT_PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
-    HEAD_MAJOR: tl.constexpr,  # heads vary slowest: programs running together read long runs of few rows
 ):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
-    if HEAD_MAJOR:
-        n_batch = T // S
-        h = bh // n_batch
-        b = bh % n_batch
-    else:
-        b = bh // H
-        h = bh % H
+    b = bh // H
+    h = bh % H
     offs_d = tl.arange(0, D)
     offs_m = pid_m * BM + tl.arange(0, BM)  # query positions in the sequence
     m_ok = offs_m < S
@@ -110,7 +104,7 @@ def attention_fm_kernel(
 
 def attention_fm(qkv: torch.Tensor, batch: int, seq: int, heads: int, scale: float,
                  mask: torch.Tensor | None = None, block_m: int | None = None, block_n: int | None = None,
-                 num_warps: int = 4, num_stages: int | None = None, head_major: bool = False) -> torch.Tensor:
+                 num_warps: int = 4, num_stages: int | None = None) -> torch.Tensor:
     """softmax(Q K^T * scale [masked]) V per head, for Q, K, V the three row blocks of ``qkv``
     [3 * H * D, B * S] (unit stride along tokens); returns the context feature-major, [H * D, B * S].
     ``mask``: [B, 1 or H, S, S] (broadcast dimensions of size 1 allowed), boolean or additive float."""
@@ -141,7 +135,7 @@ def attention_fm(qkv: torch.Tensor, batch: int, seq: int, heads: int, scale: flo
     attention_fm_kernel[grid](
         qkv, out, mask if mask is not None else qkv, seq, t, qkv.stride(0), scale * 1.4426950408889634, *strides,
         H=heads, D=d, BM=bm, BN=bn, MASK=mode, DOT_PRECISION=dot_precision(qkv.dtype),
-        UPCAST=interpreter_upcast(qkv.dtype), HEAD_MAJOR=head_major, num_warps=num_warps, num_stages=num_stages,
+        UPCAST=interpreter_upcast(qkv.dtype), num_warps=num_warps, num_stages=num_stages,
     )
     return out
 
