@@ -31,10 +31,11 @@ from benchmarks.timing import gated, median_us  # noqa: E402
 from shflbw.kernels.addnorm import add_layernorm_fm  # noqa: E402
 from shflbw.kernels.configs import AddNormConfig  # noqa: E402
 
-# (BF, BT, warps) of the two-pass walk; (BT, warps) of the one-pass tile
-WALK = [(32, 64, 4), (16, 64, 2), (64, 64, 8), (16, 128, 4), (32, 128, 8), (8, 256, 4), (16, 256, 8), (8, 128, 2),
-        (4, 256, 2), (8, 512, 8)]
-ONE_PASS = [(8, 4), (16, 4), (16, 8), (32, 8), (64, 16)]
+# (BF, BT, warps, stages) of the two-pass walk (stages > 1: its loads pipelined through shared
+# memory, session 8); (BT, warps) of the one-pass tile
+WALK = [(64, 64, 8, 1), (64, 64, 8, 3), (64, 64, 8, 4), (32, 64, 4, 4), (64, 32, 4, 4), (64, 32, 4, 3), (128, 32, 8, 3),
+        (32, 128, 8, 3), (64, 16, 2, 4), (128, 16, 4, 4), (32, 32, 2, 4), (64, 32, 4, 6)]
+ONE_PASS = [(16, 4), (32, 8)]
 # (features, tokens, with a residual): the tails read h alone when the SpMM added the residual
 SHAPES = [(1024, 32768, False), (1024, 32768, True), (384, 32768, False), (384, 32768, True), (4096, 8192, True)]
 
@@ -55,9 +56,9 @@ def main() -> int:
         variants = {"torch add + layer_norm (token-major)": gated(
             "torch", lambda: F.layer_norm(htm + rtm, (f,), w, b, 1e-12).t(), ref, torch.bfloat16)}
         rr = r if with_res else None
-        for bf, bt, nw in WALK:
-            variants[f"walk BF{bf} BT{bt} w{nw}"] = gated("walk", lambda: add_layernorm_fm(
-                h, rr, w, b, 1e-12, AddNormConfig(False, bf, bt, nw)), ref, torch.bfloat16)
+        for bf, bt, nw, st in WALK:
+            variants[f"walk BF{bf} BT{bt} w{nw} s{st}"] = gated("walk", lambda: add_layernorm_fm(
+                h, rr, w, b, 1e-12, AddNormConfig(False, bf, bt, nw, st)), ref, torch.bfloat16)
         for bt, nw in ONE_PASS:
             if triton_next_pow2(f) * bt > 128 * 32 * nw:  # over 128 fp32 registers a thread: spills
                 continue

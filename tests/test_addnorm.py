@@ -19,8 +19,8 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 @pytest.mark.parametrize("f,t", [(96, 70), (130, 5), (64, 64)])
 @pytest.mark.parametrize("layouts", ["tm-tm", "fm-tm", "tm-none"])
-@pytest.mark.parametrize("one_pass", [False, True], ids=["walk", "one-pass"])
-def test_add_layernorm_kernel(f, t, layouts, one_pass, nan_poison):
+@pytest.mark.parametrize("one_pass,stages", [(False, 1), (False, 3), (True, 1)], ids=["walk", "walk-pipelined", "one-pass"])
+def test_add_layernorm_kernel(f, t, layouts, one_pass, stages, nan_poison):
     # any input layout, tails past both tile edges; the result is feature-major
     pytest.importorskip("triton")
     from shflbw.kernels.addnorm import add_layernorm_fm
@@ -31,7 +31,7 @@ def test_add_layernorm_kernel(f, t, layouts, one_pass, nan_poison):
     w, b = torch.randn(f, generator=g), torch.randn(f, generator=g)
     hv = h.t().contiguous() if layouts.startswith("fm") else h.t()
     rv = None if layouts.endswith("none") else r.t()
-    cfg = AddNormConfig(one_pass=one_pass, block_f=32, block_t=16, num_warps=4)
+    cfg = AddNormConfig(one_pass=one_pass, block_f=32, block_t=16, num_warps=4, num_stages=stages)
     out = add_layernorm_fm(hv.to(DEVICE), None if rv is None else rv.to(DEVICE), w.to(DEVICE), b.to(DEVICE), 1e-5,
                            cfg).cpu()
     ref = F.layer_norm(h.double() + (0 if rv is None else r.double()), (f,), w.double(), b.double(), 1e-5)

@@ -46,6 +46,7 @@ def add_layernorm_fm_kernel(
     BT: tl.constexpr,
     HAS_RES: tl.constexpr,
     ONE_PASS: tl.constexpr,  # BF covers all F: one read of the tile, kept in registers (small F)
+    STAGES: tl.constexpr = 1,  # the walk's loads in flight (> 1: pipelined through shared memory)
 ):
     offs_t = tl.program_id(0) * BT + tl.arange(0, BT)
     t_ok = offs_t < T
@@ -71,7 +72,7 @@ def add_layernorm_fm_kernel(
     k = _tile(h_ptr, r_ptr, tl.zeros([1], dtype=tl.int32), offs_t, t_ok[None, :], shf, sht, srf, srt, HAS_RES)
     s1 = tl.zeros([BF, BT], dtype=tl.float32)
     s2 = tl.zeros([BF, BT], dtype=tl.float32)
-    for f0 in range(0, F, BF):
+    for f0 in tl.range(0, F, BF, num_stages=STAGES):
         offs_f = f0 + tl.arange(0, BF)
         ok = (offs_f < F)[:, None] & t_ok[None, :]
         d = tl.where(ok, _tile(h_ptr, r_ptr, offs_f, offs_t, ok, shf, sht, srf, srt, HAS_RES) - k, 0.0)
@@ -81,7 +82,7 @@ def add_layernorm_fm_kernel(
     var = tl.maximum(tl.sum(s2, axis=0) / F - shift_mean * shift_mean, 0.0)
     mean = tl.sum(k, axis=0) + shift_mean
     rstd = 1.0 / tl.sqrt(var + eps)
-    for f0 in range(0, F, BF):
+    for f0 in tl.range(0, F, BF, num_stages=STAGES):
         offs_f = f0 + tl.arange(0, BF)
         f_ok = offs_f < F
         ok = f_ok[:, None] & t_ok[None, :]
@@ -111,7 +112,8 @@ def add_layernorm_fm(h: torch.Tensor, residual: torch.Tensor | None, weight: tor
     block_f = triton.next_power_of_2(f) if cfg.one_pass else cfg.block_f
     add_layernorm_fm_kernel[(triton.cdiv(t, cfg.block_t),)](
         h, r, weight, bias, out, f, t, h.stride(0), h.stride(1), r.stride(0), r.stride(1), eps,
-        BF=block_f, BT=cfg.block_t, HAS_RES=residual is not None, ONE_PASS=cfg.one_pass, num_warps=cfg.num_warps,
+        BF=block_f, BT=cfg.block_t, HAS_RES=residual is not None, ONE_PASS=cfg.one_pass, STAGES=cfg.num_stages,
+        num_warps=cfg.num_warps,
     )
     return out
 

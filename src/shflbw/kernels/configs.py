@@ -150,6 +150,7 @@ class AddNormConfig:
     block_f: int
     block_t: int
     num_warps: int
+    num_stages: int = 1  # the walk's pipeline depth (loads in flight through shared memory)
 
 
 def addnorm_config(features: int) -> AddNormConfig:
