@@ -28,7 +28,7 @@ from benchmarks.timing import gated  # noqa: E402
 from shflbw import ShflBWMatrix  # noqa: E402
 from shflbw.kernels.configs import packed_spmm_config  # noqa: E402
 from shflbw.kernels.spmm import launch_spmm  # noqa: E402
-from shflbw.kernels.spmm_resident import launch_resident, resident_panel  # noqa: E402
+from prototype.spmm_resident import launch_resident, resident_panel  # noqa: E402
 
 T = 32768
 # (name, M, K, kept per group (lo, hi), epilogue)
