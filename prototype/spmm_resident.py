@@ -1,4 +1,4 @@
-"""Experiment (lost to the one-tile kernel, BENCHMARKS.md session 8): a feature-major Shfl-BW SpMM whose programs keep one group's values resident.
+"""Feature-major Shfl-BW SpMM with each group's values resident: one program, one group, many token tiles.
 
 Why: at V = 64 the one-tile kernel (kernels/spmm.py) is bound by L2 traffic (Nsight Compute,
 BENCHMARKS.md session 3: 71 % of the L2's peak). Besides the gathered rows of B, every [V, BN]

@@ -1,4 +1,4 @@
-"""Experiment: the resident-panel SpMM (prototype/spmm_resident.py) against the one-tile kernel and cuBLAS.
+"""Experiment: the resident-panel SpMM (kernels/spmm_resident.py) against the one-tile kernel and cuBLAS.
 
     python prototype/sweep_resident.py --out resident.json
 

@@ -373,10 +373,10 @@ def test_decode_rejects_bad_token_tile():
 def test_gelu_runs_through_the_hardware_tanh_only_for_16_bit_outputs_on_the_gpu(monkeypatch):
     from shflbw.kernels import spmm
 
-    monkeypatch.setattr(spmm, "interpreting", lambda: False)  # as on the GPU
+    monkeypatch.setattr(spmm, "_interpreting", lambda: False)  # as on the GPU
     assert spmm.kernel_activation(2, torch.bfloat16) == spmm.kernel_activation(2, torch.float16) == spmm.TANH_GELU.value
     assert spmm.kernel_activation(2, torch.float32) == 2  # float32 keeps the erf form
     assert spmm.kernel_activation(2, torch.bfloat16, exact_gelu=True) == 2
     assert spmm.kernel_activation(1, torch.bfloat16) == 1 and spmm.kernel_activation(0, torch.bfloat16) == 0
-    monkeypatch.setattr(spmm, "interpreting", lambda: True)  # inline PTX does not run in the interpreter
+    monkeypatch.setattr(spmm, "_interpreting", lambda: True)  # inline PTX does not run in the interpreter
     assert spmm.kernel_activation(2, torch.bfloat16) == 2

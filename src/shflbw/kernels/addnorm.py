@@ -19,8 +19,6 @@ import torch
 import triton
 import triton.language as tl
 
-from shflbw.kernels.pdl import pdl_enter, pdl_launch
-
 
 @triton.jit
 def _tile(h_ptr, r_ptr, offs_f, offs_t, ok, shf, sht, srf, srt, HAS_RES: tl.constexpr):
@@ -49,9 +47,7 @@ def add_layernorm_fm_kernel(
     HAS_RES: tl.constexpr,
     ONE_PASS: tl.constexpr,  # BF covers all F: one read of the tile, kept in registers (small F)
     STAGES: tl.constexpr = 1,  # the walk's loads in flight (> 1: pipelined through shared memory)
-    PDL: tl.constexpr = False,  # programmatic dependent launch (kernels/pdl.py)
 ):
-    pdl_enter(PDL)
     offs_t = tl.program_id(0) * BT + tl.arange(0, BT)
     t_ok = offs_t < T
     offs_t = offs_t.to(tl.int64)
@@ -117,7 +113,7 @@ def add_layernorm_fm(h: torch.Tensor, residual: torch.Tensor | None, weight: tor
     add_layernorm_fm_kernel[(triton.cdiv(t, cfg.block_t),)](
         h, r, weight, bias, out, f, t, h.stride(0), h.stride(1), r.stride(0), r.stride(1), eps,
         BF=block_f, BT=cfg.block_t, HAS_RES=residual is not None, ONE_PASS=cfg.one_pass, STAGES=cfg.num_stages,
-        num_warps=cfg.num_warps, **pdl_launch(h.device),
+        num_warps=cfg.num_warps,
     )
     return out
 

@@ -26,7 +26,6 @@ import torch
 import triton
 import triton.language as tl
 
-from shflbw.kernels.pdl import pdl_enter, pdl_launch
 from shflbw.kernels.spmm import dot_precision, interpreter_upcast
 
 
@@ -50,9 +49,7 @@ def attention_fm_kernel(
     MASK: tl.constexpr,  # 0: none, 1: boolean (True attends), 2: additive float
     DOT_PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
-    PDL: tl.constexpr = False,  # programmatic dependent launch (kernels/pdl.py)
 ):
-    pdl_enter(PDL)
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
@@ -139,7 +136,6 @@ def attention_fm(qkv: torch.Tensor, batch: int, seq: int, heads: int, scale: flo
         qkv, out, mask if mask is not None else qkv, seq, t, qkv.stride(0), scale * 1.4426950408889634, *strides,
         H=heads, D=d, BM=bm, BN=bn, MASK=mode, DOT_PRECISION=dot_precision(qkv.dtype),
         UPCAST=interpreter_upcast(qkv.dtype), num_warps=num_warps, num_stages=num_stages,
-        **pdl_launch(qkv.device),
     )
     return out
 

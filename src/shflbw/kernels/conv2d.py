@@ -26,7 +26,6 @@ import torch
 import triton
 import triton.language as tl
 
-from shflbw.kernels.pdl import pdl_enter, pdl_launch
 from shflbw.kernels.spmm import dot_precision, interpreter_upcast, launch_spmm, needs_int64
 
 
@@ -120,9 +119,7 @@ def conv2d_chwn_kernel(
     DOT_PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
     IDX64: tl.constexpr,  # int64 offsets (only when an operand has >= 2^31 elements)
-    PDL: tl.constexpr = False,  # programmatic dependent launch (kernels/pdl.py)
 ):
-    pdl_enter(PDL)
     g = tl.program_id(0)  # groups fastest: programs running together share the same input slab
     pid_n = tl.program_id(1)
     start = tl.load(gptr_ptr + g)
@@ -225,6 +222,5 @@ def conv2d_chwn(
         HAS_RESIDUAL=residual is not None, RELU=relu,
         DOT_PRECISION=dot_precision(values.dtype), UPCAST=interpreter_upcast(values.dtype),
         IDX64=needs_int64(values, x, out), num_warps=cfg.num_warps, num_stages=cfg.num_stages,
-        **pdl_launch(x.device),
     )
     return out

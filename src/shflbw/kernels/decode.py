@@ -20,7 +20,6 @@ import torch
 import triton
 import triton.language as tl
 
-from shflbw.kernels.pdl import pdl_enter, pdl_launch
 from shflbw.kernels.spmm import dot_precision, interpreter_upcast
 
 
@@ -80,9 +79,7 @@ def linear_decode_fwd_kernel(
     GEMV_STAGES: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
-    PDL: tl.constexpr = False,  # programmatic dependent launch (kernels/pdl.py)
 ):
-    pdl_enter(PDL)
     g = tl.program_id(0)
     s = tl.program_id(1) // (V // VS)  # K split
     q = tl.program_id(1) % (V // VS)  # row slice
@@ -246,7 +243,6 @@ def linear_decode(
         UPCAST=interpreter_upcast(values.dtype),
         num_warps=config.num_warps,
         num_stages=config.num_stages,
-        **pdl_launch(values.device),
     )
     if mode == 1:
         if bias is not None:

@@ -15,8 +15,6 @@ import torch
 import triton
 import triton.language as tl
 
-from shflbw.kernels.pdl import pdl_enter, pdl_launch
-
 
 @triton.jit
 def permute_copy_kernel(
@@ -32,9 +30,7 @@ def permute_copy_kernel(
     syo,
     BA: tl.constexpr,
     BN: tl.constexpr,
-    PDL: tl.constexpr = False,  # programmatic dependent launch (kernels/pdl.py)
 ):
-    pdl_enter(PDL)
     pid_a = tl.program_id(0)
     pid_n = tl.program_id(1)
     o = tl.program_id(2).to(tl.int64)
@@ -70,8 +66,7 @@ def permute_copy_(dst: torch.Tensor, src: torch.Tensor, block_a: int = 64, block
     if o > 65535:  # the grid's third axis
         return dst.copy_(src)
     grid = (triton.cdiv(a, block_a), triton.cdiv(n, block_n), o)
-    permute_copy_kernel[grid](src, dst, a, n, ax, xs[0], ox, ay, ys[0], oy, BA=block_a, BN=block_n,
-                              **pdl_launch(src.device))
+    permute_copy_kernel[grid](src, dst, a, n, ax, xs[0], ox, ay, ys[0], oy, BA=block_a, BN=block_n)
     return dst
 
 

@@ -18,8 +18,6 @@ import torch
 import triton
 import triton.language as tl
 
-from shflbw.kernels.pdl import pdl_enter, pdl_launch
-
 
 @dataclass(frozen=True)
 class SpmmConfig:
@@ -47,11 +45,11 @@ def interpreter_upcast(dtype: torch.dtype) -> bool:
     ~1e10 on a 16 x 16 product, seen here; fp16 and fp32 are right), so under TRITON_INTERPRET
     the kernels cast bf16 tiles to fp32 before the dot. Compiled GPU kernels never do.
     """
-    return dtype == torch.bfloat16 and interpreting()
+    return dtype == torch.bfloat16 and _interpreting()
 
 
 @functools.cache
-def interpreting() -> bool:
+def _interpreting() -> bool:
     # Read once: the interpreter is chosen when Triton is imported, and os.environ costs per call.
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
@@ -120,7 +118,7 @@ def kernel_activation(activation: int, out_dtype: torch.dtype, exact_gelu: bool 
     output's error against float32 exact-GELU math stayed 0.00166 in every case timed. float32
     outputs, the CPU interpreter and ``exact_gelu`` keep the erf form.
     """
-    if activation == 2 and not exact_gelu and out_dtype in (torch.float16, torch.bfloat16) and not interpreting():
+    if activation == 2 and not exact_gelu and out_dtype in (torch.float16, torch.bfloat16) and not _interpreting():
         return TANH_GELU.value
     return activation
 
@@ -179,9 +177,7 @@ def spmm_fwd_kernel(
     ATOMIC: tl.constexpr,  # split-K: add float32 partial sums into out (bias and activation: the caller's)
     EVEN_N: tl.constexpr,  # N % BN == 0: no token mask on the gathers
     IDX64: tl.constexpr,  # int64 index math (only when an operand has >= 2^31 elements)
-    PDL: tl.constexpr = False,  # programmatic dependent launch (kernels/pdl.py)
 ):
-    pdl_enter(PDL)
     # Groups vary fastest: programs running together share one [K, BN] slab of B in L2.
     g = tl.program_id(0)
     pid_n = tl.program_id(1)
@@ -301,7 +297,6 @@ def launch_spmm(
         num_warps=config.num_warps,
         num_stages=config.num_stages,
         **launch_options(config),
-        **pdl_launch(b.device),
     )
     return out
 

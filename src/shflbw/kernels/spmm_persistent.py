@@ -18,7 +18,6 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from shflbw.kernels.pdl import pdl_enter, pdl_launch
 from shflbw.kernels.spmm import (SpmmConfig, _store_tile, dot_precision, interpreter_upcast, launch_options,
                                  needs_int64)
 
@@ -57,9 +56,7 @@ def spmm_persistent_kernel(
     UPCAST: tl.constexpr,
     EVEN_N: tl.constexpr,
     IDX64: tl.constexpr,
-    PDL: tl.constexpr = False,  # programmatic dependent launch (kernels/pdl.py)
 ):
-    pdl_enter(PDL)
     pid = tl.program_id(0)
     progs = tl.num_programs(0)
     n_tiles = n_groups * tl.cdiv(N, BN)
@@ -139,7 +136,7 @@ def launch_persistent(values, col_idx, group_ptr, perm, b, bias, residual, out, 
         PERMUTE_OUT=permute_out, DOT_PRECISION=dot_precision(values.dtype),
         UPCAST=interpreter_upcast(values.dtype), EVEN_N=n % config.block_n == 0,
         IDX64=needs_int64(values, b, out), num_warps=config.num_warps, num_stages=config.num_stages,
-        **launch_options(config), **pdl_launch(b.device),
+        **launch_options(config),
     )
     return True
 

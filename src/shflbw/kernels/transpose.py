@@ -12,8 +12,6 @@ import torch
 import triton
 import triton.language as tl
 
-from shflbw.kernels.pdl import pdl_enter, pdl_launch
-
 
 @triton.jit
 def transpose_kernel(
@@ -27,9 +25,7 @@ def transpose_kernel(
     BR: tl.constexpr,
     BC: tl.constexpr,
     HAS_BIAS: tl.constexpr,
-    PDL: tl.constexpr = False,  # programmatic dependent launch (kernels/pdl.py)
 ):
-    pdl_enter(PDL)
     pid_r = tl.program_id(0)
     pid_c = tl.program_id(1)
     offs_r = (pid_r * BR + tl.arange(0, BR)).to(tl.int64)
@@ -62,7 +58,6 @@ def transpose(
     transpose_kernel[grid](
         x, y, bias if bias is not None else x, r, c, x.stride(0), x.stride(1),
         BR=block_r, BC=block_c, HAS_BIAS=bias is not None, num_warps=num_warps,
-        **pdl_launch(x.device),
     )
     return y
 
