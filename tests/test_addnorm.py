@@ -206,9 +206,12 @@ def test_a_module_with_another_forward_is_left_alone():
 def test_addnorm_config_rule():
     from shflbw.kernels.configs import addnorm_config
 
-    assert addnorm_config(1024).one_pass and addnorm_config(1024).block_t == 32
+    with_res, alone = addnorm_config(1024), addnorm_config(1024, residual=False)
+    assert with_res.one_pass and (with_res.block_t, with_res.num_warps) == (32, 8)
+    assert alone.one_pass and (alone.block_t, alone.num_warps) == (16, 4)
     assert addnorm_config(384).one_pass and addnorm_config(384).block_t == 16
-    assert not addnorm_config(4096).one_pass
+    wide = addnorm_config(4096)
+    assert not wide.one_pass and wide.num_stages > 1
 
 
 def test_roberta_tails_are_fused_too():

@@ -107,7 +107,7 @@ def add_layernorm_fm(h: torch.Tensor, residual: torch.Tensor | None, weight: tor
     out = torch.empty(f, t, dtype=h.dtype, device=h.device)
     if f == 0 or t == 0:
         return out
-    cfg = config or addnorm_config(f)
+    cfg = config or addnorm_config(f, residual is not None)
     r = residual if residual is not None else h
     block_f = triton.next_power_of_2(f) if cfg.one_pass else cfg.block_f
     add_layernorm_fm_kernel[(triton.cdiv(t, cfg.block_t),)](

@@ -153,18 +153,23 @@ class AddNormConfig:
     num_stages: int = 1  # the walk's pipeline depth (loads in flight through shared memory)
 
 
-def addnorm_config(features: int) -> AddNormConfig:
-    """The add + LayerNorm kernel's launch config (prototype/sweep_addnorm.py, H200, bf16, commit 8248b61).
+def addnorm_config(features: int, residual: bool = True) -> AddNormConfig:
+    """The add + LayerNorm kernel's launch config; ``residual``: whether it reads a second tensor
+    (prototype/sweep_addnorm.py, H200, bf16, 32768 tokens; commit 8248b61, and session 8's commits
+    ffb5407 and 152f891 for the tails that read h alone and for the pipelined walk).
 
     Up to 1024 features the tile of BT tokens x all features is read once and kept in registers:
-    1024 x 32768, 79 us with BT 32 / 8 warps against 134 us for the three-pass walk (BF 64, BT 64,
-    4 warps) and 131 us for PyTorch's add + layer_norm; 384 x 32768, 35 us with BT 16 against 55 us.
-    Wider rows (4096) walk the features three times, best at BF 128 / BT 32 / 4 warps: 166 us,
-    still slower than PyTorch's 109 us there (no BERT-style model we run has such rows).
+    1024 x 32768 with a residual 79 us at BT 32 / 8 warps (BT 16 / 4 warps 85 us; 131 us for
+    PyTorch's add + layer_norm), without one 57 us at BT 16 / 4 warps (BT 32 / 8 warps 59.5 us; a
+    copy of the tensor takes 36 us); 384 x 32768: 35 / 26 us at BT 16 / 4 warps. Wider rows (4096 x
+    8192) walk the features twice with the loads pipelined: 99 us at BF 128 / BT 32 / 8 warps / 3
+    stages, against 166 us for session 5's three-pass walk and 110 us for PyTorch.
     """
+    if features <= 512 or (features <= 1024 and not residual):
+        return AddNormConfig(one_pass=True, block_f=0, block_t=16, num_warps=4)
     if features <= 1024:
-        return AddNormConfig(one_pass=True, block_f=0, block_t=32 if features > 512 else 16, num_warps=8)
-    return AddNormConfig(one_pass=False, block_f=128, block_t=32, num_warps=4)
+        return AddNormConfig(one_pass=True, block_f=0, block_t=32, num_warps=8)
+    return AddNormConfig(one_pass=False, block_f=128, block_t=32, num_warps=8, num_stages=3)
 
 
 def decode_config(tokens: int, in_features: int) -> DecodeConfig:
