@@ -231,3 +231,21 @@ def test_roberta_tails_are_fused_too():
     assert isinstance(layer.attention.output, ShflBWAddNorm) and isinstance(layer.output, ShflBWAddNorm)
     with torch.no_grad():
         assert rel_error(model(input_ids=ids).last_hidden_state, ref) < 1e-5
+
+
+def test_linear_fwd_residual_only_on_the_feature_major_roundtrip():
+    # the epilogue residual is a feature-major [M, T] tensor: refused where the result is token-major
+    # or comes from the decode kernel, instead of being dropped
+    pytest.importorskip("triton")
+    from shflbw.kernels.linear import linear_fwd
+
+    lin, wm, bias = _packed_linear(48, 32)
+    x = torch.randn(40, 32)
+    r = torch.randn(48, 40)
+    args = (x, lin.values, lin.col_idx, lin.group_ptr, lin.perm, lin.bias, 48)
+    out = linear_fwd(*args, feature_major_out=True, residual=r)
+    assert rel_error(out, F.linear(x, wm, bias) + r.t()) < KERNEL_TOLERANCE[torch.float32]
+    with pytest.raises(ValueError, match="roundtrip"):
+        linear_fwd(*args, residual=r)
+    with pytest.raises(ValueError, match="roundtrip"):
+        linear_fwd(x[:5], *args[1:], feature_major_out=True, residual=r[:, :5])

@@ -122,21 +122,15 @@ def linear_add_layernorm(x, values, col_idx, group_ptr, perm, bias, residual, we
                          out_features: int) -> torch.Tensor:
     """LayerNorm(x @ W^T + bias + residual) for token-major shaped x (..., K) and residual (..., M),
     returned as a (..., M) view of a feature-major buffer: the next SpMM reads it untransposed."""
-    from shflbw.kernels.configs import DECODE_MAX_TOKENS, packed_spmm_config
+    from shflbw.kernels.configs import DECODE_MAX_TOKENS
     from shflbw.kernels.linear import linear_fwd
-    from shflbw.kernels.spmm import launch_spmm
-    from shflbw.kernels.transpose import feature_major
 
     r = residual.reshape(-1, out_features).t()  # [M, T]
     t = r.shape[1]
-    if t > DECODE_MAX_TOKENS and r.is_contiguous():
-        # The residual comes feature-major (the previous tail's output): the SpMM adds it in its
-        # epilogue, so the LayerNorm reads one [M, T] tensor instead of two.
-        h = torch.empty(out_features, t, dtype=x.dtype, device=x.device)
-        launch_spmm(values, col_idx, group_ptr, perm, feature_major(x.reshape(t, -1)), bias, h, (t, 1),
-                    packed_spmm_config(values, group_ptr, t), residual=r)
-        out = add_layernorm_fm(h, None, weight, ln_bias, eps)
-    else:
-        h = linear_fwd(x, values, col_idx, group_ptr, perm, bias, out_features, feature_major_out=True)
-        out = add_layernorm_fm(h.reshape(-1, out_features).t(), r, weight, ln_bias, eps)
+    # A feature-major residual (the previous tail's output) is added in the SpMM's epilogue, so the
+    # LayerNorm reads one [M, T] tensor instead of two.
+    fused = t > DECODE_MAX_TOKENS and r.is_contiguous()
+    h = linear_fwd(x, values, col_idx, group_ptr, perm, bias, out_features, feature_major_out=True,
+                   residual=r if fused else None)
+    out = add_layernorm_fm(h.reshape(-1, out_features).t(), None if fused else r, weight, ln_bias, eps)
     return out.t().reshape(*x.shape[:-1], out_features)

@@ -57,12 +57,15 @@ def linear_fwd(
     row_slice: int | None = None,
     reduce: str = "fixup",
     feature_major_out: bool = False,
+    residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """y = x @ W^T (+ bias); ``path`` ('decode' | 'splitk' | 'roundtrip' | 'transpose'), ``config``
+    """y = x @ W^T (+ bias) (+ residual); ``path`` ('decode' | 'splitk' | 'roundtrip' | 'transpose'), ``config``
     (SpmmConfig), ``decode_config``, ``splits``, ``row_slice`` and ``reduce`` fix the choice (tests,
     benchmarks). ``feature_major_out``: beyond the decode path, the roundtrip without its transpose
     back, y returned as a view of the feature-major buffer (for a consumer that reads it there,
-    kernels/addnorm.py); the decode path's y stays token-major."""
+    kernels/addnorm.py); the decode path's y stays token-major. ``residual``: an [out_features, T]
+    contiguous (feature-major) tensor added in the SpMM's epilogue, on the roundtrip path with
+    ``feature_major_out`` only (more than DECODE_MAX_TOKENS tokens)."""
     k = x.shape[-1]
     x2 = x.reshape(-1, k)
     t = x2.shape[0]
@@ -76,6 +79,9 @@ def linear_fwd(
             path = "roundtrip"
         elif path == "splitk":
             splits = splits or plan_splits
+    if residual is not None and (path != "roundtrip" or not feature_major_out):
+        raise ValueError("a residual is added on the roundtrip path with feature_major_out only "
+                         f"(more than {DECODE_MAX_TOKENS} tokens), not on {path!r}")
     if path == "decode":
         dcfg = decode_config or pick_decode_config(t, k)
         if t > 1 and dcfg.transpose_x:
@@ -108,7 +114,7 @@ def linear_fwd(
             # Feature-major output: the permutation moves whole contiguous rows (cheap), then one
             # more tiled transpose back to token-major.
             out_fm = torch.empty(out_features, t, dtype=x.dtype, device=x.device)
-            launch_spmm(values, col_idx, group_ptr, perm, xt, bias, out_fm, (t, 1), cfg)
+            launch_spmm(values, col_idx, group_ptr, perm, xt, bias, out_fm, (t, 1), cfg, residual=residual)
             out = out_fm.t() if feature_major_out else transpose(out_fm)
         else:
             out = torch.empty(t, out_features, dtype=x.dtype, device=x.device)
