@@ -163,6 +163,14 @@ def test_region_holds_qkv_once_and_follows_in_place_changes():
     x = torch.randn(2, 7, 64, generator=torch.Generator().manual_seed(3))
     with shflbw.ops.backend("reference"), torch.no_grad():
         assert rel_error(region(x)[0], region.original(x)[0]) < 1e-5
+    # a dtype conversion converts the stacked pack and the layers apart: they are shared again after
+    model.double()
+    for m in (q, region.original.key, v):
+        assert m.values.dtype == torch.float64
+        assert m.values.untyped_storage().data_ptr() == region.qkv_values.untyped_storage().data_ptr()
+        assert m.bias.untyped_storage().data_ptr() == region.qkv_bias.untyped_storage().data_ptr()
+    with shflbw.ops.backend("reference"), torch.no_grad():
+        assert rel_error(region(x.double())[0], region.original(x.double())[0]) < 1e-5
 
 
 @pytest.mark.parametrize("backend", ["reference", "triton"])

@@ -48,23 +48,37 @@ class ShflBWSelfAttention(nn.Module):
         # Q, K and V stacked into one packed matrix, so one SpMM launch computes all three (fewer,
         # larger launches: BENCHMARKS.md, session 7). Raises ValueError where the rows do not stack
         # (out_features not a multiple of V). The three layers' values and biases become views of
-        # the stacked ones, so the weights are held once and an in-place load reaches both (until a
-        # .to() that converts copies them apart; both copies then hold the same values).
+        # the stacked ones (_share_views), so the weights are held once and an in-place load reaches
+        # both; a .to() / .half() re-points them after converting (_apply).
         w = ShflBWMatrix.stack_rows([m.matrix() for m in (q, k, v)])
         for name, t in w.tensors().items():
             self.register_buffer("qkv_" + name, t, persistent=False)  # derived: save writes q, k, v
-        start = 0
-        for m in (q, k, v):
-            m.values = w.values[start:start + m.values.shape[0]]
-            start += m.values.shape[0]
         bias = None
         if any(m.bias is not None for m in (q, k, v)):
             bias = torch.cat([m.bias.detach() if m.bias is not None else w.values.new_zeros(m.out_features)
                               for m in (q, k, v)])
-            if all(m.bias is not None for m in (q, k, v)):
-                for i, m in enumerate((q, k, v)):
-                    m.bias = nn.Parameter(bias[i * m.out_features:(i + 1) * m.out_features], requires_grad=False)
         self.register_buffer("qkv_bias", bias, persistent=False)
+        self._share_views()
+
+    def _share_views(self) -> None:
+        """Make query, key and value's values (and biases, when all three have one) slices of the
+        stacked buffers."""
+        layers = (self.original.query, self.original.key, self.original.value)
+        start = 0
+        for m in layers:
+            m.values = self.qkv_values[start:start + m.values.shape[0]]
+            start += m.values.shape[0]
+        if self.qkv_bias is not None and all(m.bias is not None for m in layers):
+            n = layers[0].out_features
+            for i, m in enumerate(layers):
+                m.bias = nn.Parameter(self.qkv_bias[i * n:(i + 1) * n], requires_grad=False)
+
+    def _apply(self, fn, *args, **kwargs):
+        # Module._apply converts each layer's tensors and the stacked buffers separately (a dtype
+        # change copies the views apart, doubling the weights' memory): share them again
+        out = super()._apply(fn, *args, **kwargs)
+        self._share_views()
+        return out
 
     def _plain(self, hidden_states: torch.Tensor, mask, args: tuple, kwargs: dict) -> bool:
         """Whether this call is the case the region computes (else the original module runs)."""
