@@ -65,7 +65,9 @@ def add_layernorm_fm_kernel(
         tl.store(out_ptr + offs_f.to(tl.int64)[:, None] * T + offs_t[None, :], y.to(out_ptr.dtype.element_ty), mask=ok)
         return
     # The walk: two passes over the features in [BF, BT] tiles, statistics first, then the
-    # normalised store (the tile's second read mostly hits L2). The first pass sums x - k and
+    # normalised store, which reads the tile again (at 1024 rows this lost to the one-pass tile:
+    # BENCHMARKS.md, session 8; it serves wider rows, 4096: 99 us against 166 for three passes).
+    # The first pass sums x - k and
     # (x - k)^2 elementwise, k being each token's first feature, so the variance keeps its
     # precision when |mean| >> std (the shifted-data formula), and the sums are reduced across the
     # tile once, after the loop, not per step.
