@@ -67,10 +67,9 @@ def add_layernorm_fm_kernel(
     # The walk: two passes over the features in [BF, BT] tiles, statistics first, then the
     # normalised store, which reads the tile again (at 1024 rows this lost to the one-pass tile:
     # BENCHMARKS.md, session 8; it serves wider rows, 4096: 99 us against 166 for three passes).
-    # The first pass sums x - k and
-    # (x - k)^2 elementwise, k being each token's first feature, so the variance keeps its
-    # precision when |mean| >> std (the shifted-data formula), and the sums are reduced across the
-    # tile once, after the loop, not per step.
+    # The first pass sums x - k and (x - k)^2 elementwise, k being each token's first feature, so
+    # the variance keeps its precision when |mean| >> std (the shifted-data formula), and the sums
+    # are reduced across the tile once, after the loop, not per step.
     k = _tile(h_ptr, r_ptr, tl.zeros([1], dtype=tl.int32), offs_t, t_ok[None, :], shf, sht, srf, srt, HAS_RES)
     s1 = tl.zeros([BF, BT], dtype=tl.float32)
     s2 = tl.zeros([BF, BT], dtype=tl.float32)
