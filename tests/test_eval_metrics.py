@@ -61,3 +61,20 @@ def test_calibration_batches_with_documents():
     assert with_docs[-1]["input_ids"].shape == (5, 256)  # whole documents, cut at 256 tokens
     with pytest.raises(ValueError, match="documents"):
         calibration_batches(tokenizer, data, sentences=4, words=0, documents=6)
+
+
+def test_data_dir_replaces_gensim(tmp_path, monkeypatch):
+    # SHFLBW_DATA_DIR: the same sets read from copies of gensim's files; a missing file is named
+    gensim_utils = pytest.importorskip("gensim.test.utils")
+    import shutil
+
+    from shflbw.eval.data import FILES, load_eval_data
+
+    for name in FILES:
+        shutil.copy(gensim_utils.datapath(name), tmp_path / name)
+    want = load_eval_data()
+    monkeypatch.setenv("SHFLBW_DATA_DIR", str(tmp_path))
+    assert load_eval_data() == want
+    (tmp_path / "simlex999.txt").unlink()
+    with pytest.raises(SystemExit, match="simlex999.txt"):
+        load_eval_data()

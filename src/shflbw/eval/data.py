@@ -1,15 +1,31 @@
-"""The offline evaluation sets (all inside the gensim wheel, read with gensim.test.utils.datapath)."""
+"""The offline evaluation sets (all inside the gensim wheel, read with gensim.test.utils.datapath).
+
+``SHFLBW_DATA_DIR`` names a directory holding copies of the same files instead (FILES), for a
+machine without gensim, e.g. a GPU machine without network that the study is carried to.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+
+# gensim's test-data files the evaluation reads
+FILES = ("lee.cor", "similarities0-1.txt", "pang_lee_polarity.cor", "lee_background.cor", "wordsim353.tsv",
+         "simlex999.txt")
 
 
 def _path(name: str) -> str:
+    folder = os.environ.get("SHFLBW_DATA_DIR")
+    if folder:
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            raise SystemExit(f"SHFLBW_DATA_DIR={folder!r} has no {name!r} (it needs {', '.join(FILES)})")
+        return path
     try:
         from gensim.test.utils import datapath
     except ImportError:
-        raise SystemExit("the demo needs gensim's test data: pip install 'shflbw[demo]'") from None
+        raise SystemExit("the demo needs gensim's test data: pip install 'shflbw[demo]' "
+                         "(or SHFLBW_DATA_DIR, a directory with copies of its files)") from None
     return datapath(name)
 
 
