@@ -27,6 +27,21 @@ def test_group_solve_equals_row_solves():
     assert bool((a[~mask] == 0).all())
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("score", ["obs", "wanda"])
+def test_oneshot_on_the_gpu_matches_the_cpu(score):
+    # the one-shot path runs where the model is (session 8: a CPU-made identity matrix failed it on
+    # the GPU); the refit agrees with the CPU run to float32 rounding
+    dense = _mlp()
+    calib = [_correlated_inputs(256, 64, s) for s in range(2)]
+    cfg = shflbw.ShflBWConfig(sparsity=0.75, vector=16, include=("*",), exclude=(), time_budget=2)
+    cpu = oneshot_prune_(copy.deepcopy(dense), cfg, calib, progress=False, score=score)
+    gpu = oneshot_prune_(copy.deepcopy(dense).cuda(), cfg, [x.cuda() for x in calib], progress=False, score=score)
+    x = _correlated_inputs(64, 64, 7)
+    with torch.no_grad():
+        assert rel_error(gpu(x.cuda()).cpu(), cpu(x)) < 1e-3
+
+
 def _mlp(seed=0):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Linear(64, 128), nn.GELU(), nn.Linear(128, 64))

@@ -52,3 +52,10 @@ def test_merge_keeps_one_dense_row(tmp_path):
     assert "| unstructured | 75.0% |  | oneshot |  | 0.600 |" in table  # older rows: no word count recorded
     assert "| unstructured | 75.0% |  | oneshot | 4096 | 0.620 |" in table
     assert "| unstructured | 75.0% |  | distill (seed 1) |  | 0.630 |" in table  # a repeat run is told apart
+    # a run from another machine keeps its device, named in the table
+    c = tmp_path / "c.json"
+    c.write_text(json.dumps({"device": "cuda", "rows": [row("dense", "dense", 0.65), row("block", "oneshot", 0.5)]}))
+    rows = merge([str(a), str(c)], str(tmp_path / "out2"))
+    assert [r["device"] for r in rows] == ["cpu", "cpu", "cuda"]
+    assert "| block | 75.0% |  | oneshot [cuda] |" in (tmp_path / "out2" / "study.md").read_text()
+    assert json.loads((tmp_path / "out2" / "study.json").read_text())["device"] == "cpu+cuda"

@@ -78,7 +78,8 @@ def run_study(patterns=PATTERNS, sparsities=(0.5, 0.75, 0.875), vectors=(32, 64,
     os.makedirs(out, exist_ok=True)
     dense = evaluate(model, tok, data)
     ref = dense.pop("lee_embeddings")
-    rows = [{"pattern": "dense", "sparsity": 0.0, "vector": None, "method": "dense", **dense, "cosine_to_dense": 1.0}]
+    rows = [{"pattern": "dense", "sparsity": 0.0, "vector": None, "method": "dense", **dense, "cosine_to_dense": 1.0,
+             "device": device}]
     calib, distill = {}, None  # calibration batches by word count
     todo = cells(patterns, sparsities, vectors)
     print(f"shflbw eval: {len(todo)} cells x {len(methods)} recipes on {device}", flush=True)
@@ -111,7 +112,7 @@ def run_study(patterns=PATTERNS, sparsities=(0.5, 0.75, 0.875), vectors=(32, 64,
             r = evaluate(m, tok, data, reference=ref)
             r.pop("lee_embeddings")
             rows.append({"pattern": pattern, "sparsity": s, "vector": v, "method": method,
-                         "seconds": time.monotonic() - t0, **r})
+                         "seconds": time.monotonic() - t0, "device": device, **r})
             if words is not None:
                 rows[-1]["calibration_words"] = words
             if method == "distill":
@@ -123,20 +124,22 @@ def run_study(patterns=PATTERNS, sparsities=(0.5, 0.75, 0.875), vectors=(32, 64,
 
 
 def merge(paths: list[str], out: str) -> list[dict]:
-    """One report (study.json, .md, .png) from several runs' study.json (e.g. one run per recipe)."""
-    rows, device = [], None
+    """One report (study.json, .md, .png) from several runs' study.json (e.g. one run per recipe, or
+    runs on different machines: each row keeps the device it ran on)."""
+    rows, devices = [], set()
     for path in paths:
         with open(path) as f:
             d = json.load(f)
-        device = device or d.get("device")
         for r in d["rows"]:
             if r["method"] == "dense" and rows:
                 continue  # one dense row, first
+            r = {**r, "device": r.get("device") or d.get("device") or "unknown"}
+            devices.add(r["device"])
             rows.append(r)
     if not rows or rows[0]["method"] != "dense":
         raise ValueError("the first study.json must start with its dense row")
     os.makedirs(out, exist_ok=True)
-    _write(rows, out, device or "unknown", final=True)
+    _write(rows, out, "+".join(sorted(devices)) or "unknown", final=True)
     return rows
 
 
@@ -164,9 +167,12 @@ def _write(rows: list[dict], out: str, device: str, final: bool = False) -> None
     lines = ["| pattern | sparsity | V | recipe | calibration words | Lee r | polarity (95 % CI) | polarity, 10 splits | "
              "WS353 | SimLex | cosine |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    home = rows[0].get("device") if rows else None
     for r in rows:
         ci = r["polarity_ci95"]
         recipe = r["method"] + (f" (seed {r['distill_seed']})" if r.get("distill_seed") else "")
+        if r.get("device") and home and r["device"] != home:
+            recipe += f" [{r['device']}]"  # ran on another machine than the dense row (merged runs)
         lines.append(f"| {r['pattern']} | {r['sparsity']:.1%} | {r['vector'] or ''} | {recipe} | "
                      f"{r.get('calibration_words', '')} | "
                      f"{r['lee_pearson']:.3f} | {r['polarity']:.3f} ({ci[0]:.2f}-{ci[1]:.2f}) | {_split_mean(r)} | {r['wordsim353']:.3f} | "

@@ -43,7 +43,7 @@ def reconstruct_group_lstsq(
         cols = torch.nonzero(mask[rows[0]]).flatten()
         if cols.numel() == 0:
             continue
-        h_ss = h[cols][:, cols] + lam * torch.eye(cols.numel(), dtype=h.dtype)
+        h_ss = h[cols][:, cols] + lam * torch.eye(cols.numel(), dtype=h.dtype, device=h.device)
         sol = torch.linalg.solve(h_ss, rhs_all[rows][:, cols].t()).t()  # [rows, |S|]
         out[rows.unsqueeze(1), cols.unsqueeze(0)] = sol
     return out.to(weight.dtype)
