@@ -2,6 +2,7 @@ import os
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 # Triton kernels run on CPU tensors under the interpreter; it must be set before triton is imported.
 if not torch.cuda.is_available():
@@ -63,3 +64,15 @@ def masked_tiny_bert(layers: int = 2, layernorm_noise: bool = False):
                 nn.init.normal_(m.bias, 0.0, 0.3)
     cfg = shflbw.ShflBWConfig(sparsity=0.75, vector=16, include=("encoder.*",), exclude=(), time_budget=2)
     return shflbw.sparsify_(model, cfg, progress=False), transformers
+
+
+class RecordOps(TorchDispatchMode):
+    """Records the name of every op dispatched while active (``mode.ops``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))

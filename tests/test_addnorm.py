@@ -12,7 +12,7 @@ from shflbw.nn.addnorm import ShflBWAddNorm
 from shflbw.nn.regions import unfuse_regions_
 from shflbw.testing import random_shflbw_mask, rel_error
 
-from conftest import KERNEL_TOLERANCE, masked_tiny_bert
+from conftest import KERNEL_TOLERANCE, RecordOps, masked_tiny_bert
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -117,10 +117,10 @@ def test_bert_tails_fused_and_equal_to_the_masked_model(backend, nan_poison):
     assert layer.intermediate.dense.feature_major_out
     assert "feature-major out" in repr(layer.output)
     assert not layer.intermediate.dense.training  # the eval model's mode (regions run their eval paths)
-    with shflbw.ops.backend(backend), torch.no_grad(), _OpCounter() as ops:
+    with shflbw.ops.backend(backend), torch.no_grad(), RecordOps() as mode:
         out = model(input_ids=ids.to(DEVICE)).last_hidden_state.cpu()
     assert rel_error(out, ref) < KERNEL_TOLERANCE[torch.float32]
-    assert all(ops.count(f"shflbw.{op}.default") == 2 for op in ("linear_add_layernorm", "mlp", "add_layernorm"))
+    assert all(mode.ops.count(f"shflbw.{op}.default") == 2 for op in ("linear_add_layernorm", "mlp", "add_layernorm"))
 
 
 def test_bert_tails_run_under_compile():
@@ -141,18 +141,6 @@ def test_bert_tails_run_under_compile():
                for op in ("qkv_attention", "linear_add_layernorm", "mlp", "add_layernorm"))
     assert rel_error(out, ref) < KERNEL_TOLERANCE[torch.float32]
 
-
-class _OpCounter(torch.utils._python_dispatch.TorchDispatchMode):
-    """Records the name of every op dispatched (a list, via ``with _OpCounter() as ops``)."""
-
-    def __enter__(self):
-        self.ops = []
-        super().__enter__()
-        return self.ops
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(str(func))
-        return func(*args, **(kwargs or {}))
 
 
 def test_bert_tails_training_mode_unfuse_and_save_load(tmp_path):

@@ -1,11 +1,12 @@
 """Eager calls skip torch.library's dispatch only when nothing needs to see the op."""
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import shflbw
 from shflbw.ops.dispatch import can_call_directly
 from shflbw.testing import random_shflbw_mask
+
+from conftest import RecordOps
 
 
 def _linear():
@@ -13,16 +14,6 @@ def _linear():
     mask, perm = random_shflbw_mask(32, 24, 16, 0.5, generator=g)
     w = shflbw.ShflBWMatrix.from_dense(torch.randn(32, 24, generator=g), mask, perm, vector=16)
     return shflbw.ShflBWLinear(w, torch.randn(32, generator=g))
-
-
-class RecordOps(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.ops = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(str(func))
-        return func(*args, **(kwargs or {}))
 
 
 def test_who_may_call_directly():

@@ -170,7 +170,7 @@ def spmm_fwd_kernel(
     BK: tl.constexpr,
     HAS_BIAS: tl.constexpr,
     HAS_RESIDUAL: tl.constexpr,
-    ACTIVATION: tl.constexpr,  # 0: none, 1: relu, 2: gelu (erf form, as F.gelu)
+    ACTIVATION: tl.constexpr,  # 0: none, 1: relu, 2: gelu (erf form, as F.gelu), 3: TANH_GELU (kernel_activation)
     PERMUTE_OUT: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,

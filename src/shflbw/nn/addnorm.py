@@ -85,7 +85,6 @@ def fuse_addnorm_regions_(model: nn.Module) -> list[str]:
         region = ShflBWAddNorm(mod)
         if not _agrees(mod, region):
             continue
-        region.train(mod.training)
         _set_child(model, name, region)
         done.append(name)
         # an MLP region feeding this tail (BERT-style: X.intermediate.dense -> X.output) hands over feature-major

@@ -153,7 +153,6 @@ def fuse_attention_regions_(model: nn.Module) -> list[str]:
         region = _probe(mod)
         if region is None:
             continue
-        region.train(mod.training)
         _set_child(model, name, region)
         done.append(name)
     return done

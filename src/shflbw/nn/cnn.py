@@ -259,9 +259,10 @@ def _fuse_chains(model: nn.Module) -> list[str]:
         region = ShflBWConvChain(originals, sites)
         first = next(m for m in originals if isinstance(m, ShflBWConv2d))
         x = probe_input((PROBE_BATCH, first.in_channels, 32, 32), first.values)
-        if not agrees(nn.Sequential(*originals), region, x):
+        # the probe's Sequential in the parent's mode: agrees() restores that mode to the modules it
+        # wraps (the model's own), and _set_child gives the region the mode of the first of them
+        if not agrees(nn.Sequential(*originals).train(parent.training), region, x):
             continue
-        region.train(parent.training)
         _set_child(model, sites[0], region)
         for site in sites[1:]:
             _set_child(model, site, nn.Identity())
@@ -284,7 +285,6 @@ def fuse_cnn_regions_(model: nn.Module) -> list[str]:
             warnings.warn(f"{name}: looks like a stage of residual blocks but its forward computes something else; "
                           "left per layer", stacklevel=2)
             continue
-        region.train(mod.training)
         _set_child(model, name, region)
         done.append(name)
     return done + _fuse_chains(model)
