@@ -35,7 +35,7 @@ CONFIGS = {
 }
 
 
-def build(name: str, sparsity: float, vector: int):
+def build(name: str, sparsity: float, vector: int, wanted=("per-layer", "regions")):
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
@@ -50,9 +50,18 @@ def build(name: str, sparsity: float, vector: int):
             mask, perm = random_shflbw_mask(m.out_features, m.in_features, vector, 1 - sparsity, generator=gen)
             set_mask(m, mask.cuda(), perm.cuda(), vector)
     masked = copy.deepcopy(sparse)
-    per_layer = shflbw.compress_(copy.deepcopy(sparse), regions=False)
+    variants = {}
+    if "per-layer" in wanted:
+        variants["per-layer"] = shflbw.compress_(copy.deepcopy(sparse), regions=False)
     regions = shflbw.compress_(sparse)  # MLP blocks as ShflBWMLP regions (the default)
-    return dense, masked, {"per-layer": per_layer, "regions": regions}
+    if "regions-ln" in wanted:  # the regions with the attention tail's LayerNorm run, not deferred
+        from shflbw.nn.deferred_norm import unlink_deferred_norms_
+
+        variants["regions-ln"] = copy.deepcopy(regions)
+        unlink_deferred_norms_(variants["regions-ln"])
+    if "regions" in wanted:
+        variants["regions"] = regions
+    return dense, masked, variants
 
 
 def unmasked_attention(model) -> None:
@@ -181,6 +190,9 @@ def main() -> int:
                          "for host-bound models such as MiniLM; do not combine with --graph)")
     ap.add_argument("--hf-attention", action="store_true",
                     help="encoders: keep transformers' own SDPA attention (see unmasked_attention)")
+    ap.add_argument("--variants", default="per-layer,regions",
+                    help="encoders: per-layer, regions (the default fusion), regions-ln (regions with the "
+                         "attention tail's LayerNorm not deferred)")
     ap.add_argument("--out", default="e2e.json")
     args = ap.parse_args()
     for name in args.models.split(","):
@@ -191,7 +203,7 @@ def main() -> int:
         if name in CNNS:
             run_cnn(name, args, result)
             continue
-        dense, masked, variants = build(name, args.sparsity, args.vector)
+        dense, masked, variants = build(name, args.sparsity, args.vector, args.variants.split(","))
         if not args.hf_attention:
             for m in (dense, masked, *variants.values()):
                 unmasked_attention(m)

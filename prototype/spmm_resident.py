@@ -69,8 +69,8 @@ def spmm_resident_kernel(
         if KB > 0:
             acc = tl.dot(at2, _rows(b_ptr, cols2, k_ok2, offs_n, n_ok, stride_bk, stride_bn, IDX64, UPCAST), acc,
                          input_precision=DOT_PRECISION)
-        _store_tile(acc, g, tl.arange(0, V), offs_n, n_ok, M, perm_ptr, bias_ptr, res_ptr, out_ptr, stride_om,
-                    stride_on, V, HAS_BIAS, HAS_RESIDUAL, ACTIVATION, PERMUTE_OUT)
+        _store_tile(acc, g, tl.arange(0, V), offs_n, n_ok, M, N, perm_ptr, bias_ptr, res_ptr, out_ptr, stride_om,
+                    stride_on, out_ptr, out_ptr, 1, 0.0, V, HAS_BIAS, HAS_RESIDUAL, ACTIVATION, PERMUTE_OUT)
 
 
 @triton.jit

@@ -19,12 +19,23 @@ import torch
 import triton
 import triton.language as tl
 
+from shflbw.kernels.spmm import token_stats
+
 
 @triton.jit
-def _tile(h_ptr, r_ptr, offs_f, offs_t, ok, shf, sht, srf, srt, HAS_RES: tl.constexpr):
+def _tile(h_ptr, r_ptr, offs_f, offs_t, ok, F, shf, sht, srf, srt, HAS_RES: tl.constexpr, r_mean, r_rs, rw_ptr, rb_ptr,
+          NORM_RES: tl.constexpr):
+    """h + residual over [offs_f, offs_t] in float32; NORM_RES: the residual is the un-normalised input
+    of a deferred LayerNorm (per-token r_mean, r_rs; gain and shift at rw_ptr, rb_ptr), finished here."""
     x = tl.load(h_ptr + offs_f[:, None] * shf + offs_t[None, :] * sht, mask=ok, other=0.0).to(tl.float32)
     if HAS_RES:
-        x += tl.load(r_ptr + offs_f[:, None] * srf + offs_t[None, :] * srt, mask=ok, other=0.0).to(tl.float32)
+        r = tl.load(r_ptr + offs_f[:, None] * srf + offs_t[None, :] * srt, mask=ok, other=0.0).to(tl.float32)
+        if NORM_RES:
+            f_ok = offs_f < F
+            rw = tl.load(rw_ptr + offs_f, mask=f_ok, other=0.0).to(tl.float32)
+            rb = tl.load(rb_ptr + offs_f, mask=f_ok, other=0.0).to(tl.float32)
+            r = (r - r_mean[None, :]) * r_rs[None, :] * rw[:, None] + rb[:, None]
+        x += r
     return x
 
 
@@ -42,20 +53,30 @@ def add_layernorm_fm_kernel(
     srf,
     srt,
     eps,
+    rstats_ptr,  # NORM_RES: [2, T] float32 sums of the residual's deferred LayerNorm, or dummy
+    rw_ptr,  # NORM_RES: [F] that LayerNorm's weight, or dummy
+    rb_ptr,  # NORM_RES: [F] its bias, or dummy
+    r_eps,  # NORM_RES: its epsilon
     BF: tl.constexpr,
     BT: tl.constexpr,
     HAS_RES: tl.constexpr,
     ONE_PASS: tl.constexpr,  # BF covers all F: one read of the tile, kept in registers (small F)
     STAGES: tl.constexpr = 1,  # the walk's loads in flight (> 1: pipelined through shared memory)
+    NORM_RES: tl.constexpr = False,  # the residual is the un-normalised input of a deferred LayerNorm
 ):
     offs_t = tl.program_id(0) * BT + tl.arange(0, BT)
     t_ok = offs_t < T
+    if NORM_RES:
+        r_mean, r_rs = token_stats(rstats_ptr, offs_t, t_ok, T, F, r_eps)
+    else:
+        r_mean = tl.zeros([BT], dtype=tl.float32)
+        r_rs = r_mean
     offs_t = offs_t.to(tl.int64)
     if ONE_PASS:
         offs_f = tl.arange(0, BF)
         f_ok = offs_f < F
         ok = f_ok[:, None] & t_ok[None, :]
-        x = _tile(h_ptr, r_ptr, offs_f, offs_t, ok, shf, sht, srf, srt, HAS_RES)
+        x = _tile(h_ptr, r_ptr, offs_f, offs_t, ok, F, shf, sht, srf, srt, HAS_RES, r_mean, r_rs, rw_ptr, rb_ptr, NORM_RES)
         mean = tl.sum(x, axis=0) / F
         d = tl.where(ok, x - mean[None, :], 0.0)
         rstd = 1.0 / tl.sqrt(tl.sum(d * d, axis=0) / F + eps)
@@ -70,13 +91,15 @@ def add_layernorm_fm_kernel(
     # The first pass sums x - k and (x - k)^2 elementwise, k being each token's first feature, so
     # the variance keeps its precision when |mean| >> std (the shifted-data formula), and the sums
     # are reduced across the tile once, after the loop, not per step.
-    k = _tile(h_ptr, r_ptr, tl.zeros([1], dtype=tl.int32), offs_t, t_ok[None, :], shf, sht, srf, srt, HAS_RES)
+    k = _tile(h_ptr, r_ptr, tl.zeros([1], dtype=tl.int32), offs_t, t_ok[None, :], F, shf, sht, srf, srt, HAS_RES, r_mean,
+              r_rs, rw_ptr, rb_ptr, NORM_RES)
     s1 = tl.zeros([BF, BT], dtype=tl.float32)
     s2 = tl.zeros([BF, BT], dtype=tl.float32)
     for f0 in tl.range(0, F, BF, num_stages=STAGES):
         offs_f = f0 + tl.arange(0, BF)
         ok = (offs_f < F)[:, None] & t_ok[None, :]
-        d = tl.where(ok, _tile(h_ptr, r_ptr, offs_f, offs_t, ok, shf, sht, srf, srt, HAS_RES) - k, 0.0)
+        x = _tile(h_ptr, r_ptr, offs_f, offs_t, ok, F, shf, sht, srf, srt, HAS_RES, r_mean, r_rs, rw_ptr, rb_ptr, NORM_RES)
+        d = tl.where(ok, x - k, 0.0)
         s1 += d
         s2 += d * d
     shift_mean = tl.sum(s1, axis=0) / F
@@ -87,7 +110,7 @@ def add_layernorm_fm_kernel(
         offs_f = f0 + tl.arange(0, BF)
         f_ok = offs_f < F
         ok = f_ok[:, None] & t_ok[None, :]
-        x = _tile(h_ptr, r_ptr, offs_f, offs_t, ok, shf, sht, srf, srt, HAS_RES)
+        x = _tile(h_ptr, r_ptr, offs_f, offs_t, ok, F, shf, sht, srf, srt, HAS_RES, r_mean, r_rs, rw_ptr, rb_ptr, NORM_RES)
         w = tl.load(w_ptr + offs_f, mask=f_ok, other=0.0).to(tl.float32)
         b = tl.load(b_ptr + offs_f, mask=f_ok, other=0.0).to(tl.float32)
         y = (x - mean[None, :]) * rstd[None, :] * w[:, None] + b[:, None]
@@ -95,12 +118,14 @@ def add_layernorm_fm_kernel(
 
 
 def add_layernorm_fm(h: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor,
-                     eps: float, config=None) -> torch.Tensor:
+                     eps: float, config=None, residual_norm=None) -> torch.Tensor:
     """LayerNorm over the features of (h + residual), both [F, T] in any strides -> [F, T] contiguous.
 
     ``config`` (kernels.configs.AddNormConfig; default by F, ``addnorm_config``): ``one_pass`` reads
     each [F, block_t] tile once and keeps it in registers (block_f is then F rounded up to a power
     of two); otherwise the features are walked twice in [block_f, block_t] tiles.
+    ``residual_norm`` = (stats [2, T] float32, weight [F], bias [F], eps): the residual is the
+    un-normalised input of a deferred LayerNorm (ops/deferred_norm.py), normalised as it is read.
     """
     from shflbw.kernels.configs import addnorm_config
 
@@ -110,11 +135,14 @@ def add_layernorm_fm(h: torch.Tensor, residual: torch.Tensor | None, weight: tor
         return out
     cfg = config or addnorm_config(f, residual is not None)
     r = residual if residual is not None else h
+    if residual_norm is not None and residual is None:
+        raise ValueError("residual_norm describes the residual: pass one")
+    rstats, rw, rb, r_eps = residual_norm if residual_norm is not None else (out, weight, bias, 0.0)
     block_f = triton.next_power_of_2(f) if cfg.one_pass else cfg.block_f
     add_layernorm_fm_kernel[(triton.cdiv(t, cfg.block_t),)](
-        h, r, weight, bias, out, f, t, h.stride(0), h.stride(1), r.stride(0), r.stride(1), eps,
+        h, r, weight, bias, out, f, t, h.stride(0), h.stride(1), r.stride(0), r.stride(1), eps, rstats, rw, rb, r_eps,
         BF=block_f, BT=cfg.block_t, HAS_RES=residual is not None, ONE_PASS=cfg.one_pass, STAGES=cfg.num_stages,
-        num_warps=cfg.num_warps,
+        NORM_RES=residual_norm is not None, num_warps=cfg.num_warps,
     )
     return out
 
@@ -135,3 +163,23 @@ def linear_add_layernorm(x, values, col_idx, group_ptr, perm, bias, residual, we
                    residual=r if fused else None)
     out = add_layernorm_fm(h.reshape(-1, out_features).t(), None if fused else r, weight, ln_bias, eps)
     return out.t().reshape(*x.shape[:-1], out_features)
+
+
+def linear_add_stats(x, values, col_idx, group_ptr, perm, bias, residual, out_features: int) -> torch.Tensor:
+    """s = x @ W^T + bias + residual as a LayerNorm-pending tensor (ops/deferred_norm.py): the SpMM
+    writes s feature-major and adds each token's sum and sum of squares into the statistics rows."""
+    from shflbw.kernels.configs import DECODE_MAX_TOKENS, packed_spmm_config
+    from shflbw.kernels.linear import linear_fwd
+    from shflbw.kernels.spmm import launch_spmm
+    from shflbw.kernels.transpose import feature_major
+    from shflbw.ops.deferred_norm import as_pending, fill_pending, pending_buffer
+
+    r = residual.reshape(-1, out_features).t()  # [M, T]
+    t = r.shape[1]
+    if t <= DECODE_MAX_TOKENS or not r.is_contiguous():
+        return fill_pending(linear_fwd(x, values, col_idx, group_ptr, perm, bias, out_features) + residual)
+    buf, s, stats = pending_buffer(out_features, t, x.dtype, x.device)
+    xt = feature_major(x.reshape(-1, x.shape[-1]))
+    launch_spmm(values, col_idx, group_ptr, perm, xt, bias, s, (t, 1), packed_spmm_config(values, group_ptr, t),
+                residual=r, stats_out=stats)
+    return as_pending(buf, x.shape[:-1])

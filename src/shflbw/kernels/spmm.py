@@ -124,13 +124,36 @@ def kernel_activation(activation: int, out_dtype: torch.dtype, exact_gelu: bool 
 
 
 @triton.jit
-def _store_tile(acc, g, offs_v, offs_n, n_ok, M, perm_ptr, bias_ptr, res_ptr, out_ptr, stride_om, stride_on,
+def token_stats(stats_ptr, offs_n, n_ok, N, n_features, eps):
+    """Each token's LayerNorm mean and 1/std from its [2, N] float32 (sum, sum of squares)."""
+    s1 = tl.load(stats_ptr + offs_n, mask=n_ok, other=0.0)
+    s2 = tl.load(stats_ptr + N + offs_n, mask=n_ok, other=0.0)
+    mean = s1 / n_features
+    var = tl.maximum(s2 / n_features - mean * mean, 0.0)
+    return mean, 1.0 / tl.sqrt(var + eps)
+
+
+@triton.jit
+def _store_tile(acc, g, offs_v, offs_n, n_ok, M, N, perm_ptr, bias_ptr, res_ptr, out_ptr, stride_om, stride_on,
+                stats_ptr, lnc_ptr, n_features, eps,
                 V: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_RESIDUAL: tl.constexpr, ACTIVATION: tl.constexpr,
-                PERMUTE_OUT: tl.constexpr):
-    """Epilogue of one [V, BN] tile: + bias, + residual, activation, store through the permutation."""
+                PERMUTE_OUT: tl.constexpr, NORM_IN: tl.constexpr = False, STATS_OUT: tl.constexpr = False):
+    """Epilogue of one [V, BN] tile: (normalise), + bias, + residual, activation, store through the
+    permutation (and add the stored values' per-token sums to the statistics).
+
+    NORM_IN: B held un-normalised tokens s and W was folded with the LayerNorm's gain (W' = W diag(g)),
+    so W LN(s) = rs * (W's - mean * c) + W beta, c = rowsum(W') at ``lnc_ptr`` and W beta folded into
+    the bias; mean and rs come from the [2, N] statistics at ``stats_ptr`` (ops/deferred_norm.py).
+    STATS_OUT: add each token's sum and sum of squares over this tile's rows, of the values as
+    stored (rounded to the output dtype), into the zeroed [2, N] float32 ``stats_ptr``.
+    """
     rows, row_ok = _out_rows(g, perm_ptr, M, offs_v, V, PERMUTE_OUT)
     out_off = rows[:, None] * stride_om + offs_n.to(tl.int64)[None, :] * stride_on
     ok = row_ok[:, None] & n_ok[None, :]
+    if NORM_IN:
+        mean, rs = token_stats(stats_ptr, offs_n, n_ok, N, n_features, eps)
+        c = tl.load(lnc_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
+        acc = (acc - c[:, None] * mean[None, :]) * rs[None, :]
     if HAS_BIAS:
         acc += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)[:, None]
     if HAS_RESIDUAL:
@@ -145,7 +168,12 @@ def _store_tile(acc, g, offs_v, offs_n, n_ok, M, perm_ptr, bias_ptr, res_ptr, ou
         u = 0.7978845608028654 * (acc + 0.044715 * acc * acc * acc)
         th = tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=r,r", [u], dtype=tl.float32, is_pure=True, pack=1)
         acc = 0.5 * acc * (1.0 + th)
-    tl.store(out_ptr + out_off, acc.to(out_ptr.dtype.element_ty), mask=ok)
+    y = acc.to(out_ptr.dtype.element_ty)
+    tl.store(out_ptr + out_off, y, mask=ok)
+    if STATS_OUT:
+        q = tl.where(ok, y.to(tl.float32), 0.0)
+        tl.atomic_add(stats_ptr + offs_n, tl.sum(q, axis=0), mask=n_ok, sem="relaxed")
+        tl.atomic_add(stats_ptr + N + offs_n, tl.sum(q * q, axis=0), mask=n_ok, sem="relaxed")
 
 
 @triton.jit
@@ -158,6 +186,8 @@ def spmm_fwd_kernel(
     bias_ptr,  # [M] or dummy
     res_ptr,  # [M, N] at the output's strides, or dummy: added before the activation
     out_ptr,  # [M, N] at (stride_om, stride_on)
+    stats_ptr,  # [2, N] float32 token statistics (NORM_IN: read; STATS_OUT: added to), or dummy
+    lnc_ptr,  # [M] float32 rowsum(W') for NORM_IN, or dummy
     M,
     N,
     stride_bk,
@@ -165,6 +195,8 @@ def spmm_fwd_kernel(
     stride_om,
     stride_on,
     SPLITS,
+    n_features,  # NORM_IN: the normalised width (B's rows)
+    eps,  # NORM_IN: the LayerNorm's epsilon
     V: tl.constexpr,
     BN: tl.constexpr,
     BK: tl.constexpr,
@@ -177,6 +209,8 @@ def spmm_fwd_kernel(
     ATOMIC: tl.constexpr,  # split-K: add float32 partial sums into out (bias and activation: the caller's)
     EVEN_N: tl.constexpr,  # N % BN == 0: no token mask on the gathers
     IDX64: tl.constexpr,  # int64 index math (only when an operand has >= 2^31 elements)
+    NORM_IN: tl.constexpr = False,  # B is un-normalised: finish a deferred LayerNorm (_store_tile)
+    STATS_OUT: tl.constexpr = False,  # add the output's per-token sums to stats_ptr (_store_tile)
 ):
     # Groups vary fastest: programs running together share one [K, BN] slab of B in L2.
     g = tl.program_id(0)
@@ -205,8 +239,9 @@ def spmm_fwd_kernel(
         out_off = rows[:, None] * stride_om + offs_n.to(tl.int64)[None, :] * stride_on
         tl.atomic_add(out_ptr + out_off, acc, mask=row_ok[:, None] & n_ok[None, :], sem="relaxed")
     else:
-        _store_tile(acc, g, offs_v, offs_n, n_ok, M, perm_ptr, bias_ptr, res_ptr, out_ptr, stride_om, stride_on,
-                    V, HAS_BIAS, HAS_RESIDUAL, ACTIVATION, PERMUTE_OUT)
+        _store_tile(acc, g, offs_v, offs_n, n_ok, M, N, perm_ptr, bias_ptr, res_ptr, out_ptr, stride_om, stride_on,
+                    stats_ptr, lnc_ptr, n_features, eps, V, HAS_BIAS, HAS_RESIDUAL, ACTIVATION, PERMUTE_OUT,
+                    NORM_IN, STATS_OUT)
 
 
 def needs_int64(*tensors: torch.Tensor) -> bool:
@@ -237,6 +272,8 @@ def launch_spmm(
     splits: int = 1,
     residual: torch.Tensor | None = None,
     exact_gelu: bool = False,
+    norm_in: tuple[torch.Tensor, torch.Tensor, int, float] | None = None,
+    stats_out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Run the kernel into ``out`` viewed as M x N with ``out_strides``; B is K x N (any strides).
 
@@ -247,11 +284,23 @@ def launch_spmm(
     ``splits > 1`` splits each group's kept vectors over that many programs, which add float32
     partial sums into a zeroed float32 ``out`` (no bias, no activation: the caller finishes).
     ``residual`` (laid out as ``out``, same strides) is added after the bias, before the activation.
+    ``norm_in`` = (stats [2, N] float32, c [M] float32, width, eps): B holds un-normalised tokens of
+    a deferred LayerNorm, W and bias were folded with its gain and shift (ops/deferred_norm.py);
+    ``stats_out``: a zeroed [2, N] float32 tensor that receives each output token's sum and sum of
+    squares. Either runs the one-program-per-tile kernel.
     ``config.programs_per_sm > 0`` runs the persistent kernel (kernels/spmm_persistent.py) instead,
-    unless split-K is asked for or a program would own more than MAX_TILES_PER_PROGRAM tiles.
+    unless split-K, ``norm_in`` or ``stats_out`` is asked for, or a program would own more than
+    MAX_TILES_PER_PROGRAM tiles.
     """
-    if splits > 1 and (out.dtype != torch.float32 or bias is not None or activation or residual is not None):
-        raise ValueError("split-K adds float32 partial sums: out must be float32, with no bias, residual or activation")
+    if splits > 1 and (out.dtype != torch.float32 or bias is not None or activation or residual is not None
+                       or norm_in is not None or stats_out is not None):
+        raise ValueError("split-K adds float32 partial sums: out must be float32, with no bias, residual, "
+                         "activation or LayerNorm statistics")
+    if stats_out is not None and activation:
+        raise ValueError("stats_out sums the stored values: no activation before them")
+    for name, st in (("norm_in statistics", None if norm_in is None else norm_in[0]), ("stats_out", stats_out)):
+        if st is not None and (st.dtype != torch.float32 or st.shape != (2, b.shape[1]) or not st.is_contiguous()):
+            raise ValueError(f"{name} must be a contiguous float32 [2, {b.shape[1]}] tensor")
     if residual is not None and (residual.shape != out.shape or residual.stride() != out.stride()):
         raise ValueError("residual must have the output's shape and strides")
     activation = kernel_activation(activation, out.dtype, exact_gelu)
@@ -259,7 +308,7 @@ def launch_spmm(
     n = b.shape[1]
     v = values.shape[1]
     n_groups = group_ptr.numel() - 1
-    if config.programs_per_sm and splits == 1 and values.shape[0] and n_groups:
+    if config.programs_per_sm and splits == 1 and values.shape[0] and n_groups and norm_in is None and stats_out is None:
         from shflbw.kernels.spmm_persistent import launch_persistent
 
         if launch_persistent(values, col_idx, group_ptr, perm, b, bias, residual, out, m, out_strides, config,
@@ -275,6 +324,8 @@ def launch_spmm(
         bias if bias is not None else values,
         residual if residual is not None else values,
         out,
+        norm_in[0] if norm_in is not None else (stats_out if stats_out is not None else out),
+        norm_in[1] if norm_in is not None else out,
         m,
         n,
         b.stride(0),
@@ -282,6 +333,8 @@ def launch_spmm(
         out_strides[0],
         out_strides[1],
         splits,
+        norm_in[2] if norm_in is not None else 1,
+        norm_in[3] if norm_in is not None else 0.0,
         V=v,
         BN=config.block_n,
         BK=config.block_k,
@@ -294,6 +347,8 @@ def launch_spmm(
         ATOMIC=splits > 1,
         EVEN_N=n % config.block_n == 0,
         IDX64=needs_int64(values, b, out),  # the residual shares the output's offsets
+        NORM_IN=norm_in is not None,
+        STATS_OUT=stats_out is not None,
         num_warps=config.num_warps,
         num_stages=config.num_stages,
         **launch_options(config),

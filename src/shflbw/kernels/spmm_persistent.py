@@ -109,8 +109,8 @@ def spmm_persistent_kernel(
             b = b.to(tl.float32)
         acc += tl.dot(tl.trans(a), b, input_precision=DOT_PRECISION)
         if ki == n_steps - 1:
-            _store_tile(acc, g, offs_v, offs_n, n_ok, M, perm_ptr, bias_ptr, res_ptr, out_ptr, stride_om, stride_on,
-                        V, HAS_BIAS, HAS_RESIDUAL, ACTIVATION, PERMUTE_OUT)
+            _store_tile(acc, g, offs_v, offs_n, n_ok, M, N, perm_ptr, bias_ptr, res_ptr, out_ptr, stride_om, stride_on,
+                        out_ptr, out_ptr, 1, 0.0, V, HAS_BIAS, HAS_RESIDUAL, ACTIVATION, PERMUTE_OUT)
             acc = tl.zeros([V, BN], dtype=tl.float32)
 
 

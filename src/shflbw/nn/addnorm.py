@@ -25,6 +25,7 @@ from shflbw.nn.convert import _set_child
 from shflbw.nn.mlp import ShflBWMLP
 from shflbw.nn.probe import agrees, probe_input
 from shflbw.ops.addnorm import add_layernorm_op, linear_add_layernorm_op
+from shflbw.ops.deferred_norm import linear_add_stats_op, normalized
 
 class ShflBWAddNorm(nn.Module):
     """``LayerNorm(dropout(dense(h)) + input_tensor)`` of an HF "Output" module, dropout off (inference)."""
@@ -37,14 +38,30 @@ class ShflBWAddNorm(nn.Module):
         if not isinstance(norm, nn.LayerNorm) or norm.weight is None or norm.bias is None or len(norm.normalized_shape) != 1:
             raise ValueError("ShflBWAddNorm needs an affine nn.LayerNorm over the last dimension")
         self.original = original
+        # Deferred LayerNorm links (set by shflbw.nn.deferred_norm, which checks the whole layer):
+        # ``defer``: return s = dense(h) + input_tensor LayerNorm-pending, not LayerNorm(s);
+        # ``residual_norm_eps`` not None: input_tensor may arrive pending, normalised with it and the
+        # res_ln_weight / res_ln_bias buffers (the producer's LayerNorm).
+        self.defer = False
+        self.residual_norm_eps: float | None = None
 
     def forward(self, hidden_states: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            return self.original(hidden_states, input_tensor)
         dense, norm = self.original.dense, self.original.LayerNorm
+        pending = self.residual_norm_eps is not None and input_tensor.shape[-1] != norm.normalized_shape[0]
+        if self.training:
+            if pending:  # a producer still in eval mode handed s on
+                input_tensor = normalized(input_tensor, norm.normalized_shape[0], self.residual_norm_eps,
+                                          self.res_ln_weight, self.res_ln_bias)
+            return self.original(hidden_states, input_tensor)
         if isinstance(dense, nn.Identity):
+            if pending:
+                return add_layernorm_op(hidden_states, input_tensor, norm.weight, norm.bias, norm.eps,
+                                        self.res_ln_weight, self.res_ln_bias, self.residual_norm_eps)
             return add_layernorm_op(hidden_states, input_tensor, norm.weight, norm.bias, norm.eps)
         bias = None if dense.bias is None else dense.bias.to(hidden_states.dtype)
+        if self.defer:
+            return linear_add_stats_op(hidden_states, dense.values, dense.col_idx, dense.group_ptr, dense.perm, bias,
+                                       input_tensor, dense.out_features)
         return linear_add_layernorm_op(hidden_states, dense.values, dense.col_idx, dense.group_ptr, dense.perm, bias,
                                        input_tensor, norm.weight, norm.bias, norm.eps, dense.out_features)
 
@@ -52,6 +69,10 @@ class ShflBWAddNorm(nn.Module):
         dense = self.original.dense
         what = "add + LayerNorm after an MLP region" if isinstance(dense, nn.Identity) else (
             f"{dense.in_features} -> {dense.out_features}, V={dense.vector}, + residual, LayerNorm")
+        if self.defer:
+            what += " deferred (hands on s and its statistics)"
+        if self.residual_norm_eps is not None:
+            what += ", residual LayerNorm finished here"
         return f"{what}, feature-major out"
 
 

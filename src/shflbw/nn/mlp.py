@@ -23,6 +23,7 @@ from torch import nn
 from shflbw.format.matrix import ShflBWMatrix
 from shflbw.nn.convert import _set_child
 from shflbw.nn.linear import ShflBWLinear
+from shflbw.ops.deferred_norm import fold_gain
 from shflbw.ops.mlp import ACTIVATIONS, PackedMLP, mlp_op
 
 
@@ -65,12 +66,33 @@ class ShflBWMLP(nn.Module):
         self.register_buffer("perm2", w2.perm)
         self.register_buffer("bias1_grouped", block.bias1_grouped)
         self.register_buffer("bias2", block.bias2)
+        # Set by link_norm (shflbw.nn.deferred_norm): x may arrive LayerNorm-pending.
+        self.norm_eps: float | None = None
+
+    def link_norm(self, norm: nn.LayerNorm) -> None:
+        """Let x arrive LayerNorm-pending for ``norm`` (ops/deferred_norm.py): fc1 folded with its gain
+        and shift, kept beside the plain fc1 (read once: link again after changing the weights)."""
+        f = self.fc1
+        values, c, bias = fold_gain(f.values, f.col_idx, f.group_ptr, self.bias1_grouped, norm.weight.detach(),
+                                    norm.bias.detach())
+        self.register_buffer("values1_normed", values, persistent=False)
+        self.register_buffer("norm_c1", c, persistent=False)
+        self.register_buffer("bias1_normed", bias, persistent=False)
+        self.norm_eps = float(norm.eps)
+
+    def unlink_norm(self) -> None:
+        for name in ("values1_normed", "norm_c1", "bias1_normed"):
+            self._buffers.pop(name, None)
+        self.norm_eps = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.fc1
-        return mlp_op(x, f.values, f.col_idx, f.group_ptr, f.perm, self.bias1_grouped, self.values2, self.col_idx2,
-                      self.group_ptr2, self.perm2, self.bias2, self.out_features, ACTIVATIONS[self.activation],
-                      self.feature_major_out)
+        args = (self.values2, self.col_idx2, self.group_ptr2, self.perm2, self.bias2, self.out_features,
+                ACTIVATIONS[self.activation], self.feature_major_out)
+        if self.norm_eps is not None and x.shape[-1] != f.in_features:
+            return mlp_op(x, self.values1_normed, f.col_idx, f.group_ptr, f.perm, self.bias1_normed, *args,
+                          self.norm_c1, self.norm_eps)
+        return mlp_op(x, f.values, f.col_idx, f.group_ptr, f.perm, self.bias1_grouped, *args)
 
     def fc2(self) -> ShflBWLinear:
         """fc2 in its original column order (the fold undone: the same bits as before fusing)."""
@@ -84,8 +106,9 @@ class ShflBWMLP(nn.Module):
         return ShflBWLinear(w2, self.bias2)
 
     def extra_repr(self) -> str:
+        deferred = ", takes a deferred LayerNorm's s" if self.norm_eps is not None else ""
         return (f"{self.fc1.in_features} -> {self.fc1.out_features} -> {self.out_features}, {self.activation}, "
-                f"V={self.fc1.vector}/{self.fc2_vector}, layout=feature-major inside")
+                f"V={self.fc1.vector}/{self.fc2_vector}, layout=feature-major inside{deferred}")
 
 
 def _get(model: nn.Module, name: str):

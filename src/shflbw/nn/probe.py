@@ -28,22 +28,31 @@ def agrees(original: nn.Module, region: nn.Module, *inputs: torch.Tensor) -> boo
 
     Modules returning a tuple (Hugging Face attention: the output, then the weights) are compared on
     their first value."""
-    was_training = original.training
+    want = reference_outputs(original, *inputs)
+    got = reference_outputs(region, *inputs)
+    return want is not None and got is not None and close_enough(got, want, inputs[0].dtype)
+
+
+def reference_outputs(module: nn.Module, *inputs: torch.Tensor) -> torch.Tensor | None:
+    """``module(*inputs)`` (its first value) in float32, in eval mode with the reference ops and no
+    grad, the module's training mode restored; None when its forward fails."""
+    was_training = module.training
     try:
-        original.eval()
-        region.eval()
+        module.eval()
         with torch.no_grad(), backend("reference"):
-            want = _first(original(*inputs)).float()
-            got = _first(region(*inputs)).float()
+            return _first(module(*inputs)).float()
     except Exception:  # noqa: BLE001 - a module whose forward does not fit the pattern may fail in any way
-        return False
+        return None
     finally:
-        original.train(was_training)
-        region.train(was_training)
+        module.train(was_training)
+
+
+def close_enough(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype) -> bool:
+    """Same shape, finite, and within PROBE_TOLERANCE[dtype] relative (Frobenius) error."""
     if got.shape != want.shape or not bool(torch.isfinite(got).all()):
         return False
     err = ((got - want).norm() / want.norm().clamp_min(1e-30)).item()
-    return err < PROBE_TOLERANCE[inputs[0].dtype]
+    return err < PROBE_TOLERANCE[dtype]
 
 
 def _first(out):

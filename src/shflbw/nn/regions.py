@@ -2,7 +2,8 @@
 
 - MLP blocks (Linear -> ReLU/GELU -> Linear) run feature-major inside: shflbw.nn.mlp;
 - transformer sublayer tails, LayerNorm(dense(x) + residual), hand their result on feature-major:
-  shflbw.nn.addnorm;
+  shflbw.nn.addnorm; within a BERT-style layer the attention tail's LayerNorm is deferred into the
+  MLP and the MLP tail: shflbw.nn.deferred_norm;
 - self-attention (Q, K, V projections and softmax attention) reads and writes feature-major:
   shflbw.nn.attention;
 - stages of ResNet residual blocks run in (C, H, W, N) with batch-norm folded: shflbw.nn.cnn.
@@ -18,17 +19,22 @@ from torch import nn
 from shflbw.nn.addnorm import fuse_addnorm_regions_, unfuse_addnorm_regions_
 from shflbw.nn.attention import fuse_attention_regions_, unfuse_attention_regions_
 from shflbw.nn.cnn import fuse_cnn_regions_, unfuse_cnn_regions_
+from shflbw.nn.deferred_norm import link_deferred_norms_, unlink_deferred_norms_
 from shflbw.nn.mlp import fuse_mlp_regions_, unfuse_mlp_regions_
 
 
 def fuse_regions_(model: nn.Module) -> list[str]:
     """Fuse every recognised region of a compressed model; returns the names of the sites fused."""
-    # MLP blocks first: the tail after one is fused as add + LayerNorm on the block's output.
-    return (fuse_mlp_regions_(model) + fuse_addnorm_regions_(model) + fuse_attention_regions_(model)
+    # MLP blocks first: the tail after one is fused as add + LayerNorm on the block's output; the
+    # deferred LayerNorm links (not counted as sites) need the tails, the MLP and the attention fused.
+    done = (fuse_mlp_regions_(model) + fuse_addnorm_regions_(model) + fuse_attention_regions_(model)
             + fuse_cnn_regions_(model))
+    link_deferred_norms_(model)
+    return done
 
 
 def unfuse_regions_(model: nn.Module) -> int:
     """Put every region back as its per-layer modules; returns how many regions there were."""
+    unlink_deferred_norms_(model)
     return (unfuse_addnorm_regions_(model) + unfuse_attention_regions_(model) + unfuse_mlp_regions_(model)
             + unfuse_cnn_regions_(model))

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from shflbw.ops import reference
+from shflbw.ops.deferred_norm import normalized, split_pending
 from shflbw.ops.dispatch import eager_op, use_triton
 
 
@@ -46,16 +47,26 @@ def _(x, values, col_idx, group_ptr, perm, bias, residual, ln_weight, ln_bias, e
 
 @eager_op("shflbw::add_layernorm")
 def add_layernorm_op(h: torch.Tensor, residual: torch.Tensor, ln_weight: torch.Tensor, ln_bias: torch.Tensor,
-                     eps: float) -> torch.Tensor:
+                     eps: float, res_weight: torch.Tensor | None = None, res_bias: torch.Tensor | None = None,
+                     res_eps: float = 0.0) -> torch.Tensor:
+    """``res_weight`` given: the residual is LayerNorm-pending (ops/deferred_norm.py) and
+    LayerNorm(residual; res_weight, res_bias, res_eps) is what gets added."""
     m = h.shape[-1]
     if use_triton(h, 16):
         from shflbw.kernels.addnorm import add_layernorm_fm
 
-        out = add_layernorm_fm(h.reshape(-1, m).t(), residual.reshape(-1, m).t(), ln_weight, ln_bias, eps)
+        if res_weight is not None:
+            s, stats = split_pending(residual, m)
+            out = add_layernorm_fm(h.reshape(-1, m).t(), s, ln_weight, ln_bias, eps,
+                                   residual_norm=(stats, res_weight, res_bias, res_eps))
+        else:
+            out = add_layernorm_fm(h.reshape(-1, m).t(), residual.reshape(-1, m).t(), ln_weight, ln_bias, eps)
         return out.t().reshape(h.shape)
+    if res_weight is not None:
+        residual = normalized(residual, m, res_eps, res_weight, res_bias)
     return reference.feature_major_view(F.layer_norm(h + residual, (m,), ln_weight, ln_bias, eps))
 
 
 @add_layernorm_op.register_fake
-def _(h, residual, ln_weight, ln_bias, eps):
+def _(h, residual, ln_weight, ln_bias, eps, res_weight=None, res_bias=None, res_eps=0.0):
     return reference.feature_major_view(h.new_empty(h.shape))

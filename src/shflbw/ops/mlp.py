@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from shflbw.format.matrix import ShflBWMatrix
 from shflbw.ops import reference
+from shflbw.ops.deferred_norm import normalized, split_pending, stats_rows
 from shflbw.ops.dispatch import eager_op, use_triton
 
 ACTIVATIONS = {"none": 0, "relu": 1, "gelu": 2}
@@ -49,8 +50,26 @@ def mlp_op(
     out_features: int,
     activation: int,
     feature_major_out: bool = False,
+    norm_c: torch.Tensor | None = None,
+    norm_eps: float = 0.0,
 ) -> torch.Tensor:
-    if use_triton(x, values1.shape[1]) and use_triton(x, values2.shape[1]):
+    """``norm_c`` given: x is LayerNorm-pending (ops/deferred_norm.py), fc1 folded with that norm's
+    gain and shift (``fold_gain``: values1, bias1_grouped and norm_c = rowsum of the folded values)."""
+    triton_ok = use_triton(x, values1.shape[1]) and use_triton(x, values2.shape[1])
+    if norm_c is not None:
+        k = x.shape[-1] - stats_rows(x.dtype)
+        from shflbw.kernels.configs import DECODE_MAX_TOKENS
+
+        lead = x.shape[:-1]
+        if triton_ok and lead.numel() > DECODE_MAX_TOKENS:
+            from shflbw.kernels.mlp import mlp_fwd
+
+            s, stats = split_pending(x, k)
+            return mlp_fwd(s.t().reshape(*lead, k), values1, col_idx1, group_ptr1, perm1, bias1_grouped, values2,
+                           col_idx2_folded, group_ptr2, perm2, bias2, out_features, activation,
+                           feature_major_out=feature_major_out, norm_in=(stats, norm_c, k, norm_eps))
+        x = normalized(x, k, norm_eps)  # few tokens or the reference: the folded fc1 reads LN(s) / gain - shift
+    if triton_ok:
         from shflbw.kernels.mlp import mlp_fwd
 
         return mlp_fwd(x, values1, col_idx1, group_ptr1, perm1, bias1_grouped, values2, col_idx2_folded, group_ptr2,
@@ -66,7 +85,7 @@ def mlp_op(
 
 @mlp_op.register_fake
 def _(x, values1, col_idx1, group_ptr1, perm1, bias1_grouped, values2, col_idx2_folded, group_ptr2, perm2, bias2,
-      out_features, activation, feature_major_out=False):
+      out_features, activation, feature_major_out=False, norm_c=None, norm_eps=0.0):
     out = x.new_empty(*x.shape[:-1], out_features)
     return reference.feature_major_view(out) if feature_major_out else out
 
