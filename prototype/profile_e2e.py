@@ -32,6 +32,7 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=None, help="images (64) or sequences (256)")
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--dense", action="store_true", help="profile the dense model")
+    ap.add_argument("--variant", default="regions", help="encoders: a run_e2e.py variant (regions, regions-ln)")
     ap.add_argument("--host", action="store_true", help="also the host side: CPU time by op, and the wall time")
     ap.add_argument("--compile", action="store_true", help="profile torch.compile(model)")
     ap.add_argument("--sequence", type=int, default=0,
@@ -48,8 +49,8 @@ def main() -> int:
         x = x.contiguous(memory_format=fmt)
         forward = lambda: model(x)  # noqa: E731
     else:
-        dense, masked, variants = build(args.model, 0.75, args.vector)
-        model = dense if args.dense else variants["regions"]
+        dense, masked, variants = build(args.model, 0.75, args.vector, (args.variant,))
+        model = dense if args.dense else variants[args.variant]
         if not args.hf_attention:
             unmasked_attention(model)  # as run_e2e.py times it (its unmasked_attention says why)
         ids = torch.randint(0, 30522, (args.batch or 256, args.seq), device="cuda")
