@@ -53,14 +53,10 @@ def build(name: str, sparsity: float, vector: int, wanted=("per-layer", "regions
     variants = {}
     if "per-layer" in wanted:
         variants["per-layer"] = shflbw.compress_(copy.deepcopy(sparse), regions=False)
-    regions = shflbw.compress_(sparse)  # MLP blocks as ShflBWMLP regions (the default)
-    if "regions-ln" in wanted:  # the regions with the attention tail's LayerNorm run, not deferred
-        from shflbw.nn.deferred_norm import unlink_deferred_norms_
-
-        variants["regions-ln"] = copy.deepcopy(regions)
-        unlink_deferred_norms_(variants["regions-ln"])
+    if "regions-deferred" in wanted:  # the attention tail's LayerNorm finished by its readers (opt-in)
+        variants["regions-deferred"] = shflbw.compress_(copy.deepcopy(sparse), defer_layernorm=True)
     if "regions" in wanted:
-        variants["regions"] = regions
+        variants["regions"] = shflbw.compress_(sparse)  # the default fusion
     return dense, masked, variants
 
 
@@ -191,8 +187,8 @@ def main() -> int:
     ap.add_argument("--hf-attention", action="store_true",
                     help="encoders: keep transformers' own SDPA attention (see unmasked_attention)")
     ap.add_argument("--variants", default="per-layer,regions",
-                    help="encoders: per-layer, regions (the default fusion), regions-ln (regions with the "
-                         "attention tail's LayerNorm not deferred)")
+                    help="encoders: per-layer, regions (the default fusion), regions-deferred (compress_(..., "
+                         "defer_layernorm=True))")
     ap.add_argument("--out", default="e2e.json")
     args = ap.parse_args()
     for name in args.models.split(","):

@@ -32,7 +32,7 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=None, help="images (64) or sequences (256)")
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--dense", action="store_true", help="profile the dense model")
-    ap.add_argument("--variant", default="regions", help="encoders: a run_e2e.py variant (regions, regions-ln)")
+    ap.add_argument("--variant", default="regions", help="encoders: a run_e2e.py variant (regions, regions-deferred)")
     ap.add_argument("--host", action="store_true", help="also the host side: CPU time by op, and the wall time")
     ap.add_argument("--compile", action="store_true", help="profile torch.compile(model)")
     ap.add_argument("--sequence", type=int, default=0,

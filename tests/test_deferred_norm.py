@@ -137,7 +137,7 @@ def test_bert_layers_are_linked_and_equal_to_the_masked_model(dtype):
     ids = torch.randint(0, 100, (2, 24), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ref = masked.float()(input_ids=ids).last_hidden_state
-    model = shflbw.compress_(copy.deepcopy(masked).to(dtype)).to(DEVICE)
+    model = shflbw.compress_(copy.deepcopy(masked).to(dtype), defer_layernorm=True).to(DEVICE)
     layer = model.encoder.layer[1]
     assert layer.attention.output.defer and layer.output.residual_norm_eps is not None
     assert "deferred" in repr(layer.attention.output) and "deferred" in repr(layer.intermediate.dense)
@@ -153,7 +153,8 @@ def test_bert_layers_are_linked_and_equal_to_the_masked_model(dtype):
 
 def test_bert_linked_layers_compile_and_switch_modes(tmp_path):
     masked, transformers = _bert()
-    model = shflbw.compress_(copy.deepcopy(masked))
+    assert not shflbw.compress_(copy.deepcopy(masked)).encoder.layer[0].attention.output.defer  # opt-in
+    model = shflbw.compress_(copy.deepcopy(masked), defer_layernorm=True)
     ids = torch.randint(0, 100, (2, 24), generator=torch.Generator().manual_seed(2))
     traced = []
 
@@ -198,7 +199,7 @@ def test_layers_that_cannot_take_a_pending_tensor_stay_unlinked():
     layer1.forward = reads_the_attention_output_itself  # a layer whose data flow differs from BERT's
     from shflbw.nn.regions import fuse_regions_
 
-    fuse_regions_(model)
+    fuse_regions_(model, defer_layernorm=True)
     assert not model.encoder.layer[0].attention.output.defer
     assert not layer1.attention.output.defer and layer1.output.residual_norm_eps is None
     ids = torch.randint(0, 100, (2, 24), generator=torch.Generator().manual_seed(1))

@@ -20,7 +20,7 @@ def _set_child(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def compress_(model: nn.Module, regions: bool = True) -> nn.Module:
+def compress_(model: nn.Module, regions: bool = True, defer_layernorm: bool = False) -> nn.Module:
     """Replace every masked nn.Linear / nn.Conv2d (see ``sparsify_``) by ShflBWLinear / ShflBWConv2d.
 
     ``regions=True`` then runs recognised MLP blocks (Linear -> ReLU/GELU -> Linear, both
@@ -28,6 +28,8 @@ def compress_(model: nn.Module, regions: bool = True) -> nn.Module:
     residual blocks in the (C, H, W, N) layout with batch-norm folded (``ShflBWResidualStage``, see
     shflbw.nn.cnn); those are inference-only (in training mode a stage runs its original layers).
     ``regions=False`` keeps per-layer modules (autograd through x and the packed values).
+    ``defer_layernorm`` (with regions): BERT-style layers hand the attention tail's LayerNorm on to
+    the MLP and the MLP tail (shflbw.nn.deferred_norm; experimental, off by default).
     """
     masked = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and mask_of(m) is not None]
     if not masked:
@@ -39,7 +41,7 @@ def compress_(model: nn.Module, regions: bool = True) -> nn.Module:
     if regions:
         from shflbw.nn.regions import fuse_regions_
 
-        fuse_regions_(model)
+        fuse_regions_(model, defer_layernorm=defer_layernorm)
     return model
 
 

@@ -28,8 +28,15 @@ def agrees(original: nn.Module, region: nn.Module, *inputs: torch.Tensor) -> boo
 
     Modules returning a tuple (Hugging Face attention: the output, then the weights) are compared on
     their first value."""
-    want = reference_outputs(original, *inputs)
-    got = reference_outputs(region, *inputs)
+    was_training = original.training
+    try:
+        want = reference_outputs(original, *inputs)
+        got = reference_outputs(region, *inputs)
+    finally:
+        # a region holds the original modules: both go back to the original's mode (a new region
+        # starts in training mode, which restored last would put the originals in training mode)
+        original.train(was_training)
+        region.train(was_training)
     return want is not None and got is not None and close_enough(got, want, inputs[0].dtype)
 
 

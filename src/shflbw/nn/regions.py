@@ -23,13 +23,18 @@ from shflbw.nn.deferred_norm import link_deferred_norms_, unlink_deferred_norms_
 from shflbw.nn.mlp import fuse_mlp_regions_, unfuse_mlp_regions_
 
 
-def fuse_regions_(model: nn.Module) -> list[str]:
-    """Fuse every recognised region of a compressed model; returns the names of the sites fused."""
+def fuse_regions_(model: nn.Module, defer_layernorm: bool = False) -> list[str]:
+    """Fuse every recognised region of a compressed model; returns the names of the sites fused.
+
+    ``defer_layernorm``: also link BERT-style layers so the attention tail's LayerNorm is finished
+    by its readers (shflbw.nn.deferred_norm). Off by default: on an H100 it did not beat the
+    LayerNorm kernel it removes (BENCHMARKS.md, session 9)."""
     # MLP blocks first: the tail after one is fused as add + LayerNorm on the block's output; the
     # deferred LayerNorm links (not counted as sites) need the tails, the MLP and the attention fused.
     done = (fuse_mlp_regions_(model) + fuse_addnorm_regions_(model) + fuse_attention_regions_(model)
             + fuse_cnn_regions_(model))
-    link_deferred_norms_(model)
+    if defer_layernorm:
+        link_deferred_norms_(model)
     return done
 
 

@@ -34,15 +34,16 @@ def save(model: nn.Module, directory: str, config: ShflBWConfig | None = None) -
     modules (the model is unfused for the write and fused again after) and re-fused by ``load``."""
     from shflbw.nn.regions import fuse_regions_, unfuse_regions_
 
+    deferred = any(getattr(m, "defer", False) is True for m in model.modules())
     n_regions = unfuse_regions_(model)
     try:
-        _save(model, directory, config, regions=n_regions > 0)
+        _save(model, directory, config, regions=n_regions > 0, deferred=deferred)
     finally:
         if n_regions:
-            fuse_regions_(model)
+            fuse_regions_(model, defer_layernorm=deferred)
 
 
-def _save(model: nn.Module, directory: str, config: ShflBWConfig | None, regions: bool) -> None:
+def _save(model: nn.Module, directory: str, config: ShflBWConfig | None, regions: bool, deferred: bool = False) -> None:
     from safetensors.torch import save_file
 
     if any(mask_of(m) is not None for m in model.modules()):
@@ -61,7 +62,7 @@ def _save(model: nn.Module, directory: str, config: ShflBWConfig | None, regions
         raise ValueError("the model has no ShflBWLinear / ShflBWConv2d layer: nothing shflbw-specific to save")
     # clone: safetensors refuses tensors that share memory (tied weights are saved twice)
     state = {k: v.detach().contiguous().cpu().clone() for k, v in model.state_dict().items()}
-    meta = {"format": FORMAT, "version": VERSION, "layers": layers, "regions": regions,
+    meta = {"format": FORMAT, "version": VERSION, "layers": layers, "regions": regions, "deferred_layernorm": deferred,
             "config": None if config is None else json.loads(config.to_json())}
     directory = os.path.abspath(directory)
     parent = os.path.dirname(directory)
@@ -155,5 +156,5 @@ def load(directory: str, skeleton: nn.Module, device: torch.device | str | None 
     if meta.get("regions"):
         from shflbw.nn.regions import fuse_regions_
 
-        fuse_regions_(skeleton)
+        fuse_regions_(skeleton, defer_layernorm=bool(meta.get("deferred_layernorm")))
     return skeleton
