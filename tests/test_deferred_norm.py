@@ -61,17 +61,18 @@ def test_pending_layout_and_its_errors():
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("tokens", [5, 40])  # fallback (few tokens) and the SpMM with statistics in its epilogue
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_linear_add_stats(backend, tokens, dtype, nan_poison):
+@pytest.mark.parametrize("layout", ["feature-major", "token-major"])  # a tail's output; the embeddings
+def test_linear_add_stats(backend, tokens, dtype, layout, nan_poison):
     w, wm, b = _packed(48, 32, dtype=dtype)
     g = torch.Generator().manual_seed(3)
     x = torch.randn(tokens, 32, generator=g).to(dtype)
     r = (torch.randn(tokens, 48, generator=g) + 1).to(dtype)
-    r_fm = r.t().contiguous().t()  # as the previous tail hands it on
+    res = r.t().contiguous().t() if layout == "feature-major" else r
     want = F.linear(x.double(), wm, b.double()) + r.double()
     w = w.to(DEVICE)
     with shflbw.ops.backend(backend), torch.no_grad():
         out = torch.ops.shflbw.linear_add_stats(x.to(DEVICE), w.values, w.col_idx, w.group_ptr, w.perm, b.to(DEVICE),
-                                                r_fm.to(DEVICE), 48)
+                                                res.to(DEVICE), 48)
     s, stats = split_pending(out, 48)
     assert rel_error(s.t().cpu(), want) < KERNEL_TOLERANCE[dtype]
     q = s.t().cpu().double()  # the statistics are of the values as stored

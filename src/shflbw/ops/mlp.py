@@ -58,17 +58,19 @@ def mlp_op(
     triton_ok = use_triton(x, values1.shape[1]) and use_triton(x, values2.shape[1])
     if norm_c is not None:
         k = x.shape[-1] - stats_rows(x.dtype)
-        from shflbw.kernels.configs import DECODE_MAX_TOKENS
-
         lead = x.shape[:-1]
-        if triton_ok and lead.numel() > DECODE_MAX_TOKENS:
+        if triton_ok:
+            from shflbw.kernels.configs import DECODE_MAX_TOKENS
             from shflbw.kernels.mlp import mlp_fwd
 
-            s, stats = split_pending(x, k)
-            return mlp_fwd(s.t().reshape(*lead, k), values1, col_idx1, group_ptr1, perm1, bias1_grouped, values2,
-                           col_idx2_folded, group_ptr2, perm2, bias2, out_features, activation,
-                           feature_major_out=feature_major_out, norm_in=(stats, norm_c, k, norm_eps))
-        x = normalized(x, k, norm_eps)  # few tokens or the reference: the folded fc1 reads LN(s) / gain - shift
+            if lead.numel() > DECODE_MAX_TOKENS:
+                s, stats = split_pending(x, k)
+                return mlp_fwd(s.t().reshape(*lead, k), values1, col_idx1, group_ptr1, perm1, bias1_grouped, values2,
+                               col_idx2_folded, group_ptr2, perm2, bias2, out_features, activation,
+                               feature_major_out=feature_major_out, norm_in=(stats, norm_c, k, norm_eps))
+        # Few tokens or the reference: materialise (s - mean) rs, which the folded fc1 (W diag(gain),
+        # bias + W shift) turns into fc1(LayerNorm(s)).
+        x = normalized(x, k, norm_eps)
     if triton_ok:
         from shflbw.kernels.mlp import mlp_fwd
 
