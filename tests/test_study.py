@@ -59,3 +59,32 @@ def test_merge_keeps_one_dense_row(tmp_path):
     assert [r["device"] for r in rows] == ["cpu", "cpu", "cuda"]
     assert "| block | 75.0% |  | oneshot [cuda] |" in (tmp_path / "out2" / "study.md").read_text()
     assert json.loads((tmp_path / "out2" / "study.json").read_text())["device"] == "cpu+cuda"
+
+
+def _row(pattern, s, v, method, lee, words=4096, **kw):
+    r = {"pattern": pattern, "sparsity": s, "vector": v, "method": method, "lee_pearson": lee, "polarity": 0.7,
+         "wordsim353": 0.5, "simlex999": 0.4, "cosine_to_dense": 0.6, "calibration_words": words}
+    r.update(kw)
+    return r
+
+
+def test_comparison_states_the_differences_and_who_is_ahead():
+    from shflbw.eval.study import comparison
+
+    dense = _row("dense", 0.0, None, "dense", 0.656)
+    rows = [dense,
+            _row("shfl_bw", 0.75, 64, "oneshot", 0.66, polarity=0.71, wordsim353=0.6, simlex999=0.5, cosine_to_dense=0.7),
+            _row("vector", 0.75, 64, "oneshot", 0.63),
+            _row("vector", 0.75, 32, "oneshot", 0.99),  # another V: not compared
+            _row("block", 0.75, None, "oneshot", 0.60),
+            _row("unstructured", 0.75, None, "oneshot", 0.70, polarity=0.72),
+            _row("shfl_bw", 0.5, 64, "oneshot", 0.66),  # ties vector on four metrics: not ahead
+            _row("vector", 0.5, 64, "oneshot", 0.65),
+            _row("block", 0.5, None, "oneshot", 0.60),
+            _row("shfl_bw", 0.5, 64, "distill", 0.66, words=512)]  # no vector / block cell
+    lines = comparison(rows)
+    s75 = next(line for line in lines if line.startswith("| 75.0% | oneshot (4096 words)"))
+    assert "+0.030 / +0.010 / +0.100 / +0.100 / +0.100" in s75  # against vector V = 64, not V = 32
+    assert "-0.040 / -0.010" in s75 and s75.endswith("| yes |")
+    assert next(line for line in lines if line.startswith("| 50.0% | oneshot")).endswith("| no |")
+    assert next(line for line in lines if line.startswith("| 50.0% | distill")).endswith("| incomplete |")

@@ -177,10 +177,52 @@ def _write(rows: list[dict], out: str, device: str, final: bool = False) -> None
                      f"{r.get('calibration_words', '')} | "
                      f"{r['lee_pearson']:.3f} | {r['polarity']:.3f} ({ci[0]:.2f}-{ci[1]:.2f}) | {_split_mean(r)} | {r['wordsim353']:.3f} | "
                      f"{r['simlex999']:.3f} | {r['cosine_to_dense']:.3f} |")
+    lines += [""] + comparison(rows)
     with open(os.path.join(out, "study.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     _plot(rows, os.path.join(out, "study.png"))
     print(f"wrote {out}/study.json, study.md, study.png")
+
+
+METRICS = (("lee_pearson", "Lee"), ("polarity", "polarity"), ("wordsim353", "WS353"), ("simlex999", "SimLex"),
+           ("cosine_to_dense", "cosine"))
+
+
+def comparison(rows: list[dict], vector: int = 64) -> list[str]:
+    """Markdown: Shfl-BW at ``vector`` minus vector-wise (same V), block and unstructured, metric by
+    metric, for every sparsity and recipe (method and calibration words; first distillation seed)
+    that has the Shfl-BW cell; issue #4 asks whether Shfl-BW beats vector-wise and block on every
+    metric and how far it is from unstructured. A later row of the same cell replaces an earlier one."""
+    cells = {}
+    for r in rows[1:]:
+        if r.get("distill_seed"):
+            continue
+        if r["pattern"] in ("vector", "shfl_bw") and r["vector"] != vector:
+            continue
+        cells[(r["pattern"], r["sparsity"], r["method"], r.get("calibration_words"))] = r
+    out = [f"Shfl-BW (V = {vector}) minus each other pattern, same sparsity and recipe "
+           "(Lee / polarity / WS353 / SimLex / cosine; positive: Shfl-BW ahead):", "",
+           "| sparsity | recipe | vs vector-wise | vs block | vs unstructured | ahead of vector-wise and block on all five |",
+           "|---|---|---|---|---|---|"]
+    for (pattern, s, method, words), shfl in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[0][2], str(kv[0][3]))):
+        if pattern != "shfl_bw":
+            continue
+        diffs, ahead = [], True
+        for other in ("vector", "block", "unstructured"):
+            o = cells.get((other, s, method, words))
+            if o is None:
+                diffs.append("n/a")
+                ahead = ahead and other == "unstructured"
+                continue
+            d = [shfl[k] - o[k] for k, _ in METRICS]
+            diffs.append(" / ".join(f"{x:+.3f}" for x in d))
+            if other != "unstructured":
+                ahead = ahead and all(x > 0 for x in d)
+        recipe = method + (f" ({words} words)" if words else "")
+        missing = "n/a" in diffs[:2]
+        out.append(f"| {s:.1%} | {recipe} | {diffs[0]} | {diffs[1]} | {diffs[2]} | "
+                   f"{'incomplete' if missing else ('yes' if ahead else 'no')} |")
+    return out
 
 
 def _series(r: dict) -> tuple:
