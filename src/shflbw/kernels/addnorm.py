@@ -168,9 +168,8 @@ def linear_add_layernorm(x, values, col_idx, group_ptr, perm, bias, residual, we
 def linear_add_stats(x, values, col_idx, group_ptr, perm, bias, residual, out_features: int) -> torch.Tensor:
     """s = x @ W^T + bias + residual as a LayerNorm-pending tensor (ops/deferred_norm.py): the SpMM
     writes s feature-major and adds each token's sum and sum of squares into the statistics rows."""
-    from shflbw.kernels.configs import DECODE_MAX_TOKENS, packed_spmm_config
+    from shflbw.kernels.configs import DECODE_MAX_TOKENS
     from shflbw.kernels.linear import linear_fwd
-    from shflbw.kernels.spmm import launch_spmm
     from shflbw.kernels.transpose import feature_major
     from shflbw.ops.deferred_norm import as_pending, fill_pending, pending_buffer
 
@@ -181,7 +180,6 @@ def linear_add_stats(x, values, col_idx, group_ptr, perm, bias, residual, out_fe
     # (43 us at 1024 x 32768 on an H100): the torch add, copy and sums it replaces took 620 us.
     r = feature_major(residual.reshape(-1, out_features))  # [M, T]
     buf, s, stats = pending_buffer(out_features, t, x.dtype, x.device)
-    xt = feature_major(x.reshape(-1, x.shape[-1]))
-    launch_spmm(values, col_idx, group_ptr, perm, xt, bias, s, (t, 1), packed_spmm_config(values, group_ptr, t),
-                residual=r, stats_out=stats)
+    linear_fwd(x, values, col_idx, group_ptr, perm, bias, out_features, feature_major_out=True, residual=r, out_fm=s,
+               stats_out=stats)
     return as_pending(buf, x.shape[:-1])

@@ -58,6 +58,8 @@ def linear_fwd(
     reduce: str = "fixup",
     feature_major_out: bool = False,
     residual: torch.Tensor | None = None,
+    out_fm: torch.Tensor | None = None,
+    stats_out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """y = x @ W^T (+ bias) (+ residual); ``path`` ('decode' | 'splitk' | 'roundtrip' | 'transpose'), ``config``
     (SpmmConfig), ``decode_config``, ``splits``, ``row_slice`` and ``reduce`` fix the choice (tests,
@@ -65,7 +67,9 @@ def linear_fwd(
     back, y returned as a view of the feature-major buffer (for a consumer that reads it there,
     kernels/addnorm.py); the decode path's y stays token-major. ``residual``: an [out_features, T]
     contiguous (feature-major) tensor added in the SpMM's epilogue, on the roundtrip path with
-    ``feature_major_out`` only (more than DECODE_MAX_TOKENS tokens)."""
+    ``feature_major_out`` only (more than DECODE_MAX_TOKENS tokens). There too, ``out_fm`` (an
+    [out_features, T] buffer, rows contiguous) receives y, and ``stats_out`` (launch_spmm) its
+    per-token sums."""
     k = x.shape[-1]
     x2 = x.reshape(-1, k)
     t = x2.shape[0]
@@ -79,9 +83,10 @@ def linear_fwd(
             path = "roundtrip"
         elif path == "splitk":
             splits = splits or plan_splits
-    if residual is not None and (path != "roundtrip" or not feature_major_out):
-        raise ValueError("a residual is added on the roundtrip path with feature_major_out only "
-                         f"(more than {DECODE_MAX_TOKENS} tokens), not on {path!r}")
+    if (residual is not None or out_fm is not None or stats_out is not None) and (
+            path != "roundtrip" or not feature_major_out):
+        raise ValueError("residual, out_fm and stats_out need the roundtrip path with feature_major_out "
+                         f"(more than {DECODE_MAX_TOKENS} tokens), not {path!r}")
     if path == "decode":
         dcfg = decode_config or pick_decode_config(t, k)
         if t > 1 and dcfg.transpose_x:
@@ -113,8 +118,10 @@ def linear_fwd(
         if path == "roundtrip":
             # Feature-major output: the permutation moves whole contiguous rows (cheap), then one
             # more tiled transpose back to token-major.
-            out_fm = torch.empty(out_features, t, dtype=x.dtype, device=x.device)
-            launch_spmm(values, col_idx, group_ptr, perm, xt, bias, out_fm, (t, 1), cfg, residual=residual)
+            if out_fm is None:
+                out_fm = torch.empty(out_features, t, dtype=x.dtype, device=x.device)
+            launch_spmm(values, col_idx, group_ptr, perm, xt, bias, out_fm, (t, 1), cfg, residual=residual,
+                        stats_out=stats_out)
             out = out_fm.t() if feature_major_out else transpose(out_fm)
         else:
             out = torch.empty(t, out_features, dtype=x.dtype, device=x.device)

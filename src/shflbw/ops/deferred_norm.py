@@ -35,7 +35,7 @@ _STATS_BYTES = 8  # float32 sum and sum of squares per token
 
 def stats_rows(dtype: torch.dtype) -> int:
     """Rows of ``dtype`` that hold a token's float32 (sum, sum of squares)."""
-    size = torch.empty((), dtype=dtype).element_size()
+    size = dtype.itemsize
     if _STATS_BYTES % size:
         raise ValueError(f"no LayerNorm-pending layout for {dtype}")
     return _STATS_BYTES // size
@@ -44,7 +44,7 @@ def stats_rows(dtype: torch.dtype) -> int:
 def pending_buffer(m: int, t: int, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(buffer [M + r, T], s [M, T], zeroed float32 statistics [2, T]) of a new pending tensor."""
     r = stats_rows(dtype)
-    if (m * t * torch.empty((), dtype=dtype).element_size()) % 4:
+    if (m * t * dtype.itemsize) % 4:
         raise ValueError(f"a LayerNorm-pending tensor needs M * T * element size divisible by 4 (M = {m}, T = {t})")
     buf = torch.empty(m + r, t, dtype=dtype, device=device)
     stats = buf[m:].reshape(-1).view(torch.float32).view(2, t)
