@@ -33,6 +33,12 @@ def _check_vector(vector: Any) -> int:
     return vector
 
 
+def group_ids(group_ptr: torch.Tensor) -> torch.Tensor:
+    """The group of each packed column entry (int64, on group_ptr's device), from a CSR group_ptr."""
+    ptr = group_ptr.long()
+    return torch.repeat_interleave(torch.arange(ptr.numel() - 1, device=ptr.device), ptr[1:] - ptr[:-1])
+
+
 def check_permutation(perm: torch.Tensor, m: int, name: str = "perm") -> None:
     """Raise ValueError unless ``perm`` is a 1-D integer bijection of range(m)."""
     if not isinstance(perm, torch.Tensor):
@@ -293,8 +299,7 @@ class ShflBWMatrix:
         m, k = self.shape
         g_count, v = self.num_groups, self.vector
         device = self.device
-        ptr = torch.tensor(self.group_ptr_host(), dtype=torch.int64, device=device)
-        gid = torch.repeat_interleave(torch.arange(g_count, device=device), ptr[1:] - ptr[:-1])
+        gid = group_ids(torch.tensor(self.group_ptr_host(), dtype=torch.int64, device=device))
         panels = torch.zeros(g_count, k, v, dtype=self.dtype, device=device)
         panels[gid, self.col_idx.long()] = self.values
         wp = panels.permute(0, 2, 1).reshape(g_count * v, k)
@@ -306,8 +311,7 @@ class ShflBWMatrix:
         """The boolean M x K mask (original row order) this matrix was packed with."""
         m, k = self.shape
         g_count, v = self.num_groups, self.vector
-        ptr = torch.tensor(self.group_ptr_host(), dtype=torch.int64, device=self.device)
-        gid = torch.repeat_interleave(torch.arange(g_count, device=self.device), ptr[1:] - ptr[:-1])
+        gid = group_ids(torch.tensor(self.group_ptr_host(), dtype=torch.int64, device=self.device))
         group_cols = torch.zeros(g_count, k, dtype=torch.bool, device=self.device)
         group_cols[gid, self.col_idx.long()] = True
         rows = group_cols.repeat_interleave(v, dim=0)[:m]

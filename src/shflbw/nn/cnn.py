@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from shflbw.format.matrix import ShflBWMatrix
+from shflbw.format.matrix import ShflBWMatrix, group_ids
 from shflbw.nn.conv2d import ShflBWConv2d
 from shflbw.nn.convert import _set_child
 from shflbw.nn.probe import agrees, probe_input
@@ -67,8 +67,7 @@ def fold_batchnorm(conv: ShflBWConv2d, bn: nn.BatchNorm2d) -> ShflBWConv2d:
     n_groups = w.group_ptr.numel() - 1
     row_scale = torch.ones(n_groups * v, device=scale.device)  # padded rows past M hold zeros anyway
     row_scale[:m] = scale[w.perm.long()]
-    ptr = w.group_ptr.long()
-    gid = torch.repeat_interleave(torch.arange(n_groups, device=ptr.device), ptr[1:] - ptr[:-1])
+    gid = group_ids(w.group_ptr)
     values = (w.values.float() * row_scale.view(n_groups, v)[gid]).to(w.values.dtype)
     folded = ShflBWMatrix(w.shape, v, w.perm, w.group_ptr, w.col_idx, values, kernel=w.kernel, validate=False)
     return ShflBWConv2d(folded, bias, conv.stride, conv.padding, conv.dilation)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from shflbw.format.matrix import ShflBWMatrix
+from shflbw.format.matrix import ShflBWMatrix, group_ids
 from shflbw.nn.convert import _set_child
 from shflbw.nn.linear import ShflBWLinear
 from shflbw.ops.deferred_norm import fold_gain
@@ -98,8 +98,7 @@ class ShflBWMLP(nn.Module):
         """fc2 in its original column order (the fold undone: the same bits as before fusing)."""
         perm1 = self.fc1.perm.long()
         cols = perm1[self.col_idx2.long()]  # group-order hidden position -> fc1 output feature
-        ptr = self.group_ptr2.long()
-        gid = torch.repeat_interleave(torch.arange(ptr.numel() - 1, device=cols.device), ptr[1:] - ptr[:-1])
+        gid = group_ids(self.group_ptr2)
         order = torch.argsort(gid * (self.fc1.out_features + 1) + cols, stable=True)
         w2 = ShflBWMatrix((self.out_features, self.fc1.out_features), self.fc2_vector, self.perm2, self.group_ptr2,
                           cols[order].to(torch.int32), self.values2[order].contiguous(), validate=False)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import torch
 
+from shflbw.format.matrix import group_ids
 from shflbw.ops import reference
 from shflbw.ops.dispatch import eager_op, use_triton
 
@@ -135,7 +136,7 @@ def fold_gain(values: torch.Tensor, col_idx: torch.Tensor, group_ptr: torch.Tens
     w = values.float()
     folded = (w * gain.float()[cols][:, None]).to(values.dtype)
     n_groups = group_ptr.numel() - 1
-    gid = torch.repeat_interleave(torch.arange(n_groups, device=values.device), group_ptr[1:].long() - group_ptr[:-1].long())
+    gid = group_ids(group_ptr)
     c = torch.zeros(n_groups, v, dtype=torch.float32, device=values.device)
     c.index_add_(0, gid, folded.float())
     wb = torch.zeros(n_groups, v, dtype=torch.float32, device=values.device)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from shflbw.format.matrix import ShflBWMatrix
+from shflbw.format.matrix import ShflBWMatrix, group_ids
 from shflbw.ops import reference
 from shflbw.ops.deferred_norm import normalized, split_pending, stats_rows
 from shflbw.ops.dispatch import eager_op, use_triton
@@ -28,8 +28,7 @@ def fold_hidden_permutation(w1: ShflBWMatrix, w2: ShflBWMatrix) -> tuple[torch.T
     inv1 = torch.empty_like(w1.perm)
     inv1[w1.perm.long()] = torch.arange(w1.shape[0], dtype=inv1.dtype, device=inv1.device)
     cols = inv1[w2.col_idx.long()].long()
-    ptr = torch.tensor(w2.group_ptr_host(), dtype=torch.int64, device=cols.device)
-    gid = torch.repeat_interleave(torch.arange(ptr.numel() - 1, device=cols.device), ptr[1:] - ptr[:-1])
+    gid = group_ids(torch.tensor(w2.group_ptr_host(), dtype=torch.int64, device=cols.device))
     order = torch.argsort(gid * (w1.padded_rows + 1) + cols, stable=True)  # by group, then new column
     return cols[order].to(torch.int32), w2.values[order].contiguous()
 
