@@ -36,6 +36,10 @@ from shflbw.kernels.configs import AddNormConfig  # noqa: E402
 WALK = [(64, 64, 8, 1), (64, 64, 8, 3), (64, 64, 8, 4), (32, 64, 4, 4), (64, 32, 4, 4), (64, 32, 4, 3), (128, 32, 8, 3),
         (32, 128, 8, 3), (64, 16, 2, 4), (128, 16, 4, 4), (32, 32, 2, 4), (64, 32, 4, 6)]
 ONE_PASS = [(16, 4), (32, 8)]
+# --norm-res (session 10): the residual is the raw input of a deferred LayerNorm (ops/deferred_norm.py),
+# normalised as it is read; offline ptxas (prototype/regs_offline.py) showed BT 32 / 8 warps, the default
+# for 1024 features with a residual, spilling 1240 B a thread there, BT 16 / 8 warps 128 B
+ONE_PASS_NORM_RES = [(16, 4), (16, 8), (32, 8), (8, 4), (8, 2)]
 # (features, tokens, with a residual): the tails read h alone when the SpMM added the residual
 SHAPES = [(1024, 32768, False), (1024, 32768, True), (384, 32768, False), (384, 32768, True), (4096, 8192, True)]
 
@@ -43,8 +47,11 @@ SHAPES = [(1024, 32768, False), (1024, 32768, True), (384, 32768, False), (384, 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="sweep_addnorm.json")
+    ap.add_argument("--norm-res", action="store_true", help="only the tails of deferred-LayerNorm layers")
     args = ap.parse_args()
     result = {"stamp": stamp(), "rows": []}
+    if args.norm_res:
+        return sweep_norm_res(args.out, result)
     for f, t, with_res in SHAPES:
         g = torch.Generator(device="cuda").manual_seed(0)
         h = torch.randn(f, t, device="cuda", dtype=torch.bfloat16, generator=g)  # feature-major, as the SpMM writes
@@ -73,6 +80,37 @@ def main() -> int:
         for k, (us, gbs) in row["variants"].items():
             print(f"{row['case']:12s} {k:40s} " + (f"{us:8.1f} us {gbs:7.1f} GB/s" if us else "WRONG"), flush=True)
         with open(args.out, "w") as fh:
+            json.dump(result, fh, indent=1)
+    return 0
+
+
+def sweep_norm_res(out: str, result: dict) -> int:
+    for f, t in [(1024, 32768), (384, 32768)]:
+        g = torch.Generator(device="cuda").manual_seed(0)
+        h = torch.randn(f, t, device="cuda", dtype=torch.bfloat16, generator=g)
+        raw = (torch.randn(f, t, device="cuda", generator=g) * 3 + 1).to(torch.bfloat16)
+        rw = torch.randn(f, device="cuda", dtype=torch.bfloat16, generator=g)
+        rb = torch.randn(f, device="cuda", dtype=torch.bfloat16, generator=g)
+        w = torch.randn(f, device="cuda", dtype=torch.bfloat16, generator=g)
+        b = torch.randn(f, device="cuda", dtype=torch.bfloat16, generator=g)
+        stats = torch.stack([raw.float().sum(0), raw.float().square().sum(0)])  # [2, T], as the SpMM's atomics add
+        r_ref = F.layer_norm(raw.float().t(), (f,), rw.float(), rb.float(), 1e-12)
+        ref = F.layer_norm(h.float().t() + r_ref, (f,), w.float(), b.float(), 1e-12).t()
+        norm = (stats, rw, rb, 1e-12)
+        variants = {}
+        for bt, nw in ONE_PASS_NORM_RES:
+            variants[f"1-pass BT{bt} w{nw}"] = gated("1p", lambda: add_layernorm_fm(
+                h, raw, w, b, 1e-12, AddNormConfig(True, 0, bt, nw), residual_norm=norm), ref, torch.bfloat16)
+        for bf, bt, nw, st in [(128, 32, 8, 3), (64, 32, 4, 4), (128, 16, 4, 4)]:
+            variants[f"walk BF{bf} BT{bt} w{nw} s{st}"] = gated("walk", lambda: add_layernorm_fm(
+                h, raw, w, b, 1e-12, AddNormConfig(False, bf, bt, nw, st), residual_norm=norm), ref, torch.bfloat16)
+        moved = 3 * f * t * 2
+        row = {"case": f"F{f}-T{t}+normres",
+               "variants": {k: (v["us"], v["us"] and round(moved / v["us"] / 1e3, 1)) for k, v in variants.items()}}
+        result["rows"].append(row)
+        for k, (us, gbs) in row["variants"].items():
+            print(f"{row['case']:18s} {k:40s} " + (f"{us:8.1f} us {gbs:7.1f} GB/s" if us else "WRONG"), flush=True)
+        with open(out, "w") as fh:
             json.dump(result, fh, indent=1)
     return 0
 
