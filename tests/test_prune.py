@@ -34,6 +34,16 @@ def test_shuffle_keeps_more_than_no_shuffle_and_less_than_unstructured():
     assert vec < shfl < uns
 
 
+@pytest.mark.parametrize("balanced", [False, True], ids=["global", "balanced"])
+def test_swap_refinement_keeps_more_than_alternation(balanced):
+    # balanced: until session 10 the refinement valued swaps under a fixed threshold that lets a
+    # group's column count float, and no balanced swap ever paid off (kept equal to alternation's)
+    w = _weight(256, 128, seed=0)
+    simple = prune(w, 0.75, 32, balanced=balanced, refine=False).kept_importance
+    refined = prune(w, 0.75, 32, balanced=balanced).kept_importance
+    assert refined > simple + 1e-3
+
+
 def test_deterministic():
     w = _weight()
     a, b = prune(w, 0.75, 32, seed=3), prune(w, 0.75, 32, seed=3)
