@@ -50,6 +50,11 @@ base = dict(V=64, BN=128, BK=32, HAS_BIAS=True, HAS_RESIDUAL=False, ACTIVATION=3
 sig = dict(sp_sig, **{c: "constexpr" for c in cn})
 regs(spmm_fwd_kernel, sig, base, 4, 5, "fc1 plain")
 regs(spmm_fwd_kernel, sig, dict(base, NORM_IN=True), 4, 5, "fc1 NORM_IN")
+# session 10: 8 warps take fc1's norm epilogue from 255 registers + 32 B of spills (4 warps) to 130
+# and no spill (plain fc1: 220 -> 128); BK 64 / 8 warps / 4 stages 178. Not timed on a GPU yet.
+regs(spmm_fwd_kernel, sig, base, 8, 5, "fc1 plain w8")
+regs(spmm_fwd_kernel, sig, dict(base, NORM_IN=True), 8, 5, "fc1 NORM_IN w8")
+regs(spmm_fwd_kernel, sig, dict(base, NORM_IN=True, BK=64), 8, 4, "fc1 NORM_IN BK64 w8 s4")
 op = dict(base, ACTIVATION=0, PERMUTE_OUT=True, HAS_RESIDUAL=True)
 regs(spmm_fwd_kernel, sig, op, 4, 5, "outproj+res")
 regs(spmm_fwd_kernel, sig, dict(op, STATS_OUT=True), 4, 5, "outproj+res STATS_OUT")
