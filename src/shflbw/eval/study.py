@@ -212,7 +212,6 @@ def comparison(rows: list[dict], vector: int = 64) -> list[str]:
             o = cells.get((other, s, method, words))
             if o is None:
                 diffs.append("n/a")
-                ahead = ahead and other == "unstructured"
                 continue
             d = [shfl[k] - o[k] for k, _ in METRICS]
             diffs.append(" / ".join(f"{x:+.3f}" for x in d))

@@ -76,6 +76,11 @@ def link_deferred_norms_(model: nn.Module) -> list[str]:
     return done
 
 
+def has_deferred_norms(model: nn.Module) -> bool:
+    """Whether any layer of ``model`` is linked (its attention tail hands on a pending LayerNorm)."""
+    return any(isinstance(m, ShflBWAddNorm) and m.defer for m in model.modules())
+
+
 def unlink_deferred_norms_(model: nn.Module) -> int:
     """Undo ``link_deferred_norms_``; returns how many layers were linked."""
     n = 0

@@ -32,9 +32,10 @@ META = "shflbw.json"
 def save(model: nn.Module, directory: str, config: ShflBWConfig | None = None) -> None:
     """Write ``model`` (compressed) to ``directory``. MLP regions are stored as their per-layer
     modules (the model is unfused for the write and fused again after) and re-fused by ``load``."""
+    from shflbw.nn.deferred_norm import has_deferred_norms
     from shflbw.nn.regions import fuse_regions_, unfuse_regions_
 
-    deferred = any(getattr(m, "defer", False) is True for m in model.modules())
+    deferred = has_deferred_norms(model)
     n_regions = unfuse_regions_(model)
     try:
         _save(model, directory, config, regions=n_regions > 0, deferred=deferred)
@@ -43,7 +44,7 @@ def save(model: nn.Module, directory: str, config: ShflBWConfig | None = None) -
             fuse_regions_(model, defer_layernorm=deferred)
 
 
-def _save(model: nn.Module, directory: str, config: ShflBWConfig | None, regions: bool, deferred: bool = False) -> None:
+def _save(model: nn.Module, directory: str, config: ShflBWConfig | None, regions: bool, deferred: bool) -> None:
     from safetensors.torch import save_file
 
     if any(mask_of(m) is not None for m in model.modules()):

@@ -150,6 +150,8 @@ def _swap_refine(
     keep = round(density * k)  # balanced: the columns every group keeps
     if g_count < 2 or (balanced and keep == 0):
         return perm
+    n_targets, n_cand = min(targets, g_count - 1), min(candidates, vector)
+    rows_t = np.arange(n_targets)[:, None]
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -158,8 +160,7 @@ def _swap_refine(
     for _ in range(max_sweeps):
         _, tau_t = _budget_value(torch.from_numpy(scores), density, balanced)
         tau = tau_t.numpy()  # [G, 1]
-        base = np.maximum(scores - tau, 0)  # [G, K]
-        base_sum = base.sum(axis=1)
+        base_sum = np.maximum(scores - tau, 0).sum(axis=1)  # [G]: each group's value under tau
         group_of = np.empty(g_count * vector, dtype=np.int64)
         group_of[groups.reshape(-1)] = np.repeat(np.arange(g_count), vector)
         own = group_of[:m]
@@ -170,15 +171,12 @@ def _swap_refine(
             add = np.maximum(scores[None] + imp_np[i : i + 64, None, :] - tau[None], 0).sum(axis=2) - base_sum[None]
             move[i : i + 64] = add - loss[i : i + 64, None]
         move[np.arange(m), own] = -np.inf
-        n_targets = min(targets, g_count - 1)
         target = np.argsort(-move, axis=1, kind="stable")[:, :n_targets]
         threshold = 1e-9 * float(base_sum.sum())
         if balanced:
             value = _top_sum(scores, keep)  # [G]: each group's true kept importance
             threshold = 1e-9 * float(value.sum())
         swaps = 0
-        n_cand = min(candidates, vector)
-        rows_t = np.arange(n_targets)[:, None]
         for r in np.argsort(-move.max(axis=1), kind="stable").tolist():
             h = int(group_of[r])
             # every (target group, partner) pair at once: [n_targets, n_cand] candidate swaps
@@ -209,8 +207,7 @@ def _swap_refine(
             scores[h] -= diff
             scores[g] += diff
             for grp in (h, g):
-                base[grp] = np.maximum(scores[grp] - tau[grp], 0)
-                base_sum[grp] = base[grp].sum()
+                base_sum[grp] = np.maximum(scores[grp] - tau[grp], 0).sum()
                 if balanced:
                     value[grp] = _top_sum(scores[grp], keep)
             groups[h][groups[h] == r] = partner
