@@ -133,7 +133,7 @@ def add_layernorm_fm(h: torch.Tensor, residual: torch.Tensor | None, weight: tor
     out = torch.empty(f, t, dtype=h.dtype, device=h.device)
     if f == 0 or t == 0:
         return out
-    cfg = config or addnorm_config(f, residual is not None)
+    cfg = config or addnorm_config(f, residual is not None, residual_norm is not None)
     r = residual if residual is not None else h
     if residual_norm is not None and residual is None:
         raise ValueError("residual_norm describes the residual: pass one")

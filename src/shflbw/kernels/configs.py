@@ -34,6 +34,13 @@ PERSISTENT_PROGRAMS_PER_SM = 3
 CONV_BN64_PROGRAMS_PER_SM = 6
 
 
+# Warps of fc1 when its epilogue finishes a deferred LayerNorm (kernels/mlp.py, NORM_IN). Offline
+# ptxas for sm_90a (prototype/regs_offline.py, triton 3.6): 255 registers and 32 B spilled a thread
+# at 4 warps, 130 registers and no spill at 8. Still 4 until the H200 times both
+# (prototype/e2e_deferred_configs.py).
+NORM_IN_NUM_WARPS = 4
+
+
 # Eager calls: below this many tokens the path with the fewest launches ('transpose', two) runs.
 EAGER_ROUNDTRIP_MIN_TOKENS = 512
 
@@ -153,8 +160,11 @@ class AddNormConfig:
     num_stages: int = 1  # the walk's pipeline depth (loads in flight through shared memory)
 
 
-def addnorm_config(features: int, residual: bool = True) -> AddNormConfig:
-    """The add + LayerNorm kernel's launch config; ``residual``: whether it reads a second tensor
+def addnorm_config(features: int, residual: bool = True, norm_res: bool = False) -> AddNormConfig:
+    """The add + LayerNorm kernel's launch config; ``residual``: whether it reads a second tensor;
+    ``norm_res``: the residual is a deferred LayerNorm's raw input, normalised as it is read (it takes
+    the residual's config for now: offline ptxas shows BT 32 / 8 warps spilling 1240 B a thread there,
+    BT 16 / 8 warps 128 B, untimed; prototype/e2e_deferred_configs.py times them)
     (prototype/sweep_addnorm.py, H200, bf16, 32768 tokens; commit 8248b61, and session 8's commits
     ffb5407 and 152f891 for the tails that read h alone and for the pipelined walk).
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
+from shflbw.kernels import configs
 from shflbw.kernels.configs import DECODE_MAX_TOKENS, packed_spmm_config
 from shflbw.kernels.spmm import SpmmConfig, launch_spmm
 from shflbw.kernels.transpose import feature_major, transpose
@@ -37,6 +40,8 @@ def mlp_fwd(x, values1, col_idx1, group_ptr1, perm1, bias1_grouped, values2, col
         out = out.reshape(*x.shape[:-1], out_features)
         return feature_major_view(out) if feature_major_out else out
     cfg1 = config or packed_spmm_config(values1, group_ptr1, t)
+    if norm_in is not None and config is None:  # the norm epilogue's registers (configs.NORM_IN_NUM_WARPS)
+        cfg1 = dataclasses.replace(cfg1, num_warps=configs.NORM_IN_NUM_WARPS)
     cfg2 = config or packed_spmm_config(values2, group_ptr2, t)
     xt = feature_major(x2)  # [K, T]
     h = torch.empty(hidden_padded, t, dtype=x.dtype, device=x.device)  # feature-major, group order
