@@ -35,9 +35,9 @@ CONV_BN64_PROGRAMS_PER_SM = 6
 
 
 # Warps of fc1 when its epilogue finishes a deferred LayerNorm (kernels/mlp.py, NORM_IN). Offline
-# ptxas for sm_90a (prototype/regs_offline.py, triton 3.6): 255 registers and 32 B spilled a thread
-# at 4 warps, 130 registers and no spill at 8. Still 4 until the H200 times both
-# (prototype/e2e_deferred_configs.py).
+# ptxas for sm_90a (prototype/regs_offline.py, triton 3.6) gives 255 registers and 32 B spilled a
+# thread at 4 warps, 130 and no spill at 8, but 8 warps were slower: compiled BERT-large deferred
+# 26.37 ms against 24.25 ms (H100, prototype/e2e_deferred_configs.py, BENCHMARKS.md session 11).
 NORM_IN_NUM_WARPS = 4
 
 
@@ -162,9 +162,10 @@ class AddNormConfig:
 
 def addnorm_config(features: int, residual: bool = True, norm_res: bool = False) -> AddNormConfig:
     """The add + LayerNorm kernel's launch config; ``residual``: whether it reads a second tensor;
-    ``norm_res``: the residual is a deferred LayerNorm's raw input, normalised as it is read (it takes
-    the residual's config for now: offline ptxas shows BT 32 / 8 warps spilling 1240 B a thread there,
-    BT 16 / 8 warps 128 B, untimed; prototype/e2e_deferred_configs.py times them)
+    ``norm_res``: the residual is a deferred LayerNorm's raw input, normalised as it is read. It takes
+    the residual's config: BT 32 / 8 warps spills 1240 B a thread there (offline ptxas) yet timed
+    100.0 us on 1024 x 32768 against 99.1 for BT 16 / 4 warps and 121.5 for BT 16 / 8 warps, and in
+    the compiled BERT-large the less spilling configs were slower (H100, BENCHMARKS.md session 11).
     (prototype/sweep_addnorm.py, H200, bf16, 32768 tokens; commit 8248b61, and session 8's commits
     ffb5407 and 152f891 for the tails that read h alone and for the pipelined walk).
 
