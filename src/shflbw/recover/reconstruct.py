@@ -20,6 +20,7 @@ from shflbw.config import ShflBWConfig
 from shflbw.nn.masked import selected_layers, set_mask
 from shflbw.prune import prune
 from shflbw.recover.group_obs import damped_inverse, damping, greedy_group_obs
+from shflbw.recover.regroup import regroup_for_refit
 
 
 def reconstruct_group_lstsq(
@@ -135,6 +136,7 @@ def oneshot_prune_(
     target: str = "dense",
     score: str = "wanda",
     columns: str = "greedy",
+    regroup: bool = True,
 ) -> nn.Module:
     """Prune the selected layers in forward order: activation-aware mask, then least-squares refit.
 
@@ -149,6 +151,9 @@ def oneshot_prune_(
     permutation and per-group column counts but re-chooses each group's columns by greedy group OBS
     (``recover.group_obs``: the column whose removal costs least after the refit so far, one at a
     time); "score" keeps the search's columns and refits them.
+    ``regroup`` (Shfl-BW with greedy columns): choose the permutation again by the error the refit
+    leaves (``recover.regroup``), starting from the better of the search's grouping and consecutive
+    rows; False keeps the search's permutation.
     """
     if columns not in ("greedy", "score"):
         raise ValueError(f"columns must be 'greedy' or 'score', got {columns!r}")
@@ -193,9 +198,17 @@ def oneshot_prune_(
             r = prune(w, sparsity, vector, pattern, importance=importance.float(), balanced=config.balanced,
                       time_budget=config.time_budget)
             mask = r.mask.to(w.device)
+            perm = r.perm
             if reconstruct and columns == "greedy" and pattern in ("shfl_bw", "vector"):
                 keep = mask[r.perm[::vector].long().to(w.device)].sum(1)
-                new, mask = greedy_group_obs(w, h, r.perm, vector, keep, damp, cs.get(name), hinv=hinv)
+                if pattern == "shfl_bw" and regroup:
+                    hinv = damped_inverse(h, damp) if hinv is None else hinv
+                    rv = prune(w, sparsity, vector, "vector", importance=importance.float(), balanced=config.balanced)
+                    keep_v = rv.mask[rv.perm[::vector].long()].sum(1).to(w.device)
+                    new, mask, perm, _ = regroup_for_refit(w, h, hinv, [(r.perm, keep), (rv.perm, keep_v)], vector,
+                                                           damp, cs.get(name))
+                else:
+                    new, mask = greedy_group_obs(w, h, r.perm, vector, keep, damp, cs.get(name), hinv=hinv)
                 mod.weight.data.copy_(new)
             elif reconstruct:
                 if pattern in ("shfl_bw", "vector"):
@@ -203,7 +216,7 @@ def oneshot_prune_(
                 else:
                     new = _rowwise_lstsq(w, mask, hs[name], damp, cs.get(name))
                 mod.weight.data.copy_(new)
-            set_mask(mod, mask, r.perm.to(w.device), vector)
+            set_mask(mod, mask, perm.to(w.device), vector)
     return model
 
 
