@@ -88,3 +88,23 @@ def test_comparison_states_the_differences_and_who_is_ahead():
     assert "-0.040 / -0.010" in s75 and s75.endswith("| yes |")
     assert next(line for line in lines if line.startswith("| 50.0% | oneshot")).endswith("| no |")
     assert next(line for line in lines if line.startswith("| 50.0% | distill")).endswith("| incomplete |")
+    # a later run of the same cell replaces the earlier one, and a regrouped one-shot says so
+    rows.append(_row("shfl_bw", 0.75, 64, "oneshot", 0.50, regroup=True))
+    s75 = next(line for line in comparison(rows) if line.startswith("| 75.0% | oneshot"))
+    assert s75.startswith("| 75.0% | oneshot + regroup (4096 words) | -0.130 /") and s75.endswith("| no |")
+
+
+def test_table_names_the_regrouped_one_shot(tmp_path):
+    import json
+
+    from shflbw.eval.study import merge
+
+    a = tmp_path / "a.json"
+    rows = [{**_row("dense", 0.0, None, "dense", 0.656), "polarity_ci95": [0.6, 0.8]},
+            {**_row("shfl_bw", 0.75, 64, "oneshot", 0.65, regroup=True), "polarity_ci95": [0.6, 0.8]},
+            {**_row("shfl_bw", 0.75, 64, "oneshot", 0.64), "polarity_ci95": [0.6, 0.8]}]
+    a.write_text(json.dumps({"device": "cpu", "rows": rows}))
+    merge([str(a)], str(tmp_path / "out"))
+    table = (tmp_path / "out" / "study.md").read_text()
+    assert "| shfl_bw | 75.0% | 64 | oneshot + regroup | 4096 | 0.650 |" in table
+    assert "| shfl_bw | 75.0% | 64 | oneshot | 4096 | 0.640 |" in table

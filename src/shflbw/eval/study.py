@@ -115,6 +115,8 @@ def run_study(patterns=PATTERNS, sparsities=(0.5, 0.75, 0.875), vectors=(32, 64,
                          "seconds": time.monotonic() - t0, "device": device, **r})
             if words is not None:
                 rows[-1]["calibration_words"] = words
+                if pattern == "shfl_bw":
+                    rows[-1]["regroup"] = True  # one-shot regroups rows for the refit (recover.regroup)
             if method == "distill":
                 rows[-1]["distill_seed"] = distill_seed  # the batch order; pruning and one-shot are deterministic
             print(_line(rows[-1]), flush=True)
@@ -170,7 +172,8 @@ def _write(rows: list[dict], out: str, device: str, final: bool = False) -> None
     home = rows[0].get("device") if rows else None
     for r in rows:
         ci = r["polarity_ci95"]
-        recipe = r["method"] + (f" (seed {r['distill_seed']})" if r.get("distill_seed") else "")
+        recipe = r["method"] + (" + regroup" if r.get("regroup") else "")
+        recipe += f" (seed {r['distill_seed']})" if r.get("distill_seed") else ""
         if r.get("device") and home and r["device"] != home:
             recipe += f" [{r['device']}]"  # ran on another machine than the dense row (merged runs)
         lines.append(f"| {r['pattern']} | {r['sparsity']:.1%} | {r['vector'] or ''} | {recipe} | "
@@ -217,7 +220,7 @@ def comparison(rows: list[dict], vector: int = 64) -> list[str]:
             diffs.append(" / ".join(f"{x:+.3f}" for x in d))
             if other != "unstructured":
                 ahead = ahead and all(x > 0 for x in d)
-        recipe = method + (f" ({words} words)" if words else "")
+        recipe = method + (" + regroup" if shfl.get("regroup") else "") + (f" ({words} words)" if words else "")
         missing = "n/a" in diffs[:2]
         out.append(f"| {s:.1%} | {recipe} | {diffs[0]} | {diffs[1]} | {diffs[2]} | "
                    f"{'incomplete' if missing else ('yes' if ahead else 'no')} |")
