@@ -39,6 +39,8 @@ def main() -> int:
     ap.add_argument("--no-reconstruct", action="store_true")
     ap.add_argument("--columns", default="greedy", choices=["greedy", "score"],
                     help="greedy: re-choose each group's columns by greedy group OBS; score: keep the search's")
+    ap.add_argument("--no-regroup", action="store_true",
+                    help="keep the search's permutation (default: regroup rows by the refit's error, recover/regroup.py)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
@@ -51,7 +53,7 @@ def main() -> int:
     pruned = copy.deepcopy(model)
     t0 = time.monotonic()
     oneshot_prune_(pruned, cfg, batches, reconstruct=not args.no_reconstruct, pattern=args.pattern, score=args.score,
-                   target=args.target, damp=args.damp, columns=args.columns)
+                   target=args.target, damp=args.damp, columns=args.columns, regroup=not args.no_regroup)
     seconds = time.monotonic() - t0
     r = evaluate(pruned, tok, data, reference=ref)
     r.pop("lee_embeddings")
