@@ -1,10 +1,17 @@
 """A small CNN on scikit-learn's digits: 75 % Shfl-BW (V = 16) + fine-tuning stays accurate, beats 16 x 16 blocks.
 
-This exact run (seed 0; 1400 train / 397 test images; c2 and c3 pruned): dense 0.960 after 20
-epochs, 75 % Shfl-BW V = 16 one-shot 0.234 then 0.980 after 8 fine-tuning epochs, 16 x 16 blocks
-0.262 then 0.962. Over 3 seeds Shfl-BW fine-tuned 0.97-0.98 and blocks 0.947-0.962, Shfl-BW ahead in
-every seed. The dense net is a little under issue #6's "about 0.985" (and below its pruned copies:
-fine-tuning at a lower rate helps it too).
+Three seeds (the train / test split and the initialisation; 1400 train / 397 test images; c2 and c3
+pruned, 8 fine-tuning epochs), measured in session 11 (torch 2.13 CPU, scikit-learn 1.9):
+
+| seed | dense | Shfl-BW V = 16 | 16 x 16 blocks |
+|---|---|---|---|
+| 0 | 0.960 | 0.977 | 0.975 |
+| 1 | 0.980 | 0.980 | 0.965 |
+| 2 | 0.960 | 0.970 | 0.940 |
+
+Means: Shfl-BW 0.9756, blocks 0.9597. One seed alone is a weak test: seed 0 separates the two by one
+test image (until session 10 this test used seed 0 alone), and a fourth seed tied them (0.987 both).
+So the test asserts on the mean over three seeds, with margins of several images.
 """
 
 import copy
@@ -36,11 +43,11 @@ class CNN(nn.Module):
         return self.fc(h.mean(dim=(2, 3)))
 
 
-def _data():
+def _data(seed: int):
     d = sklearn.load_digits()
     x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
     y = torch.tensor(d.target)
-    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     return x, y, idx[:1400], idx[1400:]
 
 
@@ -61,39 +68,44 @@ def _accuracy(model, x, y, idx):
     return (model(x[idx]).argmax(1) == y[idx]).float().mean().item()
 
 
-def test_shflbw_cnn_on_digits():
-    x, y, tr, te = _data()
-    torch.manual_seed(0)
+def _run(seed: int):
+    """(dense, Shfl-BW, block) test accuracies and the fine-tuned Shfl-BW model for one seed."""
+    x, y, tr, te = _data(seed)
+    torch.manual_seed(seed)
     dense = CNN()
     _train(dense, x, y, tr, epochs=20, lr=3e-3)
-    dense_acc = _accuracy(dense, x, y, te)
-    assert dense_acc > 0.95
 
     shfl = copy.deepcopy(dense)
     cfg = shflbw.ShflBWConfig(sparsity=0.75, vector=16, include=("c2", "c3"), exclude=(), time_budget=5)
     shflbw.sparsify_(shfl, cfg, progress=False)
     _train(shfl, x, y, tr, epochs=8, lr=1e-3)
-    shfl_acc = _accuracy(shfl, x, y, te)
 
     block = copy.deepcopy(dense)
     for mod in (block.c2, block.c3):
         r = prune(mod.weight.detach().flatten(1), 0.75, pattern="block", block_size=16)
         set_mask(mod, r.mask.reshape(mod.weight.shape), r.perm, 16)
     _train(block, x, y, tr, epochs=8, lr=1e-3)
-    block_acc = _accuracy(block, x, y, te)
+    accs = tuple(_accuracy(m, x, y, te) for m in (dense, shfl, block))
+    return accs, shfl, x[te]
 
-    assert shfl_acc >= 0.975, (dense_acc, shfl_acc, block_acc)
-    # Issue #6's bar: better than 16 x 16 block pruning with the same fine-tuning. Until session 8 this
-    # asserted a 0.01 margin; with the dependencies of session 9's fresh install (scikit-learn 1.9.1,
-    # numpy 2.4.6; the same at the session-8 commit) one seed gives 0.9773 against 0.9748 (one test
-    # image), so the margin is that of the issue.
-    assert shfl_acc > block_acc, (shfl_acc, block_acc)
+
+def test_shflbw_cnn_on_digits():
+    runs = [_run(seed) for seed in range(3)]
+    accs = torch.tensor([a for a, _, _ in runs])  # [seed, (dense, shfl, block)]
+    dense_acc, shfl_acc, block_acc = accs.mean(0).tolist()
+    assert bool((accs[:, 0] > 0.95).all()), accs
+    assert bool((accs[:, 1] > 0.95).all()), accs  # every seed stays accurate (lowest seen: 0.970)
+    assert shfl_acc >= 0.97, accs  # mean 0.9756 when written
+    # issue #6's bar: better than 16 x 16 block pruning with the same fine-tuning (means 0.9756
+    # against 0.9597 when written: 19 test images over the three seeds; this asks for 6)
+    assert shfl_acc >= block_acc + 0.005, accs
 
     # the compressed model (ShflBWConv2d through shflbw's op) predicts exactly as the masked one
+    _, shfl, x_test = runs[0]
     shfl.eval()
     with torch.no_grad():
-        masked_pred = shfl(x[te]).argmax(1)
+        masked_pred = shfl(x_test).argmax(1)
     shflbw.compress_(shfl)
     assert isinstance(shfl.c2, shflbw.ShflBWConv2d)
     with torch.no_grad():
-        assert torch.equal(shfl(x[te]).argmax(1), masked_pred)
+        assert torch.equal(shfl(x_test).argmax(1), masked_pred)
