@@ -2,9 +2,10 @@
 
     python prototype/carry_study.py        # writes .carryA/ and .carryB/ (add both to .git/info/exclude)
 
-Why: on the 2-core CPU a one-shot cell takes ~14 min and a distillation cell ~15 more; on the H200
-machine an unstructured one-shot cell took 34 s and a Shfl-BW one took about 3 min, its search
-running on the host's 16 cores (session 8). That machine has no gensim and no network, and a call
+Why: on the 2-core CPU a one-shot cell takes 25-30 min and a distillation cell ~15 more; on the H200
+machine an unstructured one-shot cell took 34 s and a Shfl-BW one about 3 min, its search running on
+the host's 16 cores (session 8); on an H100 in session 11, after the faster search, about 65 s a
+regrouped Shfl-BW one-shot cell, 20 s a vector-wise one, 75 s a distillation cell with its start. That machine has no gensim and no network, and a call
 carries at most 64 MiB, while all-MiniLM-L6-v2's weights are 91 MB. So the safetensors file is cut
 in two: a first call carries .carryA and copies the head to /tmp (kept while the machine stays warm,
 30 s after a call), the next call carries .carryB, joins the halves, checks the hash and runs:
