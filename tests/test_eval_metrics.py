@@ -63,6 +63,32 @@ def test_calibration_batches_with_documents():
         calibration_batches(tokenizer, data, sentences=4, words=0, documents=6)
 
 
+def test_calibration_seed_draws_other_text_from_the_same_pool():
+    from shflbw.eval.data import EvalData, calibration_sentences, calibration_words
+
+    def word(i, j):  # distinct letters-only words: "baa", "bab", ...
+        n = 1000 + 40 * i + j
+        return "".join(chr(97 + (n // 26 ** p) % 26) for p in (2, 1, 0))
+
+    docs = [" ".join(word(i, j) for j in range(40)) + f". Sentence number {i} has five words." for i in range(30)]
+    held = (word(0, 1), word(0, 2), word(3, 3))
+    data = EvalData([], [], [], [], [(held[0], held[1], 1.0)], [(held[2], "dog", 0.5)], docs)
+    pool_s = calibration_sentences(data, 60)
+    pool_w = calibration_words(data, 1202)  # every usable word: 1,197 generated + 5 of the sentences
+    assert calibration_sentences(data, 10) == pool_s[:10]  # seed 0: the first ones, as before seeds existed
+    assert calibration_words(data, 50) == pool_w[:50]
+    for seed in (1, 2):
+        s, w = calibration_sentences(data, 10, seed=seed), calibration_words(data, 50, seed=seed)
+        assert s == calibration_sentences(data, 10, seed=seed) and w == calibration_words(data, 50, seed=seed)
+        assert s != pool_s[:10] and w != pool_w[:50]
+        assert set(s) <= set(pool_s) and len(set(s)) == 10
+        assert set(w) <= set(pool_w) and len(set(w)) == 50
+    assert calibration_words(data, 50, seed=1) != calibration_words(data, 50, seed=2)
+    assert not set(held) & set(pool_w)  # the held-out word-list words never appear
+    with pytest.raises(ValueError, match="holds only 1202 usable words"):
+        calibration_words(data, 1203, seed=1)
+
+
 def test_data_dir_replaces_gensim(tmp_path, monkeypatch):
     # SHFLBW_DATA_DIR: the same sets read from copies of gensim's files; a missing file is named
     gensim_utils = pytest.importorskip("gensim.test.utils")

@@ -108,3 +108,21 @@ def test_table_names_the_regrouped_one_shot(tmp_path):
     table = (tmp_path / "out" / "study.md").read_text()
     assert "| shfl_bw | 75.0% | 64 | oneshot + regroup | 4096 | 0.650 |" in table
     assert "| shfl_bw | 75.0% | 64 | oneshot | 4096 | 0.640 |" in table
+
+
+def test_calibration_seed_rows_are_named_and_kept_out_of_the_comparison(tmp_path):
+    import json
+
+    from shflbw.eval.study import comparison, merge
+
+    ci = {"polarity_ci95": [0.6, 0.8]}
+    rows = [{**_row("dense", 0.0, None, "dense", 0.656), **ci},
+            {**_row("shfl_bw", 0.75, 64, "oneshot", 0.66), **ci},
+            {**_row("vector", 0.75, 64, "oneshot", 0.63), **ci},
+            {**_row("shfl_bw", 0.75, 64, "oneshot", 0.10, calibration_seed=2), **ci}]
+    s75 = next(line for line in comparison(rows) if line.startswith("| 75.0% | oneshot"))
+    assert "+0.030 /" in s75  # seed 0's row, not the later seed-2 row (0.10)
+    a = tmp_path / "a.json"
+    a.write_text(json.dumps({"device": "cpu", "rows": rows}))
+    merge([str(a)], str(tmp_path / "out"))
+    assert "| shfl_bw | 75.0% | 64 | oneshot (calibration seed 2) | 4096 | 0.100 |" in (tmp_path / "out" / "study.md").read_text()

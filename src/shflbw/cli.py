@@ -47,7 +47,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             return 0
         run_study(tuple(args.patterns.split(",")), _floats(args.sparsity, "sparsity"),
                   tuple(int(v) for v in _floats(args.vector, "vector")), tuple(args.methods.split(",")),
-                  args.distill_minutes, args.distill_steps, args.out, args.model, args.distill_seed)
+                  args.distill_minutes, args.distill_steps, args.out, args.model, args.distill_seed,
+                  args.calibration_seed)
     except ValueError as e:
         raise SystemExit(f"shflbw eval: {e}") from None
     return 0
@@ -120,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distill-steps", type=int, default=1250, help="distillation steps per cell (default: %(default)s)")
     p.add_argument("--distill-seed", type=int, default=0,
                    help="seed of the distillation batch order, for repeat runs (default: %(default)s)")
+    p.add_argument("--calibration-seed", type=int, default=0,
+                   help="0: the first lee_background sentences and words as calibration; another seed draws "
+                        "them at random from all of it, for repeat runs of one-shot and distillation "
+                        "(default: %(default)s)")
     p.add_argument("--out", default="out/study", help="directory for study.json, study.md, study.png (default: %(default)s)")
     p.add_argument("--merge", nargs="+", metavar="STUDY_JSON", default=None,
                    help="instead of running: merge several runs' study.json into one report in --out")

@@ -71,18 +71,28 @@ def load_eval_data() -> EvalData:
     return EvalData(docs, sims, text, label, _word_pairs("wordsim353.tsv"), _word_pairs("simlex999.txt"), background)
 
 
-def calibration_sentences(data: EvalData, n: int = 512, min_words: int = 4) -> list[str]:
-    """The first ``n`` sentences of lee_background (disjoint from the Lee, polarity and word sets)."""
-    import re
+def _pick(items: list, n: int, seed: int) -> list:
+    """The first ``n`` items (seed 0, the study's default), or ``n`` drawn without replacement by
+    ``seed`` (repeat runs on other calibration text from the same pool)."""
+    if seed == 0:
+        return items[:n]
+    import random
 
-    out = [s.strip() for doc in data.calibration for s in re.split(r"(?<=[.!?])\s+", doc) if len(s.split()) >= min_words]
+    return random.Random(seed).sample(items, n)
+
+
+def calibration_sentences(data: EvalData, n: int = 512, min_words: int = 4, seed: int = 0) -> list[str]:
+    """``n`` sentences of lee_background (disjoint from the Lee, polarity and word sets): the first
+    ones, or a sample drawn by ``seed``."""
+    out = background_sentences(data, min_words)
     if len(out) < n:
         raise ValueError(f"lee_background holds only {len(out)} sentences of >= {min_words} words, asked for {n}")
-    return out[:n]
+    return _pick(out, n, seed)
 
 
-def calibration_words(data: EvalData, n: int = 512) -> list[str]:
-    """``n`` distinct words (3+ letters) of lee_background that appear in neither WordSim-353 nor SimLex-999."""
+def calibration_words(data: EvalData, n: int = 512, seed: int = 0) -> list[str]:
+    """``n`` distinct words (3+ letters) of lee_background that appear in neither WordSim-353 nor
+    SimLex-999: the first ones in reading order, or a sample of all of them drawn by ``seed``."""
     import re
 
     held_out = {w for a, b, _ in data.wordsim + data.simlex for w in (a, b)}
@@ -93,9 +103,11 @@ def calibration_words(data: EvalData, n: int = 512) -> list[str]:
             if len(w) > 2 and w not in held_out and w not in seen:
                 seen.add(w)
                 out.append(w)
-                if len(out) == n:
+                if len(out) == n and seed == 0:
                     return out
-    raise ValueError(f"lee_background holds only {len(out)} usable words, asked for {n}")
+    if len(out) < n:
+        raise ValueError(f"lee_background holds only {len(out)} usable words, asked for {n}")
+    return _pick(out, n, seed)
 
 
 def background_sentences(data: EvalData, min_words: int = 4) -> list[str]:
@@ -112,17 +124,18 @@ def text_batches(tokenizer, texts: list[str], size: int, max_length: int) -> lis
 
 
 def calibration_batches(tokenizer, data: EvalData, sentences: int = 512, words: int = 512,
-                        documents: int = 0) -> list[dict]:
+                        documents: int = 0, seed: int = 0) -> list[dict]:
     """One-shot calibration: ``sentences`` lee_background sentences (batches of 64), ``words`` single
     words, and ``documents`` whole lee_background documents (batches of 16, up to 256 tokens, the
-    length the Lee documents are embedded at)."""
-    out = text_batches(tokenizer, calibration_sentences(data, sentences), 64, 128)
+    length the Lee documents are embedded at). ``seed`` 0 takes the first of each; another seed
+    draws them from all of lee_background (the study's repeat runs)."""
+    out = text_batches(tokenizer, calibration_sentences(data, sentences, seed=seed), 64, 128)
     if words:
-        out += text_batches(tokenizer, calibration_words(data, words), 128, 16)
+        out += text_batches(tokenizer, calibration_words(data, words, seed=seed), 128, 16)
     if documents:
         if documents > len(data.calibration):
             raise ValueError(f"lee_background holds {len(data.calibration)} documents, asked for {documents}")
-        out += text_batches(tokenizer, data.calibration[:documents], 16, 256)
+        out += text_batches(tokenizer, _pick(data.calibration, documents, seed), 16, 256)
     return out
 
 

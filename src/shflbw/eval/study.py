@@ -50,7 +50,7 @@ def cells(patterns, sparsities, vectors) -> list[tuple[str, float, int | None]]:
 
 def run_study(patterns=PATTERNS, sparsities=(0.5, 0.75, 0.875), vectors=(32, 64, 128), methods=METHODS,
               distill_minutes: float = 15.0, distill_steps: int = 1250, out: str = "out/study",
-              model_path: str | None = None, distill_seed: int = 0) -> list[dict]:
+              model_path: str | None = None, distill_seed: int = 0, calibration_seed: int = 0) -> list[dict]:
     import shflbw
     from shflbw.demo import _masked_copy, load_minilm
     from shflbw.eval.data import calibration_batches, distillation_batches, load_eval_data
@@ -90,7 +90,7 @@ def run_study(patterns=PATTERNS, sparsities=(0.5, 0.75, 0.875), vectors=(32, 64,
         def oneshot(words):
             if words not in oneshot_models:
                 if words not in calib:
-                    calib[words] = calibration_batches(tok, data, words=words, documents=300)
+                    calib[words] = calibration_batches(tok, data, words=words, documents=300, seed=calibration_seed)
                 cfg = shflbw.ShflBWConfig(sparsity=s, vector=vector, include=("encoder.*",), exclude=())
                 oneshot_models[words] = oneshot_prune_(copy.deepcopy(model), cfg,
                                                        [_to(b, device) for b in calib[words]], pattern=pattern,
@@ -117,6 +117,8 @@ def run_study(patterns=PATTERNS, sparsities=(0.5, 0.75, 0.875), vectors=(32, 64,
                 rows[-1]["calibration_words"] = words
                 if pattern == "shfl_bw":
                     rows[-1]["regroup"] = True  # one-shot regroups rows for the refit (recover.regroup)
+                if calibration_seed:
+                    rows[-1]["calibration_seed"] = calibration_seed  # which calibration text (eval.data)
             if method == "distill":
                 rows[-1]["distill_seed"] = distill_seed  # the batch order; pruning and one-shot are deterministic
             print(_line(rows[-1]), flush=True)
@@ -174,6 +176,7 @@ def _write(rows: list[dict], out: str, device: str, final: bool = False) -> None
         ci = r["polarity_ci95"]
         recipe = r["method"] + (" + regroup" if r.get("regroup") else "")
         recipe += f" (seed {r['distill_seed']})" if r.get("distill_seed") else ""
+        recipe += f" (calibration seed {r['calibration_seed']})" if r.get("calibration_seed") else ""
         if r.get("device") and home and r["device"] != home:
             recipe += f" [{r['device']}]"  # ran on another machine than the dense row (merged runs)
         lines.append(f"| {r['pattern']} | {r['sparsity']:.1%} | {r['vector'] or ''} | {recipe} | "
@@ -193,12 +196,13 @@ METRICS = (("lee_pearson", "Lee"), ("polarity", "polarity"), ("wordsim353", "WS3
 
 def comparison(rows: list[dict], vector: int = 64) -> list[str]:
     """Markdown: Shfl-BW at ``vector`` minus vector-wise (same V), block and unstructured, metric by
-    metric, for every sparsity and recipe (method and calibration words; first distillation seed)
-    that has the Shfl-BW cell; issue #4 asks whether Shfl-BW beats vector-wise and block on every
-    metric and how far it is from unstructured. A later row of the same cell replaces an earlier one."""
+    metric, for every sparsity and recipe (method and calibration words; seed 0 of the distillation
+    order and of the calibration text) that has the Shfl-BW cell; issue #4 asks whether Shfl-BW
+    beats vector-wise and block on every metric and how far it is from unstructured. A later row of
+    the same cell replaces an earlier one."""
     cells = {}
     for r in rows[1:]:
-        if r.get("distill_seed"):
+        if r.get("distill_seed") or r.get("calibration_seed"):
             continue
         if r["pattern"] in ("vector", "shfl_bw") and r["vector"] != vector:
             continue
@@ -228,8 +232,10 @@ def comparison(rows: list[dict], vector: int = 64) -> list[str]:
 
 
 def _series(r: dict) -> tuple:
-    """One plotted line: pattern, V, recipe, calibration words and distillation seed (repeat runs are kept)."""
-    return r["pattern"], r["vector"], r["method"], r.get("calibration_words"), r.get("distill_seed", 0)
+    """One plotted line: pattern, V, recipe, calibration words, regrouping, and the distillation and
+    calibration seeds (repeat runs are kept)."""
+    return (r["pattern"], r["vector"], r["method"], r.get("calibration_words"), bool(r.get("regroup")),
+            r.get("distill_seed", 0), r.get("calibration_seed", 0))
 
 
 def _plot(rows: list[dict], path: str) -> None:
@@ -245,10 +251,13 @@ def _plot(rows: list[dict], path: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     for ax, (key, title) in zip(axes, [("lee_pearson", "Lee Pearson"), ("cosine_to_dense", "embedding cosine to dense")]):
         series = sorted({_series(r) for r in rows[1:]}, key=str)
-        for pattern, v, method, words, seed in series:
-            pts = sorted((r["sparsity"], r[key]) for r in rows[1:] if _series(r) == (pattern, v, method, words, seed))
-            label = f"{pattern}{'' if v is None else f' V={v}'} {method}{'' if words is None else f' ({words} words)'}"
+        for line in series:
+            pattern, v, method, words, regroup, seed, calibration_seed = line
+            pts = sorted((r["sparsity"], r[key]) for r in rows[1:] if _series(r) == line)
+            label = f"{pattern}{'' if v is None else f' V={v}'} {method}{' + regroup' if regroup else ''}"
+            label += "" if words is None else f" ({words} words)"
             label += f" seed {seed}" if seed else ""
+            label += f" calibration seed {calibration_seed}" if calibration_seed else ""
             style = {"magnitude": ":", "oneshot": "--", "distill": "-"}[method]
             ax.plot([0.0] + [p[0] for p in pts], [dense[key]] + [p[1] for p in pts], style, marker="o", label=label)
         ax.set_title(title)
