@@ -23,7 +23,6 @@ SMALL = SpmmConfig(block_n=16, block_k=16, num_warps=4, num_stages=1)
 # The persistent kernel: 3 programs under the interpreter, so each walks several tiles.
 SMALL_PERSISTENT = SpmmConfig(block_n=16, block_k=16, num_warps=4, num_stages=1, programs_per_sm=1)
 SMALL_DECODE = DecodeConfig(block_k=16, gemv=False)
-SMALL_GEMV = DecodeConfig(block_k=16, gemv=True)
 SMALL_XT = DecodeConfig(block_k=16, transpose_x=True)
 
 # (M, K, T, V, density, empty groups): T not a power of two, M not a multiple of V, odd K,
@@ -84,12 +83,16 @@ def test_spmm_kernel_matches_reference(case, dtype, config, nan_poison):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=_dt)
 @pytest.mark.parametrize("splits", [1, 3])
-def test_decode_gemv_one_token(dtype, splits, nan_poison):
+@pytest.mark.parametrize("prefetch", [False, True], ids=["plain", "prefetch"])
+def test_decode_gemv_one_token(dtype, splits, prefetch, nan_poison):
+    # 21 kept vectors per non-empty group at BK 4 are 6 steps (2 per split of 3): the prefetching
+    # loop's first, middle, last and masked-past-the-end loads all run; the empty group runs none.
     weight, mask, perm, w = random_problem(130, 70, 64, 0.3, dtype, seed=5, device=DEVICE, empty_groups=(1,))
     x = torch.randn(1, 70, device=DEVICE).to(dtype)
     bias = torch.randn(130, device=DEVICE).to(dtype)
+    cfg = DecodeConfig(block_k=4, gemv=True, gemv_prefetch=prefetch)
     y = linear_fwd(x, w.values, w.col_idx, w.group_ptr, w.perm, bias, 130, path="decode", splits=splits,
-                   decode_config=SMALL_GEMV)
+                   decode_config=cfg)
     ref = F.linear(x.double(), (weight * mask).double(), bias.double())
     assert y.shape == (1, 130) and rel_error(y, ref) < KERNEL_TOLERANCE[dtype]
 

@@ -37,6 +37,10 @@ class DecodeConfig:
     # T = 1 (gemv): pipeline depth of the CUDA-core loop (cp.async prefetch of the value tile and
     # column indices); 1 keeps plain loads, the compiler's default for a loop without a dot.
     gemv_stages: int = 1
+    # T = 1 (gemv): issue the next step's value tile, column indices and feature gather before this
+    # step's multiply-adds (a register double buffer), so each program keeps two value tiles in
+    # flight instead of waiting for every load chain in turn. Programs stream only 1-4 steps.
+    gemv_prefetch: bool = False
     # T > 1: tokens per program (a power of two, 16-128); None: T rounded up to a power of two,
     # at most 64.
     block_t: int | None = None
@@ -77,6 +81,7 @@ def linear_decode_fwd_kernel(
     REDUCE: tl.constexpr,  # 0: one split, store; 1: atomic adds into float32 out; 2: last split sums
     GEMV: tl.constexpr,  # BT == 1: CUDA-core multiply-adds instead of a tensor-core tile
     GEMV_STAGES: tl.constexpr,
+    GEMV_PREFETCH: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
     UPCAST: tl.constexpr,
 ):
@@ -92,7 +97,27 @@ def linear_decode_fwd_kernel(
     offs_k = tl.arange(0, BK)
     # Split s takes every SPLITS-th [BK] tile of the group: no host-side knowledge of group sizes
     # is needed, so the launch stays sync-free and capturable in a CUDA graph.
-    if GEMV:
+    if GEMV and GEMV_PREFETCH:
+        # The same multiply-adds with the next step's loads issued first: the value tile (the
+        # stream that matters) and the column indices do not wait for this step's gather; the
+        # next gather waits only for its own indices. The step past the end loads nothing (masked).
+        x_row = x_ptr + pid_t.to(tl.int64) * stride_xt
+        acc2 = tl.zeros([BK, VS], dtype=tl.float32)
+        kk = start + s * BK + offs_k
+        k_ok = kk < end
+        w = tl.load(vals_ptr + kk.to(tl.int64)[:, None] * V + offs_v[None, :], mask=k_ok[:, None], other=0.0)
+        cols = tl.load(cols_ptr + kk, mask=k_ok, other=0).to(tl.int64)
+        xg = tl.load(x_row + cols * stride_xk, mask=k_ok, other=0.0)
+        for k0 in range(start + s * BK, end, SPLITS * BK):
+            kn = k0 + SPLITS * BK + offs_k
+            n_ok = kn < end
+            w_next = tl.load(vals_ptr + kn.to(tl.int64)[:, None] * V + offs_v[None, :], mask=n_ok[:, None], other=0.0)
+            cols_next = tl.load(cols_ptr + kn, mask=n_ok, other=0).to(tl.int64)
+            acc2 += xg.to(tl.float32)[:, None] * w.to(tl.float32)
+            xg = tl.load(x_row + cols_next * stride_xk, mask=n_ok, other=0.0)
+            w = w_next
+        acc = tl.sum(acc2, axis=0)[None, :]  # [1, VS]
+    elif GEMV:
         # One token: multiply-adds on CUDA cores into a [BK, VS] register tile, reduced once at the
         # end; no tensor-core tile padded from 1 to 16 tokens, no trip through shared memory.
         acc2 = tl.zeros([BK, VS], dtype=tl.float32)
@@ -239,6 +264,7 @@ def linear_decode(
         REDUCE=mode,
         GEMV=gemv,
         GEMV_STAGES=config.gemv_stages,
+        GEMV_PREFETCH=config.gemv_prefetch,
         DOT_PRECISION=dot_precision(values.dtype),
         UPCAST=interpreter_upcast(values.dtype),
         num_warps=config.num_warps,
