@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Workflow: repeat study cells on other calibration text (shflbw eval --calibration-seed), on the GPU
+# machine, after prototype/carry_study.py's first call left the model's head in /tmp/m (see there).
+#
+#   run(carry=[".carryB"]):  bash prototype/carry_study_seeds.sh "1 2" "shfl_bw,vector"
+#
+# Seeds run in parallel (the Shfl-BW search is host-bound; the machine has 16 cores), each as a chain
+# of one-cell invocations so that a timeout keeps the cells already done. Everything lands in one
+# archive, $OUT/study_seeds.tgz (the device returns at most 8 files).
+set -u
+seeds=${1:-"1 2"}
+patterns=${2:-"shfl_bw,vector"}
+budget=${3:-540}
+cat /tmp/m/part_a .carryB/part_b > .carryB/model/model.safetensors
+if [ "$(sha256sum .carryB/model/model.safetensors | cut -c1-64)" != "$(cat .carryB/sha)" ]; then
+  echo "model halves do not join (is /tmp/m/part_a from the first call there?)" >&2
+  exit 1
+fi
+export SHFLBW_DATA_DIR=$PWD/.carryB/data PYTHONPATH=$PWD/src OMP_NUM_THREADS=8
+mkdir -p /tmp/st
+cell() {  # seed sparsity method
+  [ -e /tmp/st/STOP ] && return
+  python -m shflbw eval --model "$PWD/.carryB/model" --patterns "$patterns" --sparsity "$2" --vector 64 \
+    --methods "$3" --calibration-seed "$1" --out "/tmp/st/seed$1_s$2_$3" >"/tmp/st/seed$1_s$2_$3.log" 2>&1
+  echo "seed $1 sparsity $2 $3: rc $? at $(date +%T)"
+}
+for sd in $seeds; do
+  (cell "$sd" 0.75 oneshot; cell "$sd" 0.75 distill; cell "$sd" 0.5 oneshot) &
+done
+# Leave time for the archive: stop whatever is still running at the budget.
+( sleep "$budget"; touch /tmp/st/STOP; pkill -f "shflbw eval" ) &
+killer=$!
+wait $(jobs -p | grep -v "^$killer$") 2>/dev/null
+kill "$killer" 2>/dev/null
+tar czf "$OUT/study_seeds.tgz" -C /tmp st
+grep -h -E "^(shfl_bw|vector) " /tmp/st/*.log
