@@ -6,8 +6,8 @@ and where the time of the T = 16 path goes.
 Why: at T = 1 the CUDA-core kernel streams 1-4 [BK, V] value tiles a program; each step waited for
 its column indices, then the feature gather, then the tile (BENCHMARKS.md "Decode default": 16 us
 for 22.5 MB of values on 11008 x 4096 at 75 %, where bandwidth alone would take ~6 us).
-``DecodeConfig(gemv_prefetch=True)`` keeps the next step's tile and indices in flight during this
-step's multiply-adds. This sweeps it against the current plan over split counts, BK and warps, on
+``DecodeConfig(gemv_prefetch=1)`` keeps the next step's tile and indices in flight during this
+step's multiply-adds (2: the indices one more step ahead). This sweeps them against the current plan over split counts, BK and warps, on
 the decode suite's layers at 50 / 75 / 87.5 %, CUDA-graph replays on both sides, every variant
 gated against the fp32 product on the masked weight before it is timed.
 
@@ -103,17 +103,12 @@ def main() -> int:
         rows, add = timer(result, case, dense, ref, args.rep)
         add("plan", lambda: linear_fwd(x, *pargs))
         if t == 1:
-            for bk, nw in ((128, 4), (64, 4), (256, 8), (128, 8)):
-                cfg = DecodeConfig(block_k=bk, num_warps=nw, gemv_prefetch=True)
+            for pf, bk, nw in ((1, 128, 4), (2, 128, 4), (2, 64, 4), (2, 256, 8), (2, 128, 8)):
+                cfg = DecodeConfig(block_k=bk, num_warps=nw, gemv_prefetch=pf)
                 _, plan_splits = decode_plan(n_groups, 64, nnz, 1, sms, cfg)
                 for splits in sorted({max(1, plan_splits // 2), plan_splits, min(8, plan_splits * 2)}):
-                    add(f"prefetch-bk{bk}-w{nw}-s{splits}",
+                    add(f"prefetch{pf}-bk{bk}-w{nw}-s{splits}",
                         lambda: linear_fwd(x, *pargs, path="decode", splits=splits, decode_config=cfg, reduce="fixup"))
-                if (bk, nw) == (128, 4):
-                    plain = DecodeConfig(block_k=bk, num_warps=nw)
-                    add(f"plain-bk{bk}-w{nw}-s{plan_splits}",
-                        lambda: linear_fwd(x, *pargs, path="decode", splits=plan_splits, decode_config=plain,
-                                           reduce="fixup"))
         else:
             xt = feature_major(x).t()  # [T, K] view of a [K, T] buffer, as the plan makes it
             add("piece-transpose", lambda: feature_major(x), x.t())

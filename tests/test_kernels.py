@@ -83,7 +83,7 @@ def test_spmm_kernel_matches_reference(case, dtype, config, nan_poison):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=_dt)
 @pytest.mark.parametrize("splits", [1, 3])
-@pytest.mark.parametrize("prefetch", [False, True], ids=["plain", "prefetch"])
+@pytest.mark.parametrize("prefetch", [0, 1, 2], ids=["plain", "prefetch1", "prefetch2"])
 def test_decode_gemv_one_token(dtype, splits, prefetch, nan_poison):
     # 21 kept vectors per non-empty group at BK 4 are 6 steps (2 per split of 3): the prefetching
     # loop's first, middle, last and masked-past-the-end loads all run; the empty group runs none.
@@ -111,6 +111,11 @@ def test_decode_fixup_is_repeatable_and_leaves_counters_zeroed(nan_poison):
     y2 = linear_fwd(x, *args, **kw)
     assert torch.equal(y1, y2)
     assert rel_error(y1, x.double() @ (weight * mask).double().t()) < 1e-5
+
+
+def test_decode_config_rejects_unknown_prefetch():
+    with pytest.raises(ValueError, match="gemv_prefetch"):
+        DecodeConfig(gemv_prefetch=3)
 
 
 def test_decode_rejects_unknown_reduce():

@@ -37,10 +37,11 @@ class DecodeConfig:
     # T = 1 (gemv): pipeline depth of the CUDA-core loop (cp.async prefetch of the value tile and
     # column indices); 1 keeps plain loads, the compiler's default for a loop without a dot.
     gemv_stages: int = 1
-    # T = 1 (gemv): issue the next step's value tile, column indices and feature gather before this
-    # step's multiply-adds (a register double buffer), so each program keeps two value tiles in
-    # flight instead of waiting for every load chain in turn. Programs stream only 1-4 steps.
-    gemv_prefetch: bool = False
+    # T = 1 (gemv): 0, each step loads its indices, then gathers, then its value tile waits behind
+    # them; 1, the next step's value tile and indices are issued before this step's multiply-adds (a
+    # register double buffer); 2, as 1 with the indices one step further ahead. Programs stream only
+    # 1-4 steps, so the latency of each step's chain of loads is most of their time.
+    gemv_prefetch: int = 0
     # T > 1: tokens per program (a power of two, 16-128); None: T rounded up to a power of two,
     # at most 64.
     block_t: int | None = None
@@ -49,6 +50,8 @@ class DecodeConfig:
         bt = self.block_t
         if bt is not None and (bt < 16 or bt > 128 or bt & (bt - 1)):
             raise ValueError(f"block_t must be a power of two in [16, 128], got {bt}")
+        if self.gemv_prefetch not in (0, 1, 2):
+            raise ValueError(f"gemv_prefetch must be 0, 1 or 2, got {self.gemv_prefetch!r}")
 
 
 def token_tile(tokens: int, config: DecodeConfig) -> int:
@@ -97,10 +100,13 @@ def linear_decode_fwd_kernel(
     offs_k = tl.arange(0, BK)
     # Split s takes every SPLITS-th [BK] tile of the group: no host-side knowledge of group sizes
     # is needed, so the launch stays sync-free and capturable in a CUDA graph.
-    if GEMV and GEMV_PREFETCH:
-        # The same multiply-adds with the next step's loads issued first: the value tile (the
-        # stream that matters) and the column indices do not wait for this step's gather; the
-        # next gather waits only for its own indices. The step past the end loads nothing (masked).
+    if GEMV and GEMV_PREFETCH > 0:
+        # The same multiply-adds with the next step's loads issued first, so the value tile (the
+        # stream that matters) is in flight during this step's math. The next step's gather needs
+        # its column indices: loaded in this step (1), the gather stalls for one memory latency
+        # (ptxas hoists it above the math; offline SASS, sm_90a); loaded one step earlier (2), it
+        # does not. Steps past the end load nothing (masked).
+        step = SPLITS * BK
         x_row = x_ptr + pid_t.to(tl.int64) * stride_xt
         acc2 = tl.zeros([BK, VS], dtype=tl.float32)
         kk = start + s * BK + offs_k
@@ -108,11 +114,18 @@ def linear_decode_fwd_kernel(
         w = tl.load(vals_ptr + kk.to(tl.int64)[:, None] * V + offs_v[None, :], mask=k_ok[:, None], other=0.0)
         cols = tl.load(cols_ptr + kk, mask=k_ok, other=0).to(tl.int64)
         xg = tl.load(x_row + cols * stride_xk, mask=k_ok, other=0.0)
-        for k0 in range(start + s * BK, end, SPLITS * BK):
-            kn = k0 + SPLITS * BK + offs_k
+        cols_ahead = cols  # GEMV_PREFETCH == 2: the indices of the step after the next
+        if GEMV_PREFETCH == 2:
+            cols_ahead = tl.load(cols_ptr + kk + step, mask=kk + step < end, other=0).to(tl.int64)
+        for k0 in range(start + s * BK, end, step):
+            kn = k0 + step + offs_k
             n_ok = kn < end
             w_next = tl.load(vals_ptr + kn.to(tl.int64)[:, None] * V + offs_v[None, :], mask=n_ok[:, None], other=0.0)
-            cols_next = tl.load(cols_ptr + kn, mask=n_ok, other=0).to(tl.int64)
+            if GEMV_PREFETCH == 2:
+                cols_next = cols_ahead
+                cols_ahead = tl.load(cols_ptr + kn + step, mask=kn + step < end, other=0).to(tl.int64)
+            else:
+                cols_next = tl.load(cols_ptr + kn, mask=n_ok, other=0).to(tl.int64)
             acc2 += xg.to(tl.float32)[:, None] * w.to(tl.float32)
             xg = tl.load(x_row + cols_next * stride_xk, mask=n_ok, other=0.0)
             w = w_next
@@ -264,7 +277,7 @@ def linear_decode(
         REDUCE=mode,
         GEMV=gemv,
         GEMV_STAGES=config.gemv_stages,
-        GEMV_PREFETCH=config.gemv_prefetch,
+        GEMV_PREFETCH=int(config.gemv_prefetch),
         DOT_PRECISION=dot_precision(values.dtype),
         UPCAST=interpreter_upcast(values.dtype),
         num_warps=config.num_warps,
