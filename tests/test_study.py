@@ -126,3 +126,29 @@ def test_calibration_seed_rows_are_named_and_kept_out_of_the_comparison(tmp_path
     a.write_text(json.dumps({"device": "cpu", "rows": rows}))
     merge([str(a)], str(tmp_path / "out"))
     assert "| shfl_bw | 75.0% | 64 | oneshot (calibration seed 2) | 4096 | 0.100 |" in (tmp_path / "out" / "study.md").read_text()
+
+
+def test_seed_means_average_each_cell_over_its_calibration_seeds():
+    from shflbw.eval.study import seed_means
+
+    rows = [_row("dense", 0.0, None, "dense", 0.656),
+            _row("shfl_bw", 0.75, 64, "oneshot", 0.90),  # replaced by the later seed-0 row below
+            _row("shfl_bw", 0.75, 64, "oneshot", 0.60, regroup=True),
+            _row("shfl_bw", 0.75, 64, "oneshot", 0.70, regroup=True, calibration_seed=1),
+            _row("shfl_bw", 0.75, 64, "oneshot", 0.65, regroup=True, calibration_seed=2, polarity=0.5),
+            _row("vector", 0.75, 64, "oneshot", 0.50),
+            _row("vector", 0.75, 64, "oneshot", 0.60, calibration_seed=2),
+            _row("vector", 0.75, 32, "oneshot", 0.99, calibration_seed=1),  # another V
+            _row("block", 0.75, None, "oneshot", 0.40),  # one seed only: no row
+            _row("shfl_bw", 0.75, 64, "oneshot", 0.01, distill_seed=1)]  # a repeat distillation order: left out
+    lines = seed_means(rows)
+    shfl = next(line for line in lines if "| shfl_bw |" in line)
+    assert shfl.startswith("| 75.0% | oneshot + regroup (4096 words) | shfl_bw | 0, 1, 2 | 0.650 (0.600-0.700) |")
+    assert "| 0.633 (0.500-0.700) |" in shfl  # polarity 0.7, 0.7, 0.5
+    vec = next(line for line in lines if "| vector |" in line)
+    assert "| 0, 2 | 0.550 (0.500-0.600) |" in vec
+    assert not any("| block |" in line for line in lines)
+    # on the seeds both ran (0 and 2): Lee (0.60 - 0.50 + 0.65 - 0.60) / 2, polarity (0 - 0.2) / 2
+    diff = next(line for line in lines if line.startswith("- 75.0% oneshot"))
+    assert diff == "- 75.0% oneshot (4096 words), seeds 0, 2: +0.075 / -0.100 / +0.000 / +0.000 / +0.000"
+    assert seed_means(rows[:3]) == []  # no cell has two seeds

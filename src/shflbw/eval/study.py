@@ -184,6 +184,9 @@ def _write(rows: list[dict], out: str, device: str, final: bool = False) -> None
                      f"{r['lee_pearson']:.3f} | {r['polarity']:.3f} ({ci[0]:.2f}-{ci[1]:.2f}) | {_split_mean(r)} | {r['wordsim353']:.3f} | "
                      f"{r['simlex999']:.3f} | {r['cosine_to_dense']:.3f} |")
     lines += [""] + comparison(rows)
+    means = seed_means(rows)
+    if means:
+        lines += [""] + means
     with open(os.path.join(out, "study.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     _plot(rows, os.path.join(out, "study.png"))
@@ -228,6 +231,52 @@ def comparison(rows: list[dict], vector: int = 64) -> list[str]:
         missing = "n/a" in diffs[:2]
         out.append(f"| {s:.1%} | {recipe} | {diffs[0]} | {diffs[1]} | {diffs[2]} | "
                    f"{'incomplete' if missing else ('yes' if ahead else 'no')} |")
+    return out
+
+
+def seed_means(rows: list[dict], vector: int = 64) -> list[str]:
+    """Markdown: for every cell run on two or more calibration seeds (``--calibration-seed``; seed 0 is
+    the default text), each metric's mean over the seeds with its range, and Shfl-BW minus
+    vector-wise on the means over the seeds both ran. One model differs from another equally good
+    one by about 0.02 on Lee, polarity and SimLex (docs/recovery.md, session 11), so single-seed
+    gaps of that size say little. Cells as in ``comparison``: a later row of the same cell and seed
+    replaces an earlier one; repeat distillation orders (``distill_seed``) are left out."""
+    runs: dict = {}
+    for r in rows[1:]:
+        if r.get("distill_seed") or (r["pattern"] in ("vector", "shfl_bw") and r["vector"] != vector):
+            continue
+        key = (r["pattern"], r["sparsity"], r["method"], r.get("calibration_words"))
+        runs.setdefault(key, {})[r.get("calibration_seed", 0)] = r
+    runs = {k: v for k, v in runs.items() if len(v) >= 2}
+    if not runs:
+        return []
+    out = [f"Means over calibration seeds (V = {vector}; each metric: mean (lowest-highest)):", "",
+           "| sparsity | recipe | pattern | seeds | Lee | polarity | WS353 | SimLex | cosine |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    order = sorted(runs, key=lambda k: (k[1], k[2], str(k[3]), k[0]))
+    for key in order:
+        pattern, s, method, words = key
+        by_seed = runs[key]
+        cols = []
+        for m, _ in METRICS:
+            vals = [r[m] for r in by_seed.values()]
+            cols.append(f"{sum(vals) / len(vals):.3f} ({min(vals):.3f}-{max(vals):.3f})")
+        regroup = any(r.get("regroup") for r in by_seed.values())
+        recipe = method + (" + regroup" if regroup else "") + (f" ({words} words)" if words else "")
+        out.append(f"| {s:.1%} | {recipe} | {pattern} | {', '.join(map(str, sorted(by_seed)))} | {' | '.join(cols)} |")
+    out += ["", "Shfl-BW minus vector-wise on the means over the seeds both ran (Lee / polarity / WS353 / SimLex / "
+            "cosine):", ""]
+    for key in order:
+        pattern, s, method, words = key
+        other = runs.get(("vector", s, method, words))
+        if pattern != "shfl_bw" or other is None:
+            continue
+        common = sorted(set(runs[key]) & set(other))
+        if len(common) < 2:
+            continue
+        d = [sum(runs[key][sd][m] - other[sd][m] for sd in common) / len(common) for m, _ in METRICS]
+        recipe = method + (f" ({words} words)" if words else "")
+        out.append(f"- {s:.1%} {recipe}, seeds {', '.join(map(str, common))}: " + " / ".join(f"{x:+.3f}" for x in d))
     return out
 
 

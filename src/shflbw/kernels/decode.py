@@ -39,8 +39,9 @@ class DecodeConfig:
     gemv_stages: int = 1
     # T = 1 (gemv): 0, each step loads its indices, then gathers, then its value tile waits behind
     # them; 1, the next step's value tile and indices are issued before this step's multiply-adds (a
-    # register double buffer); 2, as 1 with the indices one step further ahead. Programs stream only
-    # 1-4 steps, so the latency of each step's chain of loads is most of their time.
+    # register double buffer); 2, as 1 with the indices one step further ahead. Measured on an H100
+    # (BENCHMARKS.md, session 12): 0-6 % faster with fewer splits than the plan's, 10-14 % slower with
+    # the plan's on 14336 x 4096 (167 registers against 121: 3 programs per SM, not 4), so 0 stays.
     gemv_prefetch: int = 0
     # T > 1: tokens per program (a power of two, 16-128); None: T rounded up to a power of two,
     # at most 64.
