@@ -7,9 +7,10 @@ Why: at T = 1 the CUDA-core kernel streams 1-4 [BK, V] value tiles a program; ea
 its column indices, then the feature gather, then the tile (BENCHMARKS.md "Decode default": 16 us
 for 22.5 MB of values on 11008 x 4096 at 75 %, where bandwidth alone would take ~6 us).
 ``DecodeConfig(gemv_prefetch=1)`` keeps the next step's tile and indices in flight during this
-step's multiply-adds (2: the indices one more step ahead). This sweeps them against the current plan over split counts, BK and warps, on
-the decode suite's layers at 50 / 75 / 87.5 %, CUDA-graph replays on both sides, every variant
-gated against the fp32 product on the masked weight before it is timed.
+step's multiply-adds (2: the indices one more step ahead). This sweeps them against the current
+plan over split counts, BK and warps, on the decode suite's layers at 50 / 75 / 87.5 %, CUDA-graph
+replays on both sides, every variant gated against the fp32 product on the masked weight before it
+is timed. Session 12 (H100, BENCHMARKS.md): 0-6 % at best, so the plan is unchanged.
 
 T = 16 (--part t16): the plan (X transposed by one launch, then the tensor-core tile kernel)
 beside its two pieces timed alone (the transpose; the kernel on an already feature-major X) and
