@@ -152,3 +152,18 @@ def test_seed_means_average_each_cell_over_its_calibration_seeds():
     diff = next(line for line in lines if line.startswith("- 75.0% oneshot"))
     assert diff == "- 75.0% oneshot (4096 words), seeds 0, 2: +0.075 / -0.100 / +0.000 / +0.000 / +0.000"
     assert seed_means(rows[:3]) == []  # no cell has two seeds
+
+
+def test_plot_keeps_v64_and_first_seeds():
+    from shflbw.eval.study import plotted_series
+
+    rows = [_row("dense", 0.0, None, "dense", 0.656),
+            _row("shfl_bw", 0.75, 64, "oneshot", 0.6, regroup=True),
+            _row("shfl_bw", 0.5, 64, "oneshot", 0.65, regroup=True),
+            _row("shfl_bw", 0.75, 64, "oneshot", 0.7, regroup=True, calibration_seed=1),
+            _row("shfl_bw", 0.75, 32, "oneshot", 0.7),
+            _row("block", 0.75, None, "oneshot", 0.5),
+            _row("vector", 0.75, 64, "distill", 0.6, words=512, distill_seed=1)]
+    series = plotted_series(rows)
+    assert sorted(len(v) for v in series.values()) == [1, 2]  # block; Shfl-BW at 50 and 75 %
+    assert {k[0] for k in series} == {"shfl_bw", "block"}

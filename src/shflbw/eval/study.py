@@ -287,6 +287,22 @@ def _series(r: dict) -> tuple:
             r.get("distill_seed", 0), r.get("calibration_seed", 0))
 
 
+PATTERN_COLORS = {"unstructured": "tab:gray", "2:4": "tab:purple", "vector": "tab:blue", "block": "tab:orange",
+                  "shfl_bw": "tab:red"}
+
+
+def plotted_series(rows: list[dict], vector: int = 64) -> dict[tuple, list[dict]]:
+    """The plot's lines: V = ``vector`` (and the patterns without a V), the default calibration text
+    and distillation order; repeat seeds and other V stay in the table and the means section, where
+    40 lines would not be read."""
+    out: dict[tuple, list[dict]] = {}
+    for r in rows[1:]:
+        if r.get("distill_seed") or r.get("calibration_seed") or r["vector"] not in (None, vector):
+            continue
+        out.setdefault(_series(r), []).append(r)
+    return out
+
+
 def _plot(rows: list[dict], path: str) -> None:
     try:
         import matplotlib
@@ -297,23 +313,24 @@ def _plot(rows: list[dict], path: str) -> None:
         print("matplotlib not installed: no PNG (pip install 'shflbw[demo]')")
         return
     dense = rows[0]
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    series = plotted_series(rows)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.5))
     for ax, (key, title) in zip(axes, [("lee_pearson", "Lee Pearson"), ("cosine_to_dense", "embedding cosine to dense")]):
-        series = sorted({_series(r) for r in rows[1:]}, key=str)
-        for line in series:
-            pattern, v, method, words, regroup, seed, calibration_seed = line
-            pts = sorted((r["sparsity"], r[key]) for r in rows[1:] if _series(r) == line)
+        for line in sorted(series, key=str):
+            pattern, v, method, words, regroup, _, _ = line
+            by_sparsity = {r["sparsity"]: r[key] for r in series[line]}  # a later run of a cell replaces an earlier
+            pts = sorted(by_sparsity.items())
             label = f"{pattern}{'' if v is None else f' V={v}'} {method}{' + regroup' if regroup else ''}"
             label += "" if words is None else f" ({words} words)"
-            label += f" seed {seed}" if seed else ""
-            label += f" calibration seed {calibration_seed}" if calibration_seed else ""
             style = {"magnitude": ":", "oneshot": "--", "distill": "-"}[method]
-            ax.plot([0.0] + [p[0] for p in pts], [dense[key]] + [p[1] for p in pts], style, marker="o", label=label)
+            ax.plot([0.0] + [p[0] for p in pts], [dense[key]] + [p[1] for p in pts], style, marker="o", label=label,
+                    color=PATTERN_COLORS.get(pattern))
         ax.set_title(title)
         ax.set_xlabel("sparsity")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=6, ncol=2)
-    fig.suptitle("all-MiniLM-L6-v2: patterns x recipes (shflbw eval)")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=7, frameon=False)
+    fig.suptitle("all-MiniLM-L6-v2: patterns x recipes, V = 64 and first seeds (shflbw eval; every row in study.md)")
+    fig.tight_layout(rect=(0, 0.1 + 0.018 * ((len(labels) + 2) // 3), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
