@@ -132,7 +132,7 @@ def test_seed_means_average_each_cell_over_its_calibration_seeds():
     from shflbw.eval.study import seed_means
 
     rows = [_row("dense", 0.0, None, "dense", 0.656),
-            _row("shfl_bw", 0.75, 64, "oneshot", 0.90),  # replaced by the later seed-0 row below
+            _row("shfl_bw", 0.75, 64, "oneshot", 0.90),  # not regrouped: another cell, with one seed only
             _row("shfl_bw", 0.75, 64, "oneshot", 0.60, regroup=True),
             _row("shfl_bw", 0.75, 64, "oneshot", 0.70, regroup=True, calibration_seed=1),
             _row("shfl_bw", 0.75, 64, "oneshot", 0.65, regroup=True, calibration_seed=2, polarity=0.5),
@@ -150,7 +150,8 @@ def test_seed_means_average_each_cell_over_its_calibration_seeds():
     assert not any("| block |" in line for line in lines)
     # on the seeds both ran (0 and 2): Lee (0.60 - 0.50 + 0.65 - 0.60) / 2, polarity (0 - 0.2) / 2
     diff = next(line for line in lines if line.startswith("- 75.0% oneshot"))
-    assert diff == "- 75.0% oneshot (4096 words), seeds 0, 2: +0.075 / -0.100 / +0.000 / +0.000 / +0.000"
+    assert diff == "- 75.0% oneshot + regroup (4096 words), seeds 0, 2: +0.075 / -0.100 / +0.000 / +0.000 / +0.000"
+    assert sum("| shfl_bw |" in line for line in lines) == 1
     assert seed_means(rows[:3]) == []  # no cell has two seeds
 
 
@@ -167,3 +168,14 @@ def test_plot_keeps_v64_and_first_seeds():
     series = plotted_series(rows)
     assert sorted(len(v) for v in series.values()) == [1, 2]  # block; Shfl-BW at 50 and 75 %
     assert {k[0] for k in series} == {"shfl_bw", "block"}
+
+
+def test_cli_passes_no_regroup_to_the_study(monkeypatch):
+    import shflbw.eval.study as study
+
+    seen = {}
+    monkeypatch.setattr(study, "run_study", lambda *a, **kw: seen.update(kw))
+    main(["eval", "--patterns", "shfl_bw", "--sparsity", "0.75", "--methods", "oneshot", "--no-regroup"])
+    assert seen == {"regroup": False}
+    main(["eval", "--patterns", "shfl_bw", "--sparsity", "0.75", "--methods", "oneshot"])
+    assert seen == {"regroup": True}

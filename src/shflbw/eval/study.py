@@ -50,7 +50,8 @@ def cells(patterns, sparsities, vectors) -> list[tuple[str, float, int | None]]:
 
 def run_study(patterns=PATTERNS, sparsities=(0.5, 0.75, 0.875), vectors=(32, 64, 128), methods=METHODS,
               distill_minutes: float = 15.0, distill_steps: int = 1250, out: str = "out/study",
-              model_path: str | None = None, distill_seed: int = 0, calibration_seed: int = 0) -> list[dict]:
+              model_path: str | None = None, distill_seed: int = 0, calibration_seed: int = 0,
+              regroup: bool = True) -> list[dict]:
     import shflbw
     from shflbw.demo import _masked_copy, load_minilm
     from shflbw.eval.data import calibration_batches, distillation_batches, load_eval_data
@@ -94,7 +95,7 @@ def run_study(patterns=PATTERNS, sparsities=(0.5, 0.75, 0.875), vectors=(32, 64,
                 cfg = shflbw.ShflBWConfig(sparsity=s, vector=vector, include=("encoder.*",), exclude=())
                 oneshot_models[words] = oneshot_prune_(copy.deepcopy(model), cfg,
                                                        [_to(b, device) for b in calib[words]], pattern=pattern,
-                                                       score="obs")
+                                                       score="obs", regroup=regroup)
             return oneshot_models[words]
 
         for method in methods:
@@ -116,7 +117,7 @@ def run_study(patterns=PATTERNS, sparsities=(0.5, 0.75, 0.875), vectors=(32, 64,
             if words is not None:
                 rows[-1]["calibration_words"] = words
                 if pattern == "shfl_bw":
-                    rows[-1]["regroup"] = True  # one-shot regroups rows for the refit (recover.regroup)
+                    rows[-1]["regroup"] = regroup  # one-shot regroups rows for the refit (recover.regroup)
                 if calibration_seed:
                     rows[-1]["calibration_seed"] = calibration_seed  # which calibration text (eval.data)
             if method == "distill":
@@ -239,13 +240,14 @@ def seed_means(rows: list[dict], vector: int = 64) -> list[str]:
     the default text), each metric's mean over the seeds with its range, and Shfl-BW minus
     vector-wise on the means over the seeds both ran. One model differs from another equally good
     one by about 0.02 on Lee, polarity and SimLex (docs/recovery.md, session 11), so single-seed
-    gaps of that size say little. Cells as in ``comparison``: a later row of the same cell and seed
-    replaces an earlier one; repeat distillation orders (``distill_seed``) are left out."""
+    gaps of that size say little. Cells as in ``comparison``, with and without Shfl-BW's regrouping
+    apart: a later row of the same cell and seed replaces an earlier one; repeat distillation orders
+    (``distill_seed``) are left out."""
     runs: dict = {}
     for r in rows[1:]:
         if r.get("distill_seed") or (r["pattern"] in ("vector", "shfl_bw") and r["vector"] != vector):
             continue
-        key = (r["pattern"], r["sparsity"], r["method"], r.get("calibration_words"))
+        key = (r["pattern"], r["sparsity"], r["method"], r.get("calibration_words"), bool(r.get("regroup")))
         runs.setdefault(key, {})[r.get("calibration_seed", 0)] = r
     runs = {k: v for k, v in runs.items() if len(v) >= 2}
     if not runs:
@@ -253,29 +255,28 @@ def seed_means(rows: list[dict], vector: int = 64) -> list[str]:
     out = [f"Means over calibration seeds (V = {vector}; each metric: mean (lowest-highest)):", "",
            "| sparsity | recipe | pattern | seeds | Lee | polarity | WS353 | SimLex | cosine |",
            "|---|---|---|---|---|---|---|---|---|"]
-    order = sorted(runs, key=lambda k: (k[1], k[2], str(k[3]), k[0]))
+    order = sorted(runs, key=lambda k: (k[1], k[2], str(k[3]), k[0], k[4]))
     for key in order:
-        pattern, s, method, words = key
+        pattern, s, method, words, regroup = key
         by_seed = runs[key]
         cols = []
         for m, _ in METRICS:
             vals = [r[m] for r in by_seed.values()]
             cols.append(f"{sum(vals) / len(vals):.3f} ({min(vals):.3f}-{max(vals):.3f})")
-        regroup = any(r.get("regroup") for r in by_seed.values())
         recipe = method + (" + regroup" if regroup else "") + (f" ({words} words)" if words else "")
         out.append(f"| {s:.1%} | {recipe} | {pattern} | {', '.join(map(str, sorted(by_seed)))} | {' | '.join(cols)} |")
     out += ["", "Shfl-BW minus vector-wise on the means over the seeds both ran (Lee / polarity / WS353 / SimLex / "
             "cosine):", ""]
     for key in order:
-        pattern, s, method, words = key
-        other = runs.get(("vector", s, method, words))
+        pattern, s, method, words, regroup = key
+        other = runs.get(("vector", s, method, words, False))
         if pattern != "shfl_bw" or other is None:
             continue
         common = sorted(set(runs[key]) & set(other))
         if len(common) < 2:
             continue
         d = [sum(runs[key][sd][m] - other[sd][m] for sd in common) / len(common) for m, _ in METRICS]
-        recipe = method + (f" ({words} words)" if words else "")
+        recipe = method + (" + regroup" if regroup else "") + (f" ({words} words)" if words else "")
         out.append(f"- {s:.1%} {recipe}, seeds {', '.join(map(str, common))}: " + " / ".join(f"{x:+.3f}" for x in d))
     return out
 
