@@ -32,22 +32,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.run_linear import stamp  # noqa: E402
 from benchmarks.timing import gated  # noqa: E402
-from shflbw import ShflBWMatrix  # noqa: E402
+from prototype.sweep_small_t import packed  # noqa: E402  (same seed-0 weights as the earlier decode sweeps)
 from shflbw.kernels.configs import decode_plan, sm_count  # noqa: E402
 from shflbw.kernels.decode import DecodeConfig, linear_decode  # noqa: E402
 from shflbw.kernels.linear import linear_fwd  # noqa: E402
 from shflbw.kernels.transpose import feature_major  # noqa: E402
-from shflbw.testing import random_shflbw_mask  # noqa: E402
 
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (14336, 4096), (3072, 768)]
-
-
-def packed(m, k, v, s):
-    gen = torch.Generator().manual_seed(0)
-    w = torch.randn(m, k, generator=gen).to(torch.bfloat16)
-    mask, perm = random_shflbw_mask(m, k, v, 1 - s, generator=gen)
-    p = ShflBWMatrix.from_dense(w, mask, perm, vector=v).to("cuda")
-    return w.cuda(), (w * mask).cuda(), p
 
 
 def timer(result, case, dense, ref, rep):

@@ -175,7 +175,7 @@ def _write(rows: list[dict], out: str, device: str, final: bool = False) -> None
     home = rows[0].get("device") if rows else None
     for r in rows:
         ci = r["polarity_ci95"]
-        recipe = r["method"] + (" + regroup" if r.get("regroup") else "")
+        recipe = _recipe(r["method"], r.get("regroup"), None)  # the words have their own column
         recipe += f" (seed {r['distill_seed']})" if r.get("distill_seed") else ""
         recipe += f" (calibration seed {r['calibration_seed']})" if r.get("calibration_seed") else ""
         if r.get("device") and home and r["device"] != home:
@@ -198,6 +198,16 @@ METRICS = (("lee_pearson", "Lee"), ("polarity", "polarity"), ("wordsim353", "WS3
            ("cosine_to_dense", "cosine"))
 
 
+def _recipe(method: str, regroup: bool, words) -> str:
+    """A recipe as the tables and the plot name it: method, regrouping, calibration words."""
+    return method + (" + regroup" if regroup else "") + (f" ({words} words)" if words else "")
+
+
+def _at_vector(r: dict, vector: int) -> bool:
+    """Whether a row belongs to the V = ``vector`` view (patterns without a V always do)."""
+    return r["vector"] in (None, vector)
+
+
 def comparison(rows: list[dict], vector: int = 64) -> list[str]:
     """Markdown: Shfl-BW at ``vector`` minus vector-wise (same V), block and unstructured, metric by
     metric, for every sparsity and recipe (method and calibration words; seed 0 of the distillation
@@ -208,7 +218,7 @@ def comparison(rows: list[dict], vector: int = 64) -> list[str]:
     for r in rows[1:]:
         if r.get("distill_seed") or r.get("calibration_seed"):
             continue
-        if r["pattern"] in ("vector", "shfl_bw") and r["vector"] != vector:
+        if not _at_vector(r, vector):
             continue
         cells[(r["pattern"], r["sparsity"], r["method"], r.get("calibration_words"))] = r
     out = [f"Shfl-BW (V = {vector}) minus each other pattern, same sparsity and recipe "
@@ -228,7 +238,7 @@ def comparison(rows: list[dict], vector: int = 64) -> list[str]:
             diffs.append(" / ".join(f"{x:+.3f}" for x in d))
             if other != "unstructured":
                 ahead = ahead and all(x > 0 for x in d)
-        recipe = method + (" + regroup" if shfl.get("regroup") else "") + (f" ({words} words)" if words else "")
+        recipe = _recipe(method, shfl.get("regroup"), words)
         missing = "n/a" in diffs[:2]
         out.append(f"| {s:.1%} | {recipe} | {diffs[0]} | {diffs[1]} | {diffs[2]} | "
                    f"{'incomplete' if missing else ('yes' if ahead else 'no')} |")
@@ -245,7 +255,7 @@ def seed_means(rows: list[dict], vector: int = 64) -> list[str]:
     (``distill_seed``) are left out."""
     runs: dict = {}
     for r in rows[1:]:
-        if r.get("distill_seed") or (r["pattern"] in ("vector", "shfl_bw") and r["vector"] != vector):
+        if r.get("distill_seed") or not _at_vector(r, vector):
             continue
         key = (r["pattern"], r["sparsity"], r["method"], r.get("calibration_words"), bool(r.get("regroup")))
         runs.setdefault(key, {})[r.get("calibration_seed", 0)] = r
@@ -263,8 +273,7 @@ def seed_means(rows: list[dict], vector: int = 64) -> list[str]:
         for m, _ in METRICS:
             vals = [r[m] for r in by_seed.values()]
             cols.append(f"{sum(vals) / len(vals):.3f} ({min(vals):.3f}-{max(vals):.3f})")
-        recipe = method + (" + regroup" if regroup else "") + (f" ({words} words)" if words else "")
-        out.append(f"| {s:.1%} | {recipe} | {pattern} | {', '.join(map(str, sorted(by_seed)))} | {' | '.join(cols)} |")
+        out.append(f"| {s:.1%} | {_recipe(method, regroup, words)} | {pattern} | {', '.join(map(str, sorted(by_seed)))} | {' | '.join(cols)} |")
     out += ["", "Shfl-BW minus vector-wise on the means over the seeds both ran (Lee / polarity / WS353 / SimLex / "
             "cosine):", ""]
     for key in order:
@@ -276,16 +285,13 @@ def seed_means(rows: list[dict], vector: int = 64) -> list[str]:
         if len(common) < 2:
             continue
         d = [sum(runs[key][sd][m] - other[sd][m] for sd in common) / len(common) for m, _ in METRICS]
-        recipe = method + (" + regroup" if regroup else "") + (f" ({words} words)" if words else "")
-        out.append(f"- {s:.1%} {recipe}, seeds {', '.join(map(str, common))}: " + " / ".join(f"{x:+.3f}" for x in d))
+        out.append(f"- {s:.1%} {_recipe(method, regroup, words)}, seeds {', '.join(map(str, common))}: " + " / ".join(f"{x:+.3f}" for x in d))
     return out
 
 
 def _series(r: dict) -> tuple:
-    """One plotted line: pattern, V, recipe, calibration words, regrouping, and the distillation and
-    calibration seeds (repeat runs are kept)."""
-    return (r["pattern"], r["vector"], r["method"], r.get("calibration_words"), bool(r.get("regroup")),
-            r.get("distill_seed", 0), r.get("calibration_seed", 0))
+    """One plotted line: pattern, V, method, calibration words, regrouping."""
+    return r["pattern"], r["vector"], r["method"], r.get("calibration_words"), bool(r.get("regroup"))
 
 
 PATTERN_COLORS = {"unstructured": "tab:gray", "2:4": "tab:purple", "vector": "tab:blue", "block": "tab:orange",
@@ -298,7 +304,7 @@ def plotted_series(rows: list[dict], vector: int = 64) -> dict[tuple, list[dict]
     40 lines would not be read."""
     out: dict[tuple, list[dict]] = {}
     for r in rows[1:]:
-        if r.get("distill_seed") or r.get("calibration_seed") or r["vector"] not in (None, vector):
+        if r.get("distill_seed") or r.get("calibration_seed") or not _at_vector(r, vector):
             continue
         out.setdefault(_series(r), []).append(r)
     return out
@@ -318,11 +324,10 @@ def _plot(rows: list[dict], path: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.5))
     for ax, (key, title) in zip(axes, [("lee_pearson", "Lee Pearson"), ("cosine_to_dense", "embedding cosine to dense")]):
         for line in sorted(series, key=str):
-            pattern, v, method, words, regroup, _, _ = line
+            pattern, v, method, words, regroup = line
             by_sparsity = {r["sparsity"]: r[key] for r in series[line]}  # a later run of a cell replaces an earlier
             pts = sorted(by_sparsity.items())
-            label = f"{pattern}{'' if v is None else f' V={v}'} {method}{' + regroup' if regroup else ''}"
-            label += "" if words is None else f" ({words} words)"
+            label = f"{pattern}{'' if v is None else f' V={v}'} {_recipe(method, regroup, words)}"
             style = {"magnitude": ":", "oneshot": "--", "distill": "-"}[method]
             ax.plot([0.0] + [p[0] for p in pts], [dense[key]] + [p[1] for p in pts], style, marker="o", label=label,
                     color=PATTERN_COLORS.get(pattern))

@@ -62,6 +62,13 @@ def token_tile(tokens: int, config: DecodeConfig) -> int:
 
 
 @triton.jit
+def _value_tile(vals_ptr, kk, ok, offs_v, V: tl.constexpr):
+    """The [BK, VS] slice of kept vectors ``kk`` (rows of the [nnz, V] value panel); rows not ``ok``
+    load zeros."""
+    return tl.load(vals_ptr + kk.to(tl.int64)[:, None] * V + offs_v[None, :], mask=ok[:, None], other=0.0)
+
+
+@triton.jit
 def linear_decode_fwd_kernel(
     x_ptr,  # [T, K] at (stride_xt, stride_xk)
     vals_ptr,  # [nnz, V]
@@ -112,7 +119,7 @@ def linear_decode_fwd_kernel(
         acc2 = tl.zeros([BK, VS], dtype=tl.float32)
         kk = start + s * BK + offs_k
         k_ok = kk < end
-        w = tl.load(vals_ptr + kk.to(tl.int64)[:, None] * V + offs_v[None, :], mask=k_ok[:, None], other=0.0)
+        w = _value_tile(vals_ptr, kk, k_ok, offs_v, V)
         cols = tl.load(cols_ptr + kk, mask=k_ok, other=0).to(tl.int64)
         xg = tl.load(x_row + cols * stride_xk, mask=k_ok, other=0.0)
         cols_ahead = cols  # GEMV_PREFETCH == 2: the indices of the step after the next
@@ -121,7 +128,7 @@ def linear_decode_fwd_kernel(
         for k0 in range(start + s * BK, end, step):
             kn = k0 + step + offs_k
             n_ok = kn < end
-            w_next = tl.load(vals_ptr + kn.to(tl.int64)[:, None] * V + offs_v[None, :], mask=n_ok[:, None], other=0.0)
+            w_next = _value_tile(vals_ptr, kn, n_ok, offs_v, V)
             if GEMV_PREFETCH == 2:
                 cols_next = cols_ahead
                 cols_ahead = tl.load(cols_ptr + kn + step, mask=kn + step < end, other=0).to(tl.int64)
@@ -140,7 +147,7 @@ def linear_decode_fwd_kernel(
             k_ok = kk < end
             cols = tl.load(cols_ptr + kk, mask=k_ok, other=0).to(tl.int64)
             xg = tl.load(x_ptr + pid_t.to(tl.int64) * stride_xt + cols * stride_xk, mask=k_ok, other=0.0)  # [BK]
-            w = tl.load(vals_ptr + kk.to(tl.int64)[:, None] * V + offs_v[None, :], mask=k_ok[:, None], other=0.0)
+            w = _value_tile(vals_ptr, kk, k_ok, offs_v, V)
             acc2 += xg.to(tl.float32)[:, None] * w.to(tl.float32)
         acc = tl.sum(acc2, axis=0)[None, :]  # [1, VS]
     else:
@@ -154,7 +161,7 @@ def linear_decode_fwd_kernel(
                 mask=t_ok[:, None] & k_ok[None, :],
                 other=0.0,
             )  # [BT, BK]
-            w = tl.load(vals_ptr + kk.to(tl.int64)[:, None] * V + offs_v[None, :], mask=k_ok[:, None], other=0.0)  # [BK, VS]
+            w = _value_tile(vals_ptr, kk, k_ok, offs_v, V)  # [BK, VS]
             if UPCAST:
                 xg = xg.to(tl.float32)
                 w = w.to(tl.float32)
