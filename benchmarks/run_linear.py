@@ -20,7 +20,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.cases import LinearCase, suite  # noqa: E402
-from benchmarks.timing import format_row, gated, median_us  # noqa: E402
+from benchmarks.timing import format_row, gated, gated_chain, median_us  # noqa: E402
 from shflbw import ShflBWMatrix  # noqa: E402
 from shflbw.kernels.configs import DECODE_MAX_TOKENS  # noqa: E402
 from shflbw.kernels.linear import linear_fwd  # noqa: E402
@@ -79,7 +79,7 @@ def problem(case: LinearCase):
     return _packed_cache[key]
 
 
-def run_case(case: LinearCase, sweep: bool) -> list[dict]:
+def run_case(case: LinearCase, sweep: bool, chain: int = 0) -> list[dict]:
     dtype = getattr(torch, case.dtype)
     weight, masked, w = problem(case)
     x = torch.randn(case.tokens, case.in_features, device="cuda").to(dtype)
@@ -96,6 +96,8 @@ def run_case(case: LinearCase, sweep: bool) -> list[dict]:
         # rows are against dense-graph.
         rows.append(gated("dense-graph", lambda: F.linear(x, weight), F.linear(x.float(), weight.float()), dtype, True))
         rows.append(gated("shflbw-graph", lambda: linear_fwd(x, *args), ref, dtype, True))
+    if graph and chain > 1:
+        rows.extend(chained(x, weight, w, ref, dtype, chain))
     if case.tokens <= DECODE_MAX_TOKENS:
         for vs, splits, bk, nw in DECODE_SWEEP if sweep else ():
             dcfg = DecodeConfig(bk, nw)
@@ -127,11 +129,27 @@ def run_case(case: LinearCase, sweep: bool) -> list[dict]:
         rows.extend(semi_structured(x, weight, dtype))
     dense_us = rows[0]["us"]
     dense_graph_us = next((r["us"] for r in rows if r["variant"] == "dense-graph"), None)
+    dense_chain_us = next((r["us"] for r in rows if r["variant"].startswith("dense-chain")), None)
     for r in rows:
         base = dense_graph_us if r["variant"].endswith("-graph") else dense_us
+        if "-chain" in r["variant"]:
+            base = dense_chain_us
         r.update(case=case.name, speedup=(base / r["us"]) if r["us"] and base else None)
         r["tflops"] = (2 * case.tokens * m * case.in_features / r["us"] / 1e6) if r["us"] else None
     return rows
+
+
+def chained(x, weight, w, ref, dtype, n: int) -> list[dict]:
+    """Dense and shflbw per layer inside one CUDA graph of n layers, each with its own copy of the
+    weights (as a decode server replays a whole model step; timing.chain_us)."""
+    m = weight.shape[0]
+    dense_ref = F.linear(x.float(), weight.float())
+    weights = [weight.clone() for _ in range(n)]
+    packs = [(w.values.clone(), w.col_idx.clone(), w.group_ptr.clone(), w.perm.clone()) for _ in range(n)]
+    dense_fns = [lambda wi=wi: F.linear(x, wi) for wi in weights]
+    sparse_fns = [lambda p=p: linear_fwd(x, *p, None, m) for p in packs]
+    return [gated_chain(f"dense-chain{n}", dense_fns, dense_ref, dtype),
+            gated_chain(f"shflbw-chain{n}", sparse_fns, ref, dtype)]
 
 
 def semi_structured(x, weight, dtype) -> dict:
@@ -185,6 +203,9 @@ def main() -> int:
     ap.add_argument("--vectors", default="64", help="comma-separated V values (default: 64)")
     ap.add_argument("--dtypes", default="bfloat16")
     ap.add_argument("--tokens", default=None, help="comma-separated token counts: keep only these cases of the suite")
+    ap.add_argument("--chain", type=int, default=0, metavar="N",
+                    help="T <= 16: also time each side per layer inside one CUDA graph of N layers with their own "
+                         "weight copies (as a decode server replays a model step); 0: off")
     ap.add_argument("--out", default="bench_linear.json")
     args = ap.parse_args()
     keep_tokens = None if args.tokens is None else {int(t) for t in args.tokens.split(",")}
@@ -202,7 +223,7 @@ def main() -> int:
         for v in map(int, args.vectors.split(",")):
             for dt in args.dtypes.split(","):
                 c = LinearCase(case.out_features, case.in_features, case.tokens, case.sparsity, v, dt)
-                for r in run_case(c, args.sweep):
+                for r in run_case(c, args.sweep, args.chain):
                     result["rows"].append(r)
                     print(format_row(c.name, r), flush=True)
                 with open(args.out, "w") as f:

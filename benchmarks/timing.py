@@ -29,6 +29,21 @@ def median_us(fn, graph: bool = False, rep: int = 100) -> float:
     return triton.testing.do_bench(fn, warmup=25, rep=rep, return_mode="median") * 1e3
 
 
+def chain_us(fns, rep: int = 100) -> float:
+    """Time per call of a CUDA graph that replays ``fns`` one after another, in microseconds.
+
+    A decode server replays one graph for a whole model step, so each layer pays its kernel time and
+    the gap between kernels, not the fixed cost of launching a graph around one kernel (5.5-6 us on
+    the H100 of session 12 for a one-kernel graph, both sides). Give each fn its own weights (copies)
+    so that no call finds the previous one's weights in L2.
+    """
+    def run_all():
+        for fn in fns:
+            fn()
+
+    return median_us(run_all, graph=True, rep=rep) / len(fns)
+
+
 def host_us(fn, n: int = 300) -> float:
     """Host time per call in microseconds: n calls back to back, one sync at the end (for calls
     whose GPU time is smaller than their launch cost, this is what an eager caller waits)."""
@@ -59,6 +74,14 @@ def gated(name: str, fn, ref: torch.Tensor, dtype: torch.dtype, graph: bool = Fa
     if not err < GATE[dtype]:
         return {"variant": name, "error": err, "us": None, "status": "WRONG"}
     return {"variant": name, "error": err, "us": median_us(fn, graph=graph, rep=rep), "status": "ok"}
+
+
+def gated_chain(name: str, fns, ref: torch.Tensor, dtype: torch.dtype, rep: int = 100) -> dict:
+    """As ``gated`` for a chain of calls (``chain_us``): every call is checked before the chain is timed."""
+    err = max(rel_error(fn(), ref) for fn in fns)
+    if not err < GATE[dtype]:
+        return {"variant": name, "error": err, "us": None, "status": "WRONG"}
+    return {"variant": name, "error": err, "us": chain_us(fns, rep=rep), "status": "ok"}
 
 
 def format_row(case: str, r: dict) -> str:
