@@ -12,8 +12,8 @@ Reordering the loads (gemv_prefetch) gained 0-6 %. This times, per layer, beside
 - ``plan-1split``: the same kernel with one program per group (no split-K fix-up);
 - ``stream-grid``: the plan's grid and loop, values only (no column indices, no gather, no fix-up):
   what this decomposition streams at best;
-- ``streamk-Nx``: a stream-K T = 1 kernel: N programs per SM, each taking an equal share of the list
-  of (group, [BK] tile) steps across group boundaries, a split group finished by its last program;
+- ``streamk-Nx``: the stream-K T = 1 kernel (kernels/decode_streamk.py, DecodeConfig.stream_k = N):
+  N programs per SM, each taking an equal share of the weight's [BK] steps across row groups;
 - ``stream-flat-P``: P programs each summing one contiguous share of the value array in [BK, V]
   tiles: the best Triton streaming of these bytes, whatever the decomposition;
 - ``dense-same-bytes``: cuBLAS F.linear on a dense weight with as many bytes as the packed values
@@ -81,68 +81,6 @@ def stream_flat_kernel(vals_ptr, rows, per_prog, out_ptr, V: tl.constexpr, BK: t
     tl.store(out_ptr + p * V + offs_v, tl.sum(acc, axis=0))
 
 
-@triton.jit
-def streamk_gemv_kernel(
-    x_ptr, vals_ptr, cols_ptr, gptr_ptr, perm_ptr, out_ptr, part_ptr, lock_ptr,
-    gsteps_ptr,  # [G + 1] int32: first step of each group (every group has at least one step)
-    step_group_ptr,  # [S] int32: the group of each step
-    S, P, M, V: tl.constexpr, BK: tl.constexpr,
-):
-    """T = 1, stream-K: program p takes steps [p S / P, (p + 1) S / P) of the list of (group, [BK]
-    tile) steps, crossing groups; a group whose steps span several programs is finished by the last
-    of them to arrive (partials in slots g + p, summed in program order: deterministic)."""
-    p = tl.program_id(0)
-    lo = (p * S) // P
-    hi = ((p + 1) * S) // P
-    offs_k = tl.arange(0, BK)
-    offs_v = tl.arange(0, V)
-    acc2 = tl.zeros([BK, V], dtype=tl.float32)
-    g_next = tl.load(step_group_ptr + lo, mask=lo < hi, other=0)
-    for step in range(lo, hi):
-        g = g_next
-        g_next = tl.load(step_group_ptr + step + 1, mask=step + 1 < hi, other=-1)
-        first = tl.load(gsteps_ptr + g)
-        k0 = tl.load(gptr_ptr + g) + (step - first) * BK
-        end = tl.load(gptr_ptr + g + 1)
-        kk = k0 + offs_k
-        ok = kk < end
-        cols = tl.load(cols_ptr + kk, mask=ok, other=0).to(tl.int64)
-        xg = tl.load(x_ptr + cols, mask=ok, other=0.0)
-        wt = tl.load(vals_ptr + kk.to(tl.int64)[:, None] * V + offs_v[None, :], mask=ok[:, None], other=0.0)
-        acc2 += xg.to(tl.float32)[:, None] * wt.to(tl.float32)
-        if g_next != g:
-            acc = tl.sum(acc2, axis=0)
-            acc2 = tl.zeros([BK, V], dtype=tl.float32)
-            last = tl.load(gsteps_ptr + g + 1) - 1
-            p0 = ((first + 1) * P + S - 1) // S - 1
-            p1 = ((last + 1) * P + S - 1) // S - 1
-            row_pos = g * V + offs_v
-            row_ok = row_pos < M
-            rows = tl.load(perm_ptr + row_pos, mask=row_ok, other=0).to(tl.int64)
-            if p0 == p1:
-                tl.store(out_ptr + rows, acc.to(out_ptr.dtype.element_ty), mask=row_ok)
-            else:
-                tl.store(part_ptr + (g + p).to(tl.int64) * V + offs_v, acc)
-                tl.debug_barrier()
-                arrived = tl.atomic_add(lock_ptr + g, 1, sem="acq_rel")
-                if arrived == p1 - p0:
-                    tot = tl.zeros([V], dtype=tl.float32)
-                    for c in range(p0, p1 + 1):
-                        tot += tl.load(part_ptr + (g + c).to(tl.int64) * V + offs_v, cache_modifier=".cg")
-                    tl.store(lock_ptr + g, 0)
-                    tl.store(out_ptr + rows, tot.to(out_ptr.dtype.element_ty), mask=row_ok)
-
-
-def streamk_tables(group_ptr, bk):
-    """(gsteps [G + 1], step_group [S]) for streamk_gemv_kernel: max(1, ceil(n_g / bk)) steps per group."""
-    n = (group_ptr[1:] - group_ptr[:-1]).long()
-    steps = torch.clamp((n + bk - 1) // bk, min=1)
-    gsteps = torch.zeros(n.numel() + 1, dtype=torch.int64, device=group_ptr.device)
-    gsteps[1:] = torch.cumsum(steps, 0)
-    step_group = torch.repeat_interleave(torch.arange(n.numel(), device=group_ptr.device), steps)
-    return gsteps.to(torch.int32), step_group.to(torch.int32)
-
-
 def probes(x, w, m, config, sms):
     """name -> (fn factory over a pack copy, reference) for one layer."""
     v = w.values.shape[1]
@@ -186,25 +124,16 @@ def probes(x, w, m, config, sms):
         n = triton.cdiv(rows, per)
         return torch.zeros(n, v, device="cuda").index_add_(0, torch.arange(rows, device="cuda") // per, vals).flatten()
 
-    def streamk(p, programs, bk_=bk, warps=config.num_warps):
-        gsteps, step_group = streamk_tables(p[2], bk_)
-        n_steps = step_group.numel()
-        prog = min(programs, n_steps)
-        part = torch.empty((n_groups + prog) * v, device=x.device, dtype=torch.float32)
-        locks = torch.zeros(n_groups, device=x.device, dtype=torch.int32)
-        out = torch.empty(1, m, device=x.device, dtype=x.dtype)
-
-        def fn():
-            streamk_gemv_kernel[(prog,)](x, p[0], p[1], p[2], p[3], out, part, locks, gsteps, step_group,
-                                         n_steps, prog, m, V=v, BK=bk_, num_warps=warps)
-            return out
-        return fn
+    def streamk(per_sm, bk_=bk, warps=config.num_warps):
+        cfg = DecodeConfig(block_k=bk_, num_warps=warps, stream_k=per_sm)
+        return lambda p: (lambda: linear_fwd(x, *p, None, m, path="decode", decode_config=cfg))
 
     out = {"plan": plan, "plan-1split": one_split, "stream-grid": grid}
-    for k in (2, 3, 4):
-        out[f"streamk-{k}x"] = lambda p, k=k: streamk(p, k * sms)
-    out["streamk-4x-bk64"] = lambda p: streamk(p, 4 * sms, 64)
-    out["streamk-2x-bk256w8"] = lambda p: streamk(p, 2 * sms, 256, 8)
+    for k in (2, 3, 4, 6):
+        out[f"streamk-{k}x"] = streamk(k)
+    out["streamk-4x-w8"] = streamk(4, warps=8)
+    out["streamk-8x-bk64"] = streamk(8, 64)
+    out["streamk-2x-bk256w8"] = streamk(2, 256, 8)
     refs = {"stream-grid": torch.zeros(n_groups * splits, v, device="cuda").index_add_(0, slot, vals).flatten()}
     for k in (2, 4, 8):
         out[f"stream-flat-{k}x"] = lambda p, k=k: flat(p, k * sms)

@@ -97,6 +97,48 @@ def test_decode_gemv_one_token(dtype, splits, prefetch, nan_poison):
     assert y.shape == (1, 130) and rel_error(y, ref) < KERNEL_TOLERANCE[dtype]
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=_dt)
+@pytest.mark.parametrize("programs", [1, 3, 7, 500], ids=lambda p: f"programs{p}")
+def test_decode_stream_k_one_token(dtype, programs, nan_poison):
+    # Groups of 21 kept vectors at BK 4 are 6 steps each, plus one step for the empty group: 3 and
+    # 7 programs split groups between programs (partials finished by the last to arrive); 500 is
+    # more programs than steps (the kernel uses one per step); bias on, M not a multiple of V.
+    weight, mask, perm, w = random_problem(130, 70, 64, 0.3, dtype, seed=5, device=DEVICE, empty_groups=(1,))
+    x = torch.randn(1, 70, device=DEVICE).to(dtype)
+    bias = torch.randn(130, device=DEVICE).to(dtype)
+    cfg = DecodeConfig(block_k=4, stream_k=1)
+    y = linear_fwd(x, w.values, w.col_idx, w.group_ptr, w.perm, bias, 130, path="decode", splits=programs,
+                   decode_config=cfg)
+    ref = F.linear(x.double(), (weight * mask).double(), bias.double())
+    assert y.shape == (1, 130) and rel_error(y, ref) < KERNEL_TOLERANCE[dtype]
+
+
+def test_decode_stream_k_is_repeatable_and_leaves_counters_zeroed(nan_poison):
+    from shflbw.kernels.decode import arrival_counters
+
+    weight, mask, perm, w = random_problem(100, 70, 32, 0.3, torch.float32, seed=2, device=DEVICE, empty_groups=(0, 2))
+    x = torch.randn(1, 70, device=DEVICE)
+    kw = dict(path="decode", splits=5, decode_config=DecodeConfig(block_k=8, stream_k=2))
+    y1 = linear_fwd(x, w.values, w.col_idx, w.group_ptr, w.perm, None, 100, **kw)
+    assert int(arrival_counters(x.device, 1).abs().sum()) == 0
+    y2 = linear_fwd(x, w.values, w.col_idx, w.group_ptr, w.perm, None, 100, **kw)
+    assert torch.equal(y1, y2)
+    assert rel_error(y1, x.double() @ (weight * mask).double().t()) < 1e-5
+
+
+def test_decode_stream_k_rejects_bad_input():
+    from shflbw.kernels.decode_streamk import linear_decode_streamk
+
+    with pytest.raises(ValueError, match="stream_k"):
+        DecodeConfig(stream_k=-1)
+    weight, mask, perm, w = random_problem(64, 32, 16, 0.5, torch.float32, seed=1, device=DEVICE)
+    args = (w.values, w.col_idx, w.group_ptr, w.perm, None, 64)
+    with pytest.raises(ValueError, match="one token"):
+        linear_decode_streamk(torch.randn(2, 32, device=DEVICE), *args, programs=2)
+    with pytest.raises(ValueError, match="programs"):
+        linear_decode_streamk(torch.randn(1, 32, device=DEVICE), *args, programs=0)
+
+
 def test_decode_fixup_is_repeatable_and_leaves_counters_zeroed(nan_poison):
     # The last split of each tile sums the partials in split order and re-zeroes its counter: a
     # second call (and a call with other shapes) must see clean counters and give the same bits.

@@ -46,6 +46,9 @@ class DecodeConfig:
     # T > 1: tokens per program (a power of two, 16-128); None: T rounded up to a power of two,
     # at most 64.
     block_t: int | None = None
+    # T = 1 (gemv): > 0 runs the stream-K kernel (decode_streamk.py) with this many programs per SM,
+    # each taking an equal share of the weight's [block_k] steps across row groups; 0 keeps split-K.
+    stream_k: int = 0
 
     def __post_init__(self):
         bt = self.block_t
@@ -53,6 +56,8 @@ class DecodeConfig:
             raise ValueError(f"block_t must be a power of two in [16, 128], got {bt}")
         if self.gemv_prefetch not in (0, 1, 2):
             raise ValueError(f"gemv_prefetch must be 0, 1 or 2, got {self.gemv_prefetch!r}")
+        if not isinstance(self.stream_k, int) or self.stream_k < 0:
+            raise ValueError(f"stream_k must be a non-negative int (programs per SM), got {self.stream_k!r}")
 
 
 def token_tile(tokens: int, config: DecodeConfig) -> int:

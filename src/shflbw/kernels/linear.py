@@ -37,6 +37,7 @@ import torch
 from shflbw.kernels.configs import decode_config as pick_decode_config
 from shflbw.kernels.configs import DECODE_MAX_TOKENS, decode_plan, linear_plan, packed_spmm_config, sm_count
 from shflbw.kernels.decode import DecodeConfig, linear_decode  # noqa: F401  (DecodeConfig: type of decode_config)
+from shflbw.kernels.decode_streamk import linear_decode_streamk
 from shflbw.kernels.spmm import SpmmConfig, launch_spmm
 from shflbw.kernels.transpose import feature_major, transpose
 
@@ -95,13 +96,21 @@ def linear_fwd(
             x2 = feature_major(x2).t()
         elif x2.stride(-1) != 1:
             x2 = x2.contiguous()
-        plan_slice, plan_splits = decode_plan(
-            group_ptr.numel() - 1, values.shape[1], values.shape[0], t, sm_count(x.device), dcfg
-        )
-        out = linear_decode(
-            x2, values, col_idx, group_ptr, perm, bias, out_features, splits or plan_splits,
-            config=dcfg, row_slice=row_slice or plan_slice, reduce=reduce,
-        )
+        sms = sm_count(x.device)
+        if t == 1 and dcfg.gemv and dcfg.stream_k:
+            # ``splits`` here is the number of programs (tests); else stream_k per SM (2 SMs' worth
+            # under the interpreter).
+            programs = splits or dcfg.stream_k * (sms or 2)
+            out = linear_decode_streamk(x2, values, col_idx, group_ptr, perm, bias, out_features, programs,
+                                        block_k=dcfg.block_k, num_warps=dcfg.num_warps)
+        else:
+            plan_slice, plan_splits = decode_plan(
+                group_ptr.numel() - 1, values.shape[1], values.shape[0], t, sms, dcfg
+            )
+            out = linear_decode(
+                x2, values, col_idx, group_ptr, perm, bias, out_features, splits or plan_splits,
+                config=dcfg, row_slice=row_slice or plan_slice, reduce=reduce,
+            )
     elif path == "splitk":
         # Few programs per group at small T would leave most SMs idle (4096 x 4096, V = 128,
         # T = 128: 32 programs), so each group's kept vectors are split over several programs

@@ -1,0 +1,142 @@
+"""Stream-K Shfl-BW linear for one token: equal shares of the weight's steps, across row groups.
+
+The split-K decode kernel (decode.py) gives each row group ``splits`` programs; with a power of two
+of splits, the programs either under-fill the GPU (11008 x 4096 at 75 %: 344 programs for 528 slots
+at 4 per SM) or spill into a second wave. Here the weight is a list of steps (one [BK, V] tile of
+one group's kept vectors; an empty group still has one step, so its rows are written) and each of
+P programs takes the same number of consecutive steps, whatever groups they belong to. A group
+whose steps span several programs is finished by the last of them to arrive, which sums the
+partials in program order (deterministic) and re-zeroes the group's counter.
+
+No host-side table: every program loads the group pointers once and finds its first group from
+their prefix sum, then walks the groups. So the launch needs no sync and is capturable.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from shflbw.kernels.decode import arrival_counters
+
+# Each program holds the group pointers of the whole matrix in registers once, at its start.
+MAX_GROUPS = 4096
+
+
+@triton.jit
+def _owner(step, S, P):
+    """The program whose share [p S / P, (p + 1) S / P) holds ``step`` (P <= S)."""
+    return ((step + 1) * P + S - 1) // S - 1
+
+
+@triton.jit
+def linear_decode_streamk_kernel(
+    x_ptr,  # [K] (one token) at stride_xk
+    vals_ptr,  # [nnz, V]
+    cols_ptr,  # [nnz] int32
+    gptr_ptr,  # [G + 1] int32
+    perm_ptr,  # [M] int32
+    bias_ptr,  # [M] or dummy
+    out_ptr,  # [1, M]
+    part_ptr,  # float32 [(G + P) * V] partial sums: group g's share from program p at slot g + p
+    lock_ptr,  # int32 [G] arrival counters, zero between launches
+    G,
+    M,
+    P,
+    stride_xk,
+    V: tl.constexpr,
+    BK: tl.constexpr,
+    BLOCK_G: tl.constexpr,
+    HAS_BIAS: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    offs_g = tl.arange(0, BLOCK_G)
+    g_ok = offs_g < G
+    gs = tl.load(gptr_ptr + offs_g, mask=g_ok, other=0)
+    ge = tl.load(gptr_ptr + offs_g + 1, mask=g_ok, other=0)
+    steps = tl.where(g_ok, tl.maximum((ge - gs + BK - 1) // BK, 1), 0)
+    incl = tl.cumsum(steps, axis=0)
+    S = tl.sum(steps, axis=0)
+    P = tl.minimum(P, S)  # every program gets at least one step, so each group's owners are consecutive
+    lo = (pid * S) // P
+    hi = ((pid + 1) * S) // P
+    if pid < P:
+        # The group holding step lo, and that group's first step.
+        g = tl.sum((incl <= lo).to(tl.int32), axis=0)
+        first = tl.sum(tl.where(offs_g == g, incl - steps, 0), axis=0)
+        gstart = tl.load(gptr_ptr + g)
+        gend = tl.load(gptr_ptr + g + 1)
+        offs_k = tl.arange(0, BK)
+        offs_v = tl.arange(0, V)
+        acc2 = tl.zeros([BK, V], dtype=tl.float32)
+        for step in range(lo, hi):
+            last = first + tl.maximum((gend - gstart + BK - 1) // BK, 1) - 1  # the group's last step
+            kk = gstart + (step - first) * BK + offs_k
+            ok = kk < gend
+            cols = tl.load(cols_ptr + kk, mask=ok, other=0).to(tl.int64)
+            xg = tl.load(x_ptr + cols * stride_xk, mask=ok, other=0.0)
+            w = tl.load(vals_ptr + kk.to(tl.int64)[:, None] * V + offs_v[None, :], mask=ok[:, None], other=0.0)
+            acc2 += xg.to(tl.float32)[:, None] * w.to(tl.float32)
+            if (step == last) | (step == hi - 1):
+                acc = tl.sum(acc2, axis=0)
+                acc2 = tl.zeros([BK, V], dtype=tl.float32)
+                p0 = _owner(first, S, P)
+                p1 = _owner(last, S, P)
+                row_pos = g * V + offs_v
+                row_ok = row_pos < M
+                rows = tl.load(perm_ptr + row_pos, mask=row_ok, other=0).to(tl.int64)
+                done = p0 == p1
+                if p0 != p1:
+                    tl.store(part_ptr + (g + pid).to(tl.int64) * V + offs_v, acc)
+                    tl.debug_barrier()  # every thread's partial is written before the release below
+                    arrived = tl.atomic_add(lock_ptr + g, 1, sem="acq_rel")
+                    if arrived == p1 - p0:
+                        acc = tl.zeros([V], dtype=tl.float32)
+                        for c in range(p0, p1 + 1):
+                            acc += tl.load(part_ptr + (g + c).to(tl.int64) * V + offs_v, cache_modifier=".cg")
+                        tl.store(lock_ptr + g, 0)
+                        done = True
+                if done:
+                    if HAS_BIAS:
+                        acc += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
+                    tl.store(out_ptr + rows, acc.to(out_ptr.dtype.element_ty), mask=row_ok)
+            if step == last:
+                g += 1
+                first = step + 1
+                gstart = gend
+                gend = tl.load(gptr_ptr + g + 1, mask=g < G, other=0)
+
+
+def linear_decode_streamk(
+    x2: torch.Tensor,
+    values: torch.Tensor,
+    col_idx: torch.Tensor,
+    group_ptr: torch.Tensor,
+    perm: torch.Tensor,
+    bias: torch.Tensor | None,
+    out_features: int,
+    programs: int,
+    block_k: int = 128,
+    num_warps: int = 4,
+) -> torch.Tensor:
+    """x2 (1 x K) -> 1 x M with ``programs`` programs sharing the steps equally (fewer if there are
+    fewer steps)."""
+    if x2.shape[0] != 1:
+        raise ValueError(f"the stream-K decode kernel takes one token, got {x2.shape[0]}")
+    if programs < 1:
+        raise ValueError(f"programs must be positive, got {programs}")
+    n_groups = group_ptr.numel() - 1
+    if n_groups > MAX_GROUPS:
+        raise ValueError(f"the stream-K decode kernel takes at most {MAX_GROUPS} row groups, got {n_groups}")
+    v = values.shape[1]
+    out = torch.empty(1, out_features, dtype=x2.dtype, device=x2.device)
+    part = torch.empty((n_groups + programs) * v, dtype=torch.float32, device=x2.device)
+    locks = arrival_counters(x2.device, n_groups)
+    linear_decode_streamk_kernel[(programs,)](
+        x2, values, col_idx, group_ptr, perm, bias if bias is not None else values, out, part, locks,
+        n_groups, out_features, programs, x2.stride(1),
+        V=v, BK=block_k, BLOCK_G=triton.next_power_of_2(n_groups + 1), HAS_BIAS=bias is not None,
+        num_warps=num_warps,
+    )
+    return out
