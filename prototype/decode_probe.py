@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 import os
 import sys
 
@@ -41,7 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks.run_linear import stamp  # noqa: E402
 from benchmarks.timing import gated, gated_chain  # noqa: E402
 from prototype.sweep_small_t import packed  # noqa: E402
-from shflbw.kernels.configs import decode_plan, sm_count  # noqa: E402
+from shflbw.kernels.configs import decode_config, decode_plan, sm_count  # noqa: E402
 from shflbw.kernels.decode import DecodeConfig, linear_decode  # noqa: E402
 from shflbw.kernels.linear import linear_fwd  # noqa: E402
 
@@ -141,58 +142,73 @@ def probes(x, w, m, config, sms):
     return out, refs, splits
 
 
+def probes_t16(x, m, k):
+    """T = 16: the plan (X transposed, then the split-K tile kernel) against the stream-K tile kernel."""
+    base = decode_config(x.shape[0], k)
+    out = {"plan": lambda p: (lambda: linear_fwd(x, *p, None, m))}
+    for n in (1, 2, 3, 4):
+        cfg = replace(base, stream_k=n)
+        out[f"streamk-{n}x"] = lambda p, cfg=cfg: (lambda: linear_fwd(x, *p, None, m, path="decode", decode_config=cfg))
+    cfg = replace(base, stream_k=2, block_k=256, num_warps=8, num_stages=3)
+    out["streamk-2x-bk256w8"] = lambda p: (lambda: linear_fwd(x, *p, None, m, path="decode", decode_config=cfg))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="decode_probe.json")
     ap.add_argument("--chain", type=int, default=8)
     ap.add_argument("--rep", type=int, default=100)
     ap.add_argument("--sparsities", default="0.75,0.875")
+    ap.add_argument("--tokens", default="1,16")
     args = ap.parse_args()
     sms = sm_count(torch.device("cuda"))
     config = DecodeConfig()
     result = {"stamp": stamp(), "rows": []}
     bf16 = torch.bfloat16
+
+    def timed(case, name, fns, ref, base, **extra):
+        """The one-kernel graph and the chain of a variant (fns: one call per weight copy)."""
+        r1 = gated(name, fns[0], ref, bf16, True, args.rep)
+        rc = gated_chain(f"{name}-chain{len(fns)}", fns, ref, bf16, args.rep) if len(fns) > 1 else None
+        for r, b in ((r1, base[0]), (rc, base[1])):
+            if r:
+                r.update(case=case, speedup=b / r["us"] if r["us"] and b else None, **extra)
+                if "mb" in extra and r["us"]:
+                    r["tb_s"] = extra["mb"] / r["us"]
+                result["rows"].append(r)
+                sp = f"{r['speedup']:.2f}x" if r.get("speedup") else ""
+                us = f"{r['us']:.1f}" if r.get("us") else "-"
+                print(f"{case:24s} {r['variant']:28s} {us:>8s} us {sp:>7s} {r['status']}", flush=True)
+        return r1["us"], rc["us"] if rc else None
+
     for (m, k) in SHAPES:
         for s in map(float, args.sparsities.split(",")):
             weight, masked, w = packed(m, k, 64, s)
-            x = torch.randn(1, k, device="cuda", dtype=bf16)
-            ref = F.linear(x.float(), masked.float())
-            case = f"M{m}-K{k}-T1-s{s}"
             packs = [(w.values, w.col_idx, w.group_ptr, w.perm)]
             packs += [tuple(t.clone() for t in packs[0]) for _ in range(args.chain - 1)]
             nbytes = w.values.numel() * 2 + w.col_idx.numel() * 4
-            rows_same = max(1, round(nbytes / (2 * k)))
-            same = torch.randn(rows_same, k, device="cuda", dtype=bf16)
+            same = torch.randn(max(1, round(nbytes / (2 * k))), k, device="cuda", dtype=bf16)
             dense_sets = {"dense": [weight] + [weight.clone() for _ in range(args.chain - 1)],
                           "dense-same-bytes": [same] + [same.clone() for _ in range(args.chain - 1)]}
-            base = {}
-            for name, ws in dense_sets.items():
-                r1 = gated(name, lambda: F.linear(x, ws[0]), F.linear(x.float(), ws[0].float()), bf16, True, args.rep)
-                rc = gated_chain(name + f"-chain{args.chain}", [lambda wi=wi: F.linear(x, wi) for wi in ws],
-                                 F.linear(x.float(), ws[0].float()), bf16, args.rep) if args.chain > 1 else None
-                for r in (r1, rc):
-                    if r:
-                        r.update(case=case, mb=(ws[0].numel() * 2) / 1e6)
-                        result["rows"].append(r)
-                base[name] = (r1["us"], rc["us"] if rc else None)
-            fns, refs, splits = probes(x, w, m, config, sms)
-            for name, make in fns.items():
-                r_ref = refs.get(name, ref)
-                r1 = gated(name, make(packs[0]), r_ref, bf16, True, args.rep)
-                rc = gated_chain(name + f"-chain{args.chain}", [make(p) for p in packs], r_ref, bf16, args.rep) if args.chain > 1 else None
-                for r, b in ((r1, base["dense"][0]), (rc, base["dense"][1])):
-                    if r:
-                        r.update(case=case, splits=splits, mb=nbytes / 1e6,
-                                 speedup=b / r["us"] if r["us"] and b else None,
-                                 tb_s=nbytes / r["us"] / 1e6 if r["us"] else None)
-                        result["rows"].append(r)
-            for r in result["rows"]:
-                if r.get("case") == case:
-                    sp = f"{r['speedup']:.2f}x" if r.get("speedup") else ""
-                    us = f"{r['us']:.1f}" if r.get("us") else "-"
-                    print(f"{case:24s} {r['variant']:28s} {us:>8s} us {sp:>7s} {r['status']}", flush=True)
-            with open(args.out, "w") as f:
-                json.dump(result, f, indent=1)
+            for t in map(int, args.tokens.split(",")):
+                x = torch.randn(t, k, device="cuda", dtype=bf16)
+                ref = F.linear(x.float(), masked.float())
+                case = f"M{m}-K{k}-T{t}-s{s}"
+                base = {}
+                for name, ws in dense_sets.items():
+                    dense_ref = F.linear(x.float(), ws[0].float())
+                    base[name] = timed(case, name, [lambda wi=wi: F.linear(x, wi) for wi in ws], dense_ref,
+                                       base.get("dense", (None, None)), mb=ws[0].numel() * 2 / 1e6)
+                if t == 1:
+                    fns, refs, splits = probes(x, w, m, config, sms)
+                else:
+                    fns, refs, splits = probes_t16(x, m, k), {}, None
+                for name, make in fns.items():
+                    timed(case, name, [make(p) for p in packs], refs.get(name, ref), base["dense"],
+                          splits=splits, mb=nbytes / 1e6)
+                with open(args.out, "w") as f:
+                    json.dump(result, f, indent=1)
     return 0
 
 

@@ -3,7 +3,7 @@
 #
 #   run(): bash prototype/device_decode_s13.sh [BUDGET_S]
 #
-# 1. prototype/decode_probe.py: the plan beside its stages left out, flat streaming, and cuBLAS on a
+# 1. prototype/decode_probe.py (T = 1 and 16): the plan beside stream-K, stages left out, flat streaming, cuBLAS on a
 #    dense weight of the packed bytes; one-kernel graphs and per layer in a graph of 8 layers;
 # 2. Nsight Compute on the plan's kernel and on cuBLAS (11008 x 4096 and 4096 x 4096, 75 %): duration,
 #    DRAM throughput, occupancy, warp stall reasons;
@@ -17,7 +17,7 @@ export PYTHONPATH=$PWD SHFLBW_COMMIT=${SHFLBW_COMMIT:-unknown}
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=csv | tee "$OUT/gpu.txt"
 python -c "import torch, triton; print(torch.__version__, triton.__version__)" | tee -a "$OUT/gpu.txt"
 
-timeout $(( $(left) * 2 / 5 )) python prototype/decode_probe.py --out "$OUT/decode_probe.json" --chain 8 \
+timeout $(( $(left) / 2 )) python prototype/decode_probe.py --out "$OUT/decode_probe.json" --chain 8 \
   > "$OUT/decode_probe.txt" 2>&1
 echo "probe rc $? at $(( $(date +%s) - t0 )) s"; tail -n 60 "$OUT/decode_probe.txt"
 

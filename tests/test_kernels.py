@@ -99,18 +99,21 @@ def test_decode_gemv_one_token(dtype, splits, prefetch, nan_poison):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=_dt)
 @pytest.mark.parametrize("programs", [1, 3, 7, 500], ids=lambda p: f"programs{p}")
-def test_decode_stream_k_one_token(dtype, programs, nan_poison):
+@pytest.mark.parametrize("tokens,transpose_x", [(1, False), (5, False), (20, True)], ids=["T1", "T5", "T20-xt"])
+def test_decode_stream_k(dtype, programs, tokens, transpose_x, nan_poison):
     # Groups of 21 kept vectors at BK 4 are 6 steps each, plus one step for the empty group: 3 and
     # 7 programs split groups between programs (partials finished by the last to arrive); 500 is
-    # more programs than steps (the kernel uses one per step); bias on, M not a multiple of V.
+    # more programs than steps (the kernel uses one per step); bias on, M not a multiple of V. T = 1
+    # runs on CUDA cores, T = 5 as one tensor-core tile of 16 tokens from token-major X, T = 20 as
+    # two tiles from transposed X.
     weight, mask, perm, w = random_problem(130, 70, 64, 0.3, dtype, seed=5, device=DEVICE, empty_groups=(1,))
-    x = torch.randn(1, 70, device=DEVICE).to(dtype)
+    x = torch.randn(tokens, 70, device=DEVICE).to(dtype)
     bias = torch.randn(130, device=DEVICE).to(dtype)
-    cfg = DecodeConfig(block_k=4, stream_k=1)
+    cfg = DecodeConfig(block_k=4, stream_k=1, transpose_x=transpose_x, block_t=16)
     y = linear_fwd(x, w.values, w.col_idx, w.group_ptr, w.perm, bias, 130, path="decode", splits=programs,
                    decode_config=cfg)
     ref = F.linear(x.double(), (weight * mask).double(), bias.double())
-    assert y.shape == (1, 130) and rel_error(y, ref) < KERNEL_TOLERANCE[dtype]
+    assert y.shape == (tokens, 130) and rel_error(y, ref) < KERNEL_TOLERANCE[dtype]
 
 
 def test_decode_stream_k_is_repeatable_and_leaves_counters_zeroed(nan_poison):
@@ -133,8 +136,6 @@ def test_decode_stream_k_rejects_bad_input():
         DecodeConfig(stream_k=-1)
     weight, mask, perm, w = random_problem(64, 32, 16, 0.5, torch.float32, seed=1, device=DEVICE)
     args = (w.values, w.col_idx, w.group_ptr, w.perm, None, 64)
-    with pytest.raises(ValueError, match="one token"):
-        linear_decode_streamk(torch.randn(2, 32, device=DEVICE), *args, programs=2)
     with pytest.raises(ValueError, match="programs"):
         linear_decode_streamk(torch.randn(1, 32, device=DEVICE), *args, programs=0)
 

@@ -46,8 +46,9 @@ class DecodeConfig:
     # T > 1: tokens per program (a power of two, 16-128); None: T rounded up to a power of two,
     # at most 64.
     block_t: int | None = None
-    # T = 1 (gemv): > 0 runs the stream-K kernel (decode_streamk.py) with this many programs per SM,
-    # each taking an equal share of the weight's [block_k] steps across row groups; 0 keeps split-K.
+    # > 0 runs the stream-K kernel (decode_streamk.py) with this many programs per SM (per tile of
+    # tokens), each taking an equal share of the weight's [block_k] steps across row groups; 0 keeps
+    # split-K.
     stream_k: int = 0
 
     def __post_init__(self):

@@ -1,4 +1,4 @@
-"""Stream-K Shfl-BW linear for one token: equal shares of the weight's steps, across row groups.
+"""Stream-K Shfl-BW linear for few tokens: equal shares of the weight's steps, across row groups.
 
 The split-K decode kernel (decode.py) gives each row group ``splits`` programs; with a power of two
 of splits, the programs either under-fill the GPU (11008 x 4096 at 75 %: 344 programs for 528 slots
@@ -9,7 +9,9 @@ whose steps span several programs is finished by the last of them to arrive, whi
 partials in program order (deterministic) and re-zeroes the group's counter.
 
 No host-side table: every program loads the group pointers once and finds its first group from
-their prefix sum, then walks the groups. So the launch needs no sync and is capturable.
+their prefix sum, then walks the groups. So the launch needs no sync and is capturable. One token
+runs on CUDA cores (as the split-K kernel's gemv); more run as [BT, V] tensor-core tiles, each tile
+of tokens with its own P programs.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
-from shflbw.kernels.decode import arrival_counters
+from shflbw.kernels.decode import DecodeConfig, arrival_counters, token_tile
+from shflbw.kernels.spmm import dot_precision, interpreter_upcast
 
 # Each program holds the group pointers of the whole matrix in registers once, at its start.
 MAX_GROUPS = 4096
@@ -32,25 +35,32 @@ def _owner(step, S, P):
 
 @triton.jit
 def linear_decode_streamk_kernel(
-    x_ptr,  # [K] (one token) at stride_xk
+    x_ptr,  # [T, K] at (stride_xt, stride_xk)
     vals_ptr,  # [nnz, V]
     cols_ptr,  # [nnz] int32
     gptr_ptr,  # [G + 1] int32
     perm_ptr,  # [M] int32
     bias_ptr,  # [M] or dummy
-    out_ptr,  # [1, M]
-    part_ptr,  # float32 [(G + P) * V] partial sums: group g's share from program p at slot g + p
-    lock_ptr,  # int32 [G] arrival counters, zero between launches
+    out_ptr,  # [T, M] contiguous
+    part_ptr,  # float32 [tiles, G + P, BT, V]: group g's share from program p at slot g + p
+    lock_ptr,  # int32 [tiles, G] arrival counters, zero between launches
+    T,
     G,
     M,
     P,
+    stride_xt,
     stride_xk,
     V: tl.constexpr,
+    BT: tl.constexpr,
     BK: tl.constexpr,
     BLOCK_G: tl.constexpr,
     HAS_BIAS: tl.constexpr,
+    GEMV: tl.constexpr,  # BT == 1: CUDA-core multiply-adds; else a tensor-core [BT, V] tile
+    DOT_PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
 ):
     pid = tl.program_id(0)
+    pid_t = tl.program_id(1)
     offs_g = tl.arange(0, BLOCK_G)
     g_ok = offs_g < G
     gs = tl.load(gptr_ptr + offs_g, mask=g_ok, other=0)
@@ -67,20 +77,39 @@ def linear_decode_streamk_kernel(
         first = tl.sum(tl.where(offs_g == g, incl - steps, 0), axis=0)
         gstart = tl.load(gptr_ptr + g)
         gend = tl.load(gptr_ptr + g + 1)
+        offs_t = pid_t * BT + tl.arange(0, BT)
+        t_ok = offs_t < T
         offs_k = tl.arange(0, BK)
         offs_v = tl.arange(0, V)
-        acc2 = tl.zeros([BK, V], dtype=tl.float32)
+        offs_p = tl.arange(0, BT)[:, None] * V + offs_v[None, :]
+        slots = part_ptr + (pid_t * (G + tl.num_programs(0))).to(tl.int64) * (BT * V)
+        if GEMV:
+            acc2 = tl.zeros([BK, V], dtype=tl.float32)
+        else:
+            acc2 = tl.zeros([BT, V], dtype=tl.float32)
         for step in range(lo, hi):
             last = first + tl.maximum((gend - gstart + BK - 1) // BK, 1) - 1  # the group's last step
             kk = gstart + (step - first) * BK + offs_k
             ok = kk < gend
             cols = tl.load(cols_ptr + kk, mask=ok, other=0).to(tl.int64)
-            xg = tl.load(x_ptr + cols * stride_xk, mask=ok, other=0.0)
             w = tl.load(vals_ptr + kk.to(tl.int64)[:, None] * V + offs_v[None, :], mask=ok[:, None], other=0.0)
-            acc2 += xg.to(tl.float32)[:, None] * w.to(tl.float32)
+            if GEMV:
+                xg = tl.load(x_ptr + pid_t.to(tl.int64) * stride_xt + cols * stride_xk, mask=ok, other=0.0)
+                acc2 += xg.to(tl.float32)[:, None] * w.to(tl.float32)
+            else:
+                xg = tl.load(x_ptr + offs_t.to(tl.int64)[:, None] * stride_xt + cols[None, :] * stride_xk,
+                             mask=t_ok[:, None] & ok[None, :], other=0.0)  # [BT, BK]
+                if UPCAST:
+                    xg = xg.to(tl.float32)
+                    w = w.to(tl.float32)
+                acc2 += tl.dot(xg, w, input_precision=DOT_PRECISION)
             if (step == last) | (step == hi - 1):
-                acc = tl.sum(acc2, axis=0)
-                acc2 = tl.zeros([BK, V], dtype=tl.float32)
+                if GEMV:
+                    acc = tl.sum(acc2, axis=0)[None, :]  # [1, V]
+                    acc2 = tl.zeros([BK, V], dtype=tl.float32)
+                else:
+                    acc = acc2
+                    acc2 = tl.zeros([BT, V], dtype=tl.float32)
                 p0 = _owner(first, S, P)
                 p1 = _owner(last, S, P)
                 row_pos = g * V + offs_v
@@ -88,19 +117,20 @@ def linear_decode_streamk_kernel(
                 rows = tl.load(perm_ptr + row_pos, mask=row_ok, other=0).to(tl.int64)
                 done = p0 == p1
                 if p0 != p1:
-                    tl.store(part_ptr + (g + pid).to(tl.int64) * V + offs_v, acc)
+                    tl.store(slots + (g + pid).to(tl.int64) * (BT * V) + offs_p, acc)
                     tl.debug_barrier()  # every thread's partial is written before the release below
-                    arrived = tl.atomic_add(lock_ptr + g, 1, sem="acq_rel")
+                    arrived = tl.atomic_add(lock_ptr + pid_t * G + g, 1, sem="acq_rel")
                     if arrived == p1 - p0:
-                        acc = tl.zeros([V], dtype=tl.float32)
+                        acc = tl.zeros([BT, V], dtype=tl.float32)
                         for c in range(p0, p1 + 1):
-                            acc += tl.load(part_ptr + (g + c).to(tl.int64) * V + offs_v, cache_modifier=".cg")
-                        tl.store(lock_ptr + g, 0)
+                            acc += tl.load(slots + (g + c).to(tl.int64) * (BT * V) + offs_p, cache_modifier=".cg")
+                        tl.store(lock_ptr + pid_t * G + g, 0)
                         done = True
                 if done:
                     if HAS_BIAS:
-                        acc += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
-                    tl.store(out_ptr + rows, acc.to(out_ptr.dtype.element_ty), mask=row_ok)
+                        acc += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)[None, :]
+                    tl.store(out_ptr + offs_t.to(tl.int64)[:, None] * M + rows[None, :],
+                             acc.to(out_ptr.dtype.element_ty), mask=t_ok[:, None] & row_ok[None, :])
             if step == last:
                 g += 1
                 first = step + 1
@@ -117,26 +147,29 @@ def linear_decode_streamk(
     bias: torch.Tensor | None,
     out_features: int,
     programs: int,
-    block_k: int = 128,
-    num_warps: int = 4,
+    config: DecodeConfig = DecodeConfig(),
 ) -> torch.Tensor:
-    """x2 (1 x K) -> 1 x M with ``programs`` programs sharing the steps equally (fewer if there are
-    fewer steps)."""
-    if x2.shape[0] != 1:
-        raise ValueError(f"the stream-K decode kernel takes one token, got {x2.shape[0]}")
+    """x2 (T x K, any strides) -> T x M: for each tile of tokens (configs.token_tile; one token on
+    CUDA cores), ``programs`` programs share the weight's steps equally (fewer if there are fewer
+    steps)."""
     if programs < 1:
         raise ValueError(f"programs must be positive, got {programs}")
     n_groups = group_ptr.numel() - 1
     if n_groups > MAX_GROUPS:
         raise ValueError(f"the stream-K decode kernel takes at most {MAX_GROUPS} row groups, got {n_groups}")
+    t = x2.shape[0]
     v = values.shape[1]
-    out = torch.empty(1, out_features, dtype=x2.dtype, device=x2.device)
-    part = torch.empty((n_groups + programs) * v, dtype=torch.float32, device=x2.device)
-    locks = arrival_counters(x2.device, n_groups)
-    linear_decode_streamk_kernel[(programs,)](
+    gemv = config.gemv and t == 1
+    bt = 1 if gemv else token_tile(t, config)
+    tiles = triton.cdiv(t, bt)
+    out = torch.empty(t, out_features, dtype=x2.dtype, device=x2.device)
+    part = torch.empty(tiles * (n_groups + programs) * bt * v, dtype=torch.float32, device=x2.device)
+    locks = arrival_counters(x2.device, tiles * n_groups)
+    linear_decode_streamk_kernel[(programs, tiles)](
         x2, values, col_idx, group_ptr, perm, bias if bias is not None else values, out, part, locks,
-        n_groups, out_features, programs, x2.stride(1),
-        V=v, BK=block_k, BLOCK_G=triton.next_power_of_2(n_groups + 1), HAS_BIAS=bias is not None,
-        num_warps=num_warps,
+        t, n_groups, out_features, programs, x2.stride(0), x2.stride(1),
+        V=v, BT=bt, BK=config.block_k, BLOCK_G=triton.next_power_of_2(n_groups + 1), HAS_BIAS=bias is not None,
+        GEMV=gemv, DOT_PRECISION=dot_precision(values.dtype), UPCAST=interpreter_upcast(values.dtype),
+        num_warps=config.num_warps, num_stages=config.num_stages,
     )
     return out

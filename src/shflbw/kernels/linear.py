@@ -97,12 +97,11 @@ def linear_fwd(
         elif x2.stride(-1) != 1:
             x2 = x2.contiguous()
         sms = sm_count(x.device)
-        if t == 1 and dcfg.gemv and dcfg.stream_k:
+        if dcfg.stream_k:
             # ``splits`` here is the number of programs (tests); else stream_k per SM (2 SMs' worth
             # under the interpreter).
             programs = splits or dcfg.stream_k * (sms or 2)
-            out = linear_decode_streamk(x2, values, col_idx, group_ptr, perm, bias, out_features, programs,
-                                        block_k=dcfg.block_k, num_warps=dcfg.num_warps)
+            out = linear_decode_streamk(x2, values, col_idx, group_ptr, perm, bias, out_features, programs, dcfg)
         else:
             plan_slice, plan_splits = decode_plan(
                 group_ptr.numel() - 1, values.shape[1], values.shape[0], t, sms, dcfg
