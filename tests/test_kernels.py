@@ -138,6 +138,9 @@ def test_decode_stream_k_rejects_bad_input():
     args = (w.values, w.col_idx, w.group_ptr, w.perm, None, 64)
     with pytest.raises(ValueError, match="programs"):
         linear_decode_streamk(torch.randn(1, 32, device=DEVICE), *args, programs=0)
+    with pytest.raises(ValueError, match="row_slice or reduce"):
+        linear_fwd(torch.randn(1, 32, device=DEVICE), *args, path="decode", row_slice=16,
+                   decode_config=DecodeConfig(stream_k=1))
 
 
 def test_decode_fixup_is_repeatable_and_leaves_counters_zeroed(nan_poison):

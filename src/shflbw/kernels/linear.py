@@ -100,6 +100,8 @@ def linear_fwd(
         if dcfg.stream_k:
             # ``splits`` here is the number of programs (tests); else stream_k per SM (2 SMs' worth
             # under the interpreter).
+            if row_slice or reduce != "fixup":
+                raise ValueError("the stream-K decode kernel (decode_config.stream_k) has no row_slice or reduce choice")
             programs = splits or dcfg.stream_k * (sms or 2)
             out = linear_decode_streamk(x2, values, col_idx, group_ptr, perm, bias, out_features, programs, dcfg)
         else:
