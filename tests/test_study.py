@@ -176,6 +176,40 @@ def test_cli_passes_no_regroup_to_the_study(monkeypatch):
     seen = {}
     monkeypatch.setattr(study, "run_study", lambda *a, **kw: seen.update(kw))
     main(["eval", "--patterns", "shfl_bw", "--sparsity", "0.75", "--methods", "oneshot", "--no-regroup"])
-    assert seen == {"regroup": False}
+    assert seen == {"regroup": False, "distill_regroup": False}
     main(["eval", "--patterns", "shfl_bw", "--sparsity", "0.75", "--methods", "oneshot"])
-    assert seen == {"regroup": True}
+    assert seen == {"regroup": True, "distill_regroup": False}
+    main(["eval", "--patterns", "shfl_bw", "--sparsity", "0.75", "--methods", "distill", "--distill-regroup"])
+    assert seen == {"regroup": True, "distill_regroup": True}
+
+
+def test_distillation_starts_from_the_unregrouped_one_shot(monkeypatch, tmp_path):
+    # The study's recipes, with the model, data and training stubbed: one-shot rows regroup (default),
+    # the distillation start does not (DISTILL_REGROUP), and each row records what its start did.
+    import torch
+
+    import shflbw.demo
+    import shflbw.eval.data
+    import shflbw.eval.metrics
+    import shflbw.recover
+
+    calls = []
+    metrics = {"lee_pearson": 0.6, "polarity": 0.7, "polarity_ci95": [0.6, 0.8], "wordsim353": 0.6,
+               "simlex999": 0.4, "cosine_to_dense": 0.7}
+    monkeypatch.setattr(shflbw.demo, "load_minilm", lambda path=None: (torch.nn.Linear(2, 2), None))
+    monkeypatch.setattr(shflbw.eval.data, "load_eval_data", lambda: {})
+    monkeypatch.setattr(shflbw.eval.data, "calibration_batches", lambda *a, **kw: [])
+    monkeypatch.setattr(shflbw.eval.data, "distillation_batches", lambda *a, **kw: [])
+    monkeypatch.setattr(shflbw.eval.metrics, "evaluate",
+                        lambda m, tok, data, reference=None: {**metrics, "lee_embeddings": None})
+    monkeypatch.setattr(shflbw.recover, "oneshot_prune_",
+                        lambda model, cfg, calib, pattern, score, regroup: calls.append(regroup) or model)
+    monkeypatch.setattr(shflbw.recover, "distill_", lambda *a, **kw: None)
+    rows = run_study(patterns=("shfl_bw",), sparsities=(0.75,), vectors=(64,), methods=("oneshot", "distill"),
+                     out=str(tmp_path))
+    assert calls == [True, False]
+    assert [(r["method"], r.get("regroup")) for r in rows[1:]] == [("oneshot", True), ("distill", False)]
+    calls.clear()
+    rows = run_study(patterns=("shfl_bw",), sparsities=(0.75,), vectors=(64,), methods=("oneshot", "distill"),
+                     out=str(tmp_path), distill_regroup=True)
+    assert calls == [True, True] and rows[2]["regroup"] is True  # 4,096-word one-shot, then the 512-word start

@@ -48,7 +48,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         run_study(tuple(args.patterns.split(",")), _floats(args.sparsity, "sparsity"),
                   tuple(int(v) for v in _floats(args.vector, "vector")), tuple(args.methods.split(",")),
                   args.distill_minutes, args.distill_steps, args.out, args.model, args.distill_seed,
-                  args.calibration_seed, regroup=not args.no_regroup)
+                  args.calibration_seed, regroup=not args.no_regroup, distill_regroup=args.distill_regroup)
     except ValueError as e:
         raise SystemExit(f"shflbw eval: {e}") from None
     return 0
@@ -126,8 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "them at random from all of it, for repeat runs of one-shot and distillation "
                         "(default: %(default)s)")
     p.add_argument("--no-regroup", action="store_true",
-                   help="Shfl-BW one-shot (and the distillation start) keeps the search's row grouping instead of "
-                        "regrouping rows by the refit's error (recover.regroup); rows then say no '+ regroup'")
+                   help="Shfl-BW one-shot keeps the search's row grouping instead of regrouping rows by the "
+                        "refit's error (recover.regroup); rows then say no '+ regroup'")
+    p.add_argument("--distill-regroup", action="store_true",
+                   help="Shfl-BW distillation starts from the regrouped one-shot (default: from the search's "
+                        "grouping, which ended 0.02 higher on polarity over four calibration seeds)")
     p.add_argument("--out", default="out/study", help="directory for study.json, study.md, study.png (default: %(default)s)")
     p.add_argument("--merge", nargs="+", metavar="STUDY_JSON", default=None,
                    help="instead of running: merge several runs' study.json into one report in --out")
