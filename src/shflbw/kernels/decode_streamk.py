@@ -8,6 +8,11 @@ P programs takes the same number of consecutive steps, whatever groups they belo
 whose steps span several programs is finished by the last of them to arrive, which sums the
 partials in program order (deterministic) and re-zeroes the group's counter.
 
+Measured on an H100 (BENCHMARKS.md, session 13): slower than split-K in every case but one (T = 1,
+75 %: 8-10 % behind on the layers of 40M+ weights at 2-6 programs per SM; T = 16: 14-25 % behind),
+so it is opt-in (DecodeConfig.stream_k); split-K already streams its bytes as fast as cuBLAS reads
+the same number of bytes.
+
 No host-side table: every program loads the group pointers once and finds its first group from
 their prefix sum, then walks the groups. So the launch needs no sync and is capturable. One token
 runs on CUDA cores (as the split-K kernel's gemv); more run as [BT, V] tensor-core tiles, each tile
