@@ -25,7 +25,7 @@ import torch
 import triton
 import triton.language as tl
 
-from shflbw.kernels.decode import DecodeConfig, arrival_counters, token_tile
+from shflbw.kernels.decode import DecodeConfig, _value_tile, arrival_counters, token_tile
 from shflbw.kernels.spmm import dot_precision, interpreter_upcast
 
 # Each program holds the group pointers of the whole matrix in registers once, at its start.
@@ -97,7 +97,7 @@ def linear_decode_streamk_kernel(
             kk = gstart + (step - first) * BK + offs_k
             ok = kk < gend
             cols = tl.load(cols_ptr + kk, mask=ok, other=0).to(tl.int64)
-            w = tl.load(vals_ptr + kk.to(tl.int64)[:, None] * V + offs_v[None, :], mask=ok[:, None], other=0.0)
+            w = _value_tile(vals_ptr, kk, ok, offs_v, V)
             if GEMV:
                 xg = tl.load(x_ptr + pid_t.to(tl.int64) * stride_xt + cols * stride_xk, mask=ok, other=0.0)
                 acc2 += xg.to(tl.float32)[:, None] * w.to(tl.float32)
