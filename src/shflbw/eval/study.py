@@ -6,8 +6,8 @@ For each pattern x sparsity x V, up to three recipes, each evaluated on the gens
   (Shfl-BW and vector), least-squares refit toward the dense model (``oneshot_prune_``; 512
   lee_background sentences, CALIBRATION_WORDS single words and the 300 whole lee_background
   documents: the recipe that met issue #4's bars, docs/recovery.md);
-- ``distill``: a one-shot start with DISTILL_START_WORDS single words, then ``distill_`` toward the
-  dense model for a fixed time budget.
+- ``distill``: a one-shot start with DISTILL_START_WORDS single words (Shfl-BW rows not regrouped:
+  DISTILL_REGROUP), then ``distill_`` toward the dense model for a fixed time budget.
 Calibration and distillation texts are lee_background, disjoint from every evaluation text.
 Writes study.json after every cell (a long run can be stopped and kept), study.md and study.png.
 """
