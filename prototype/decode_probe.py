@@ -9,7 +9,8 @@ one-kernel CUDA-graph replay against 46.3 us dense, and a one-kernel graph of a 
 Reordering the loads (gemv_prefetch) gained 0-6 %. This times, per layer, beside dense:
 
 - ``plan``: the library's decode path (linear_fwd);
-- ``plan-1split``: the same kernel with one program per group (no split-K fix-up);
+- ``plan-1split``, ``plan-Nsplits``: the same kernel with 1 or N programs per group (N not a power
+  of two: decode_plan only picks powers of two);
 - ``stream-grid``: the plan's grid and loop, values only (no column indices, no gather, no fix-up):
   what this decomposition streams at best;
 - ``streamk-Nx``: the stream-K T = 1 kernel (kernels/decode_streamk.py, DecodeConfig.stream_k = N):
@@ -130,6 +131,11 @@ def probes(x, w, m, config, sms):
         return lambda p: (lambda: linear_fwd(x, *p, None, m, path="decode", decode_config=cfg))
 
     out = {"plan": plan, "plan-1split": one_split, "stream-grid": grid}
+    # Split counts that are not powers of two (decode_plan rounds to one): 11008 x 4096 at 75 % has
+    # 172 groups of 8 steps, so 2 splits make 344 programs (0.65 waves of 4 per SM, Nsight Compute)
+    # and 3 make 516 (0.98).
+    for n in (3, 5, 6):
+        out[f"plan-{n}splits"] = lambda p, n=n: (lambda: linear_decode(x, *p, None, m, n, config))
     for k in (2, 3, 4, 6):
         out[f"streamk-{k}x"] = streamk(k)
     out["streamk-4x-w8"] = streamk(4, warps=8)
@@ -146,6 +152,9 @@ def probes_t16(x, m, k):
     """T = 16: the plan (X transposed, then the split-K tile kernel) against the stream-K tile kernel."""
     base = decode_config(x.shape[0], k)
     out = {"plan": lambda p: (lambda: linear_fwd(x, *p, None, m))}
+    for n in (2, 3):  # the plan's config with other split counts (the plan: 1 on the large layers)
+        out[f"plan-{n}splits"] = lambda p, n=n: (lambda: linear_fwd(x, *p, None, m, path="decode", splits=n,
+                                                                    decode_config=base))
     for n in (1, 2, 3, 4):
         cfg = replace(base, stream_k=n)
         out[f"streamk-{n}x"] = lambda p, cfg=cfg: (lambda: linear_fwd(x, *p, None, m, path="decode", decode_config=cfg))
