@@ -88,10 +88,16 @@ def test_comparison_states_the_differences_and_who_is_ahead():
     assert "-0.040 / -0.010" in s75 and s75.endswith("| yes |")
     assert next(line for line in lines if line.startswith("| 50.0% | oneshot")).endswith("| no |")
     assert next(line for line in lines if line.startswith("| 50.0% | distill")).endswith("| incomplete |")
-    # a later run of the same cell replaces the earlier one, and a regrouped one-shot says so
+    # a regrouped one-shot is its own row beside the plain one, and says so
     rows.append(_row("shfl_bw", 0.75, 64, "oneshot", 0.50, regroup=True))
-    s75 = next(line for line in comparison(rows) if line.startswith("| 75.0% | oneshot"))
+    lines = comparison(rows)
+    s75 = next(line for line in lines if line.startswith("| 75.0% | oneshot + regroup"))
     assert s75.startswith("| 75.0% | oneshot + regroup (4096 words) | -0.130 /") and s75.endswith("| no |")
+    assert next(line for line in lines if line.startswith("| 75.0% | oneshot (4096 words)")).endswith("| yes |")
+    # a later run of the same cell replaces the earlier one
+    rows.append(_row("shfl_bw", 0.75, 64, "oneshot", 0.40, regroup=True))
+    s75 = next(line for line in comparison(rows) if line.startswith("| 75.0% | oneshot + regroup"))
+    assert s75.startswith("| 75.0% | oneshot + regroup (4096 words) | -0.230 /")
 
 
 def test_table_names_the_regrouped_one_shot(tmp_path):

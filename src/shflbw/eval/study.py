@@ -218,24 +218,27 @@ def comparison(rows: list[dict], vector: int = 64) -> list[str]:
     metric, for every sparsity and recipe (method and calibration words; seed 0 of the distillation
     order and of the calibration text) that has the Shfl-BW cell; issue #4 asks whether Shfl-BW
     beats vector-wise and block on every metric and how far it is from unstructured. A later row of
-    the same cell replaces an earlier one."""
+    the same cell replaces an earlier one; Shfl-BW with and without regrouping are separate rows
+    (the one-shot recipe regroups, the distillation start does not: DISTILL_REGROUP)."""
     cells = {}
     for r in rows[1:]:
         if r.get("distill_seed") or r.get("calibration_seed"):
             continue
         if not _at_vector(r, vector):
             continue
-        cells[(r["pattern"], r["sparsity"], r["method"], r.get("calibration_words"))] = r
+        regroup = bool(r.get("regroup")) if r["pattern"] == "shfl_bw" else None
+        cells[(r["pattern"], r["sparsity"], r["method"], r.get("calibration_words"), regroup)] = r
     out = [f"Shfl-BW (V = {vector}) minus each other pattern, same sparsity and recipe "
            "(Lee / polarity / WS353 / SimLex / cosine; positive: Shfl-BW ahead):", "",
            "| sparsity | recipe | vs vector-wise | vs block | vs unstructured | ahead of vector-wise and block on all five |",
            "|---|---|---|---|---|---|"]
-    for (pattern, s, method, words), shfl in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[0][2], str(kv[0][3]))):
+    for (pattern, s, method, words, _), shfl in sorted(cells.items(),
+                                                       key=lambda kv: (kv[0][1], kv[0][2], str(kv[0][3]), str(kv[0][4]))):
         if pattern != "shfl_bw":
             continue
         diffs, ahead = [], True
         for other in ("vector", "block", "unstructured"):
-            o = cells.get((other, s, method, words))
+            o = cells.get((other, s, method, words, None))
             if o is None:
                 diffs.append("n/a")
                 continue
