@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from dataclasses import replace
 import os
 import sys
@@ -170,7 +171,10 @@ def main() -> int:
     ap.add_argument("--rep", type=int, default=100)
     ap.add_argument("--sparsities", default="0.75,0.875")
     ap.add_argument("--tokens", default="1,16")
+    ap.add_argument("--shapes", default=",".join(f"{m}x{k}" for m, k in SHAPES), help="MxK,...")
+    ap.add_argument("--only", default=None, help="a regular expression: time only the variants it matches (and dense)")
     args = ap.parse_args()
+    only = re.compile(args.only) if args.only else None
     sms = sm_count(torch.device("cuda"))
     config = DecodeConfig()
     result = {"stamp": stamp(), "rows": []}
@@ -191,7 +195,7 @@ def main() -> int:
                 print(f"{case:24s} {r['variant']:28s} {us:>8s} us {sp:>7s} {r['status']}", flush=True)
         return r1["us"], rc["us"] if rc else None
 
-    for (m, k) in SHAPES:
+    for (m, k) in (tuple(map(int, sh.split("x"))) for sh in args.shapes.split(",")):
         for s in map(float, args.sparsities.split(",")):
             weight, masked, w = packed(m, k, 64, s)
             packs = [(w.values, w.col_idx, w.group_ptr, w.perm)]
@@ -206,6 +210,8 @@ def main() -> int:
                 case = f"M{m}-K{k}-T{t}-s{s}"
                 base = {}
                 for name, ws in dense_sets.items():
+                    if name != "dense" and only and not only.search(name):
+                        continue
                     dense_ref = F.linear(x.float(), ws[0].float())
                     base[name] = timed(case, name, [lambda wi=wi: F.linear(x, wi) for wi in ws], dense_ref,
                                        base.get("dense", (None, None)), mb=ws[0].numel() * 2 / 1e6)
@@ -214,6 +220,8 @@ def main() -> int:
                 else:
                     fns, refs, splits = probes_t16(x, m, k), {}, None
                 for name, make in fns.items():
+                    if only and not only.search(name):
+                        continue
                     timed(case, name, [make(p) for p in packs], refs.get(name, ref), base["dense"],
                           splits=splits, mb=nbytes / 1e6)
                 with open(args.out, "w") as f:
