@@ -10,6 +10,12 @@ weight reads at bandwidth, so launch and latency dominate. Replacing split-K by 
 (one launch, no atomics) was slower, not faster (0.71x vs 1.38x of dense). Finishing the split-K sums
 in the same launch (the last split of a tile adds the partials) instead of atomics plus three more
 launches took 11008 x 4096, T = 1, 75 % from 1.36x to 1.92x of dense: see configs.decode_plan.
+
+Where it stands (H100, session 13, prototype/decode_probe.py): on the layers of 40M+ weights at 75 %
+it reads its packed bytes as fast as cuBLAS reads a dense weight of the same bytes (2.48-2.54x of
+dense against 2.40-2.44x); the indices, gather, products and fix-up cost 0.5-2 us over streaming
+the values alone on the same grid, and flat streaming of the values (4 programs per SM, no
+product) is 9-13 % faster, the headroom of a better decomposition (this grid fills 0.65 waves).
 """
 
 from __future__ import annotations
