@@ -1,9 +1,10 @@
 """Benchmark token-major shflbw.linear against dense F.linear (cuBLAS) and torch 2:4 on one GPU.
 
-    python benchmarks/run_linear.py --suite quick --out results.json [--sweep]
+    python benchmarks/run_linear.py --suite quick --out results.json [--sweep] [--chain 8]
 
 Every row is gated: a variant whose output is wrong against the fp32 dense product on the masked
-weight reports no time. T <= 16 rows are timed as CUDA-graph replays on both sides.
+weight reports no time. T <= 16 rows are timed as CUDA-graph replays on both sides; ``--chain N``
+adds both sides per layer inside one graph of N layers with their own weight copies (timing.chain_us).
 """
 
 from __future__ import annotations
