@@ -8,10 +8,14 @@ P programs takes the same number of consecutive steps, whatever groups they belo
 whose steps span several programs is finished by the last of them to arrive, which sums the
 partials in program order (deterministic) and re-zeroes the group's counter.
 
-Measured on an H100 (BENCHMARKS.md, session 13): slower than split-K in every case but one (T = 1,
-75 %: 8-10 % behind on the layers of 40M+ weights at 2-6 programs per SM; T = 16: 14-25 % behind),
-so it is opt-in (DecodeConfig.stream_k); split-K already streams its bytes as fast as cuBLAS reads
-the same number of bytes.
+Measured on an H100 (BENCHMARKS.md, session 13, commit f44c2dd): slower than split-K in every case
+but one (T = 1, 75 %: 8-10 % behind on the layers of 40M+ weights at 2-6 programs per SM; T = 16:
+14-25 % behind), so it is opt-in (DecodeConfig.stream_k); split-K already streams its bytes as fast
+as cuBLAS reads the same number of bytes. That version ran one loop over the share's steps with the
+flush inside a branch, which kept the T > 1 loop from being software-pipelined (offline compile,
+triton 3.6, sm_90a: no async copies, against 5 in split-K's loop). The loop is now split: an outer
+loop over the groups the share touches, a branch-free inner loop over each group's steps (5 async
+copies, 68 KB of shared memory, as split-K). Not yet measured on a GPU.
 
 No host-side table: every program loads the group pointers once and finds its first group from
 their prefix sum, then walks the groups. So the launch needs no sync and is capturable. One token
@@ -88,59 +92,62 @@ def linear_decode_streamk_kernel(
         offs_v = tl.arange(0, V)
         offs_p = tl.arange(0, BT)[:, None] * V + offs_v[None, :]
         slots = part_ptr + (pid_t * (G + tl.num_programs(0))).to(tl.int64) * (BT * V)
-        if GEMV:
-            acc2 = tl.zeros([BK, V], dtype=tl.float32)
-        else:
-            acc2 = tl.zeros([BT, V], dtype=tl.float32)
-        for step in range(lo, hi):
+        # One segment per group the share touches: a branch-free inner loop over the segment's
+        # steps (so the compiler can software-pipeline it, as it does split-K's), then the flush.
+        seg = lo
+        while seg < hi:
             last = first + tl.maximum((gend - gstart + BK - 1) // BK, 1) - 1  # the group's last step
-            kk = gstart + (step - first) * BK + offs_k
-            ok = kk < gend
-            cols = tl.load(cols_ptr + kk, mask=ok, other=0).to(tl.int64)
-            w = _value_tile(vals_ptr, kk, ok, offs_v, V)
+            seg_end = tl.minimum(last + 1, hi)
             if GEMV:
-                xg = tl.load(x_ptr + pid_t.to(tl.int64) * stride_xt + cols * stride_xk, mask=ok, other=0.0)
-                acc2 += xg.to(tl.float32)[:, None] * w.to(tl.float32)
+                acc2 = tl.zeros([BK, V], dtype=tl.float32)
             else:
-                xg = tl.load(x_ptr + offs_t.to(tl.int64)[:, None] * stride_xt + cols[None, :] * stride_xk,
-                             mask=t_ok[:, None] & ok[None, :], other=0.0)  # [BT, BK]
-                if UPCAST:
-                    xg = xg.to(tl.float32)
-                    w = w.to(tl.float32)
-                acc2 += tl.dot(xg, w, input_precision=DOT_PRECISION)
-            if (step == last) | (step == hi - 1):
+                acc2 = tl.zeros([BT, V], dtype=tl.float32)
+            for step in range(seg, seg_end):
+                kk = gstart + (step - first) * BK + offs_k
+                ok = kk < gend
+                cols = tl.load(cols_ptr + kk, mask=ok, other=0).to(tl.int64)
+                w = _value_tile(vals_ptr, kk, ok, offs_v, V)
                 if GEMV:
-                    acc = tl.sum(acc2, axis=0)[None, :]  # [1, V]
-                    acc2 = tl.zeros([BK, V], dtype=tl.float32)
+                    xg = tl.load(x_ptr + pid_t.to(tl.int64) * stride_xt + cols * stride_xk, mask=ok, other=0.0)
+                    acc2 += xg.to(tl.float32)[:, None] * w.to(tl.float32)
                 else:
-                    acc = acc2
-                    acc2 = tl.zeros([BT, V], dtype=tl.float32)
-                p0 = _owner(first, S, P)
-                p1 = _owner(last, S, P)
-                row_pos = g * V + offs_v
-                row_ok = row_pos < M
-                rows = tl.load(perm_ptr + row_pos, mask=row_ok, other=0).to(tl.int64)
-                done = p0 == p1
-                if p0 != p1:
-                    tl.store(slots + (g + pid).to(tl.int64) * (BT * V) + offs_p, acc)
-                    tl.debug_barrier()  # every thread's partial is written before the release below
-                    arrived = tl.atomic_add(lock_ptr + pid_t * G + g, 1, sem="acq_rel")
-                    if arrived == p1 - p0:
-                        acc = tl.zeros([BT, V], dtype=tl.float32)
-                        for c in range(p0, p1 + 1):
-                            acc += tl.load(slots + (g + c).to(tl.int64) * (BT * V) + offs_p, cache_modifier=".cg")
-                        tl.store(lock_ptr + pid_t * G + g, 0)
-                        done = True
-                if done:
-                    if HAS_BIAS:
-                        acc += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)[None, :]
-                    tl.store(out_ptr + offs_t.to(tl.int64)[:, None] * M + rows[None, :],
-                             acc.to(out_ptr.dtype.element_ty), mask=t_ok[:, None] & row_ok[None, :])
-            if step == last:
-                g += 1
-                first = step + 1
-                gstart = gend
-                gend = tl.load(gptr_ptr + g + 1, mask=g < G, other=0)
+                    xg = tl.load(x_ptr + offs_t.to(tl.int64)[:, None] * stride_xt + cols[None, :] * stride_xk,
+                                 mask=t_ok[:, None] & ok[None, :], other=0.0)  # [BT, BK]
+                    if UPCAST:
+                        xg = xg.to(tl.float32)
+                        w = w.to(tl.float32)
+                    acc2 += tl.dot(xg, w, input_precision=DOT_PRECISION)
+            if GEMV:
+                acc = tl.sum(acc2, axis=0)[None, :]  # [1, V]
+            else:
+                acc = acc2
+            p0 = _owner(first, S, P)
+            p1 = _owner(last, S, P)
+            row_pos = g * V + offs_v
+            row_ok = row_pos < M
+            rows = tl.load(perm_ptr + row_pos, mask=row_ok, other=0).to(tl.int64)
+            done = p0 == p1
+            if p0 != p1:
+                tl.store(slots + (g + pid).to(tl.int64) * (BT * V) + offs_p, acc)
+                tl.debug_barrier()  # every thread's partial is written before the release below
+                arrived = tl.atomic_add(lock_ptr + pid_t * G + g, 1, sem="acq_rel")
+                if arrived == p1 - p0:
+                    acc = tl.zeros([BT, V], dtype=tl.float32)
+                    for c in range(p0, p1 + 1):
+                        acc += tl.load(slots + (g + c).to(tl.int64) * (BT * V) + offs_p, cache_modifier=".cg")
+                    tl.store(lock_ptr + pid_t * G + g, 0)
+                    done = True
+            if done:
+                if HAS_BIAS:
+                    acc += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)[None, :]
+                tl.store(out_ptr + offs_t.to(tl.int64)[:, None] * M + rows[None, :],
+                         acc.to(out_ptr.dtype.element_ty), mask=t_ok[:, None] & row_ok[None, :])
+            # the next group (when the share goes on past this one)
+            g += 1
+            first = last + 1
+            gstart = gend
+            gend = tl.load(gptr_ptr + g + 1, mask=g < G, other=0)
+            seg = seg_end
 
 
 def linear_decode_streamk(
