@@ -81,6 +81,24 @@ def _value_tile(vals_ptr, kk, ok, offs_v, V: tl.constexpr):
 
 
 @triton.jit
+def last_arrival_sum(acc, first_ptr, mine, count, step, lock_ptr, offs_p, p_mask):
+    """Split-K finished in the same launch (stream-K style): contributor ``mine`` of ``count`` stores its
+    partial tile at ``first_ptr + mine * step`` and counts itself on ``lock_ptr``; the last to arrive
+    sums every partial in contributor order (deterministic), re-zeroes the counter for the next launch
+    and gets (sum, True); the others get (acc, False)."""
+    tl.store(first_ptr + tl.cast(mine, tl.int64) * step + offs_p, acc, mask=p_mask)
+    tl.debug_barrier()  # every thread's partial is written before the release below
+    arrived = tl.atomic_add(lock_ptr, 1, sem="acq_rel")
+    last = arrived == count - 1
+    if last:
+        acc = tl.zeros_like(acc)
+        for c in range(0, count):
+            acc += tl.load(first_ptr + tl.cast(c, tl.int64) * step + offs_p, mask=p_mask, other=0.0, cache_modifier=".cg")
+        tl.store(lock_ptr, 0)
+    return acc, last
+
+
+@triton.jit
 def linear_decode_fwd_kernel(
     x_ptr,  # [T, K] at (stride_xt, stride_xk)
     vals_ptr,  # [nnz, V]
@@ -186,28 +204,15 @@ def linear_decode_fwd_kernel(
     if REDUCE == 1:
         tl.atomic_add(out_ptrs, acc, mask=ok, sem="relaxed")
     else:
+        done = True
         if REDUCE == 2:
-            # Stream-K style finish in the same launch: every split stores its partial tile, the
-            # last to arrive (counted by an atomic per tile) sums all of them in split order
-            # (deterministic) and writes the output; it also re-zeroes the counter for next time.
+            # Every split stores its partial tile; the last to arrive sums them and writes the output.
             n_tiles = tl.num_programs(0) * (V // VS) * tl.num_programs(2)
             tile = (pid_t * tl.num_programs(0) + g) * (V // VS) + q
             offs_p = tl.arange(0, BT)[:, None] * VS + tl.arange(0, VS)[None, :]
-            tl.store(part_ptr + (s * n_tiles + tile).to(tl.int64) * (BT * VS) + offs_p, acc, mask=t_ok[:, None])
-            tl.debug_barrier()  # every thread's partial is written before the release below
-            arrived = tl.atomic_add(lock_ptr + tile, 1, sem="acq_rel")
-            if arrived == SPLITS - 1:
-                acc = tl.zeros([BT, VS], dtype=tl.float32)
-                for s2 in range(0, SPLITS):
-                    acc += tl.load(
-                        part_ptr + (s2 * n_tiles + tile).to(tl.int64) * (BT * VS) + offs_p,
-                        mask=t_ok[:, None], other=0.0, cache_modifier=".cg",
-                    )
-                tl.store(lock_ptr + tile, 0)
-                if HAS_BIAS:
-                    acc += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)[None, :]
-                tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=ok)
-        else:
+            acc, done = last_arrival_sum(acc, part_ptr + tile.to(tl.int64) * (BT * VS), s, SPLITS, n_tiles * (BT * VS),
+                                         lock_ptr + tile, offs_p, t_ok[:, None])
+        if done:
             if HAS_BIAS:
                 acc += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)[None, :]
             tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=ok)

@@ -29,7 +29,7 @@ import torch
 import triton
 import triton.language as tl
 
-from shflbw.kernels.decode import DecodeConfig, _value_tile, arrival_counters, token_tile
+from shflbw.kernels.decode import DecodeConfig, _value_tile, arrival_counters, last_arrival_sum, token_tile
 from shflbw.kernels.spmm import dot_precision, interpreter_upcast
 
 # Each program holds the group pointers of the whole matrix in registers once, at its start.
@@ -128,15 +128,8 @@ def linear_decode_streamk_kernel(
             rows = tl.load(perm_ptr + row_pos, mask=row_ok, other=0).to(tl.int64)
             done = p0 == p1
             if p0 != p1:
-                tl.store(slots + (g + pid).to(tl.int64) * (BT * V) + offs_p, acc)
-                tl.debug_barrier()  # every thread's partial is written before the release below
-                arrived = tl.atomic_add(lock_ptr + pid_t * G + g, 1, sem="acq_rel")
-                if arrived == p1 - p0:
-                    acc = tl.zeros([BT, V], dtype=tl.float32)
-                    for c in range(p0, p1 + 1):
-                        acc += tl.load(slots + (g + c).to(tl.int64) * (BT * V) + offs_p, cache_modifier=".cg")
-                    tl.store(lock_ptr + pid_t * G + g, 0)
-                    done = True
+                acc, done = last_arrival_sum(acc, slots + (g + p0).to(tl.int64) * (BT * V), pid - p0, p1 - p0 + 1,
+                                             BT * V, lock_ptr + pid_t * G + g, offs_p, t_ok[:, None])
             if done:
                 if HAS_BIAS:
                     acc += tl.load(bias_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)[None, :]
