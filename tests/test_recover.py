@@ -139,3 +139,55 @@ def test_greedy_group_obs_bad_keep():
     with pytest.raises(ValueError, match="columns"):
         oneshot_prune_(_mlp(), shflbw.ShflBWConfig(sparsity=0.5, vector=16), [torch.randn(4, 64)], progress=False,
                        columns="random")
+
+
+def _offset_inputs(n, k, seed):
+    """Correlated inputs with a mean away from zero (as post-GELU or LayerNorm-shifted activations)."""
+    return _correlated_inputs(n, k, seed) + torch.linspace(-1.0, 2.0, k)
+
+
+@pytest.mark.parametrize("columns", ["score", "greedy"])
+def test_fit_bias_is_the_refit_with_an_intercept(columns):
+    # with fit_bias the kept weights and the bias are the least-squares fit of the dense layer's output
+    # by [X_S, 1] on the calibration data, row by row (damping made negligible)
+    torch.manual_seed(0)
+    layer = nn.Linear(48, 32).double()
+    calib = [_offset_inputs(200, 48, s).double() for s in range(2)]
+    cfg = shflbw.ShflBWConfig(sparsity=0.5, vector=16, include=("*",), exclude=(), time_budget=2)
+    model = nn.Sequential(copy.deepcopy(layer))
+    oneshot_prune_(model, cfg, calib, progress=False, damp=1e-9, columns=columns, regroup=False, fit_bias=True)
+    mask = shflbw.nn.masked.mask_of(model[0]).mask
+    x = torch.cat(calib)
+    with torch.no_grad():
+        y = layer(x)
+        w_new, b_new = model[0].weight, model[0].bias.detach()
+    for i in range(32):
+        cols = torch.nonzero(mask[i]).flatten()
+        a = torch.cat([x[:, cols], torch.ones(x.shape[0], 1, dtype=x.dtype)], 1)
+        sol = torch.linalg.lstsq(a, y[:, i:i + 1]).solution.flatten()
+        assert torch.allclose(w_new[i, cols], sol[:-1], atol=1e-5), i
+        assert float(b_new[i]) == pytest.approx(float(sol[-1]), abs=1e-5)
+        assert bool((w_new[i][~mask[i]] == 0).all())
+
+
+def test_fit_bias_never_fits_worse_on_the_same_mask():
+    # same mask both ways (Wanda scores see no centring, columns by score): adding the intercept to the
+    # least-squares refit can only lower the calibration error; inputs far from zero mean gain most
+    layer = nn.Sequential(nn.Linear(64, 32))
+    calib = [_offset_inputs(256, 64, s) + 5.0 for s in range(2)]
+    x = torch.cat(calib)
+    cfg = shflbw.ShflBWConfig(sparsity=0.75, vector=16, include=("*",), exclude=(), time_budget=2)
+    errors, masks = {}, {}
+    for fit in (False, True):
+        m = oneshot_prune_(copy.deepcopy(layer), cfg, calib, progress=False, fit_bias=fit, score="wanda",
+                           columns="score", target="layer", damp=1e-6)
+        masks[fit] = shflbw.nn.masked.mask_of(m[0]).mask
+        with torch.no_grad():
+            errors[fit] = rel_error(m(x), layer(x))
+    assert torch.equal(masks[True], masks[False])
+    assert errors[True] < 0.9 * errors[False], errors
+    # a layer without a bias is refit as before (nothing to fit)
+    nobias = nn.Sequential(nn.Linear(64, 32, bias=False))
+    a = oneshot_prune_(copy.deepcopy(nobias), cfg, calib, progress=False, fit_bias=True)
+    b = oneshot_prune_(copy.deepcopy(nobias), cfg, calib, progress=False, fit_bias=False)
+    assert torch.equal(a[0].weight, b[0].weight)

@@ -7,6 +7,12 @@ inputs in the dense model (same tokens). The refit of the kept weights that best
 and since the V rows of a Shfl-BW group share one kept column set S, it is one damped
 |S| x |S| solve per group (not one per row, as for unstructured masks). Layers are processed in
 forward order, so each layer also corrects the error of the pruned layers before it.
+
+With ``fit_bias`` the layer's bias is a free variable of the same least-squares problem: the refit
+with an intercept is the refit above on centred statistics (H - mu_p mu_p^T, C - mu_d mu_p^T, with
+mu_p, mu_d the mean pruned and dense inputs), and the bias then absorbs the mean output shift,
+b' = b + W mu_d - W' mu_p. Its error on the calibration data is never above the refit without it
+on the same mask.
 """
 
 from __future__ import annotations
@@ -51,10 +57,13 @@ def reconstruct_group_lstsq(
 
 
 @torch.no_grad()
-def _input_statistics(model, dense, batches, names, run) -> tuple[dict, dict]:
-    """Per layer: H = X_p^T X_p / n and C = X_d^T X_p / n (C only when a dense twin is given)."""
+def _input_statistics(model, dense, batches, names, run) -> tuple[dict, dict, dict]:
+    """Per layer: H = X_p^T X_p / n, C = X_d^T X_p / n (C only when a dense twin is given), and the
+    mean inputs (mu_p, mu_d) (mu_d = mu_p without a dense twin)."""
     hs = {n: 0.0 for n in names}
     cs = {n: 0.0 for n in names}
+    mp = {n: 0.0 for n in names}
+    md = {n: 0.0 for n in names}
     count = 0
     captured: dict[str, torch.Tensor] = {}
 
@@ -76,13 +85,21 @@ def _input_statistics(model, dense, batches, names, run) -> tuple[dict, dict]:
             for n in names:
                 xp = captured[n]
                 hs[n] = hs[n] + xp.t() @ xp
+                mp[n] = mp[n] + xp.sum(0)
                 if dense is not None:
                     cs[n] = cs[n] + dense_inputs[n].t() @ xp
+                    md[n] = md[n] + dense_inputs[n].sum(0)
             count += captured[names[0]].shape[0]
     finally:
         for h in handles:
             h.remove()
-    return {n: hs[n] / count for n in names}, ({n: cs[n] / count for n in names} if dense is not None else {})
+    means = {n: (mp[n] / count, (md[n] if dense is not None else mp[n]) / count) for n in names}
+    return {n: hs[n] / count for n in names}, ({n: cs[n] / count for n in names} if dense is not None else {}), means
+
+
+def _centred(h: torch.Tensor, c: torch.Tensor | None, mu_p: torch.Tensor, mu_d: torch.Tensor):
+    """The statistics of the refit with an intercept: H - mu_p mu_p^T and C - mu_d mu_p^T."""
+    return h - torch.outer(mu_p, mu_p), (None if c is None else c - torch.outer(mu_d, mu_p))
 
 
 def _default_run(model, batch):
@@ -137,6 +154,7 @@ def oneshot_prune_(
     score: str = "wanda",
     columns: str = "greedy",
     regroup: bool = True,
+    fit_bias: bool = False,
 ) -> nn.Module:
     """Prune the selected layers in forward order: activation-aware mask, then least-squares refit.
 
@@ -154,6 +172,8 @@ def oneshot_prune_(
     ``regroup`` (Shfl-BW with greedy columns): choose the permutation again by the error the refit
     leaves (``recover.regroup``), starting from the better of the search's grouping and consecutive
     rows; False keeps the search's permutation.
+    ``fit_bias`` (layers with a bias, with ``reconstruct``): the bias joins the refit as an intercept,
+    so the mask choice, the refit and the bias minimise one error (module docstring).
     """
     if columns not in ("greedy", "score"):
         raise ValueError(f"columns must be 'greedy' or 'score', got {columns!r}")
@@ -181,17 +201,22 @@ def oneshot_prune_(
 
         it = tqdm(stages, desc="shflbw: one-shot", unit="stage")
     for stage in it:
-        hs, cs = _input_statistics(model, dense, batches, stage, run)
+        hs, cs, means = _input_statistics(model, dense, batches, stage, run)
         for name in stage:
             mod = layers[name]
             sparsity, vector = config.for_layer(name)
             w = mod.weight.detach()
-            h = hs[name]
+            h, c = hs[name], cs.get(name)
+            with_bias = fit_bias and reconstruct and mod.bias is not None
+            if with_bias:
+                mu_p, mu_d = means[name]
+                shift = w.double() @ mu_d  # W mu_d, before the refit overwrites w in place
+                h, c = _centred(h, c, mu_p, mu_d)
             hinv = None
             if score == "magnitude":
                 importance = w.double() ** 2
             elif score == "wanda":
-                importance = (w.double() ** 2) * h.diagonal()[None, :]  # (|W| * ||x||)^2, Wanda squared
+                importance = (w.double() ** 2) * hs[name].diagonal()[None, :]  # (|W| * ||x||)^2, Wanda squared
             else:  # OBS saliency w^2 / [H^-1]_jj: the output error of removing one weight alone
                 hinv = damped_inverse(h, damp)  # reused by the greedy column choice below
                 importance = (w.double() ** 2) / hinv.diagonal()[None, :]
@@ -206,16 +231,18 @@ def oneshot_prune_(
                     rv = prune(w, sparsity, vector, "vector", importance=importance.float(), balanced=config.balanced)
                     keep_v = rv.mask[rv.perm[::vector].long()].sum(1).to(w.device)
                     new, mask, perm, _ = regroup_for_refit(w, h, hinv, [(r.perm, keep), (rv.perm, keep_v)], vector,
-                                                           damp, cs.get(name))
+                                                           damp, c)
                 else:
-                    new, mask = greedy_group_obs(w, h, r.perm, vector, keep, damp, cs.get(name), hinv=hinv)
+                    new, mask = greedy_group_obs(w, h, r.perm, vector, keep, damp, c, hinv=hinv)
                 mod.weight.data.copy_(new)
             elif reconstruct:
                 if pattern in ("shfl_bw", "vector"):
-                    new = reconstruct_group_lstsq(w, mask, r.perm, vector, hs[name], damp, cs.get(name))
+                    new = reconstruct_group_lstsq(w, mask, r.perm, vector, h, damp, c)
                 else:
-                    new = _rowwise_lstsq(w, mask, hs[name], damp, cs.get(name))
+                    new = _rowwise_lstsq(w, mask, h, damp, c)
                 mod.weight.data.copy_(new)
+            if with_bias:  # b' = b + W mu_d - W' mu_p: the intercept of the centred refit
+                mod.bias.data.add_((shift - mod.weight.detach().double() @ mu_p).to(mod.bias.dtype))
             set_mask(mod, mask, perm.to(w.device), vector)
     return model
 
