@@ -182,11 +182,13 @@ def test_cli_passes_no_regroup_to_the_study(monkeypatch):
     seen = {}
     monkeypatch.setattr(study, "run_study", lambda *a, **kw: seen.update(kw))
     main(["eval", "--patterns", "shfl_bw", "--sparsity", "0.75", "--methods", "oneshot", "--no-regroup"])
-    assert seen == {"regroup": False, "distill_regroup": False}
+    assert seen == {"regroup": False, "distill_regroup": False, "fit_bias": False}
     main(["eval", "--patterns", "shfl_bw", "--sparsity", "0.75", "--methods", "oneshot"])
-    assert seen == {"regroup": True, "distill_regroup": False}
+    assert seen == {"regroup": True, "distill_regroup": False, "fit_bias": False}
     main(["eval", "--patterns", "shfl_bw", "--sparsity", "0.75", "--methods", "distill", "--distill-regroup"])
-    assert seen == {"regroup": True, "distill_regroup": True}
+    assert seen == {"regroup": True, "distill_regroup": True, "fit_bias": False}
+    main(["eval", "--patterns", "shfl_bw", "--sparsity", "0.75", "--methods", "oneshot", "--fit-bias"])
+    assert seen == {"regroup": True, "distill_regroup": False, "fit_bias": True}
 
 
 def test_distillation_starts_from_the_unregrouped_one_shot(monkeypatch, tmp_path):
@@ -209,7 +211,8 @@ def test_distillation_starts_from_the_unregrouped_one_shot(monkeypatch, tmp_path
     monkeypatch.setattr(shflbw.eval.metrics, "evaluate",
                         lambda m, tok, data, reference=None: {**metrics, "lee_embeddings": None})
     monkeypatch.setattr(shflbw.recover, "oneshot_prune_",
-                        lambda model, cfg, calib, pattern, score, regroup: calls.append(regroup) or model)
+                        lambda model, cfg, calib, pattern, score, regroup, fit_bias:
+                        calls.append(regroup if not fit_bias else (regroup, "bias")) or model)
     monkeypatch.setattr(shflbw.recover, "distill_", lambda *a, **kw: None)
     rows = run_study(patterns=("shfl_bw",), sparsities=(0.75,), vectors=(64,), methods=("oneshot", "distill"),
                      out=str(tmp_path))
@@ -219,3 +222,32 @@ def test_distillation_starts_from_the_unregrouped_one_shot(monkeypatch, tmp_path
     rows = run_study(patterns=("shfl_bw",), sparsities=(0.75,), vectors=(64,), methods=("oneshot", "distill"),
                      out=str(tmp_path), distill_regroup=True)
     assert calls == [True, True] and rows[2]["regroup"] is True  # 4,096-word one-shot, then the 512-word start
+    assert not any("fit_bias" in r for r in rows)
+    calls.clear()
+    rows = run_study(patterns=("shfl_bw",), sparsities=(0.75,), vectors=(64,), methods=("oneshot",),
+                     out=str(tmp_path), fit_bias=True)
+    assert calls == [(True, "bias")] and rows[1]["fit_bias"] is True
+
+
+def test_bias_refit_rows_are_their_own_cells(tmp_path):
+    import json
+
+    from shflbw.eval.study import comparison, merge, seed_means
+
+    ci = {"polarity_ci95": [0.6, 0.8]}
+    rows = [{**_row("dense", 0.0, None, "dense", 0.656), **ci},
+            {**_row("shfl_bw", 0.75, 64, "oneshot", 0.60, regroup=True), **ci},
+            {**_row("shfl_bw", 0.75, 64, "oneshot", 0.70, regroup=True, fit_bias=True), **ci},
+            {**_row("shfl_bw", 0.75, 64, "oneshot", 0.80, regroup=True, fit_bias=True, calibration_seed=1), **ci},
+            {**_row("vector", 0.75, 64, "oneshot", 0.50), **ci},
+            {**_row("vector", 0.75, 64, "oneshot", 0.65, fit_bias=True), **ci}]
+    lines = comparison(rows)
+    plain = next(line for line in lines if line.startswith("| 75.0% | oneshot + regroup (4096 words)"))
+    bias = next(line for line in lines if line.startswith("| 75.0% | oneshot + regroup + bias (4096 words)"))
+    assert "| +0.100 /" in plain and "| +0.050 /" in bias  # each against vector-wise of the same recipe
+    means = [line for line in seed_means(rows) if "| shfl_bw |" in line]
+    assert len(means) == 1 and means[0].startswith("| 75.0% | oneshot + regroup + bias (4096 words) | shfl_bw | 0, 1 | 0.750")
+    a = tmp_path / "a.json"
+    a.write_text(json.dumps({"device": "cpu", "rows": rows}))
+    merge([str(a)], str(tmp_path / "out"))
+    assert "| shfl_bw | 75.0% | 64 | oneshot + regroup + bias | 4096 | 0.700 |" in (tmp_path / "out" / "study.md").read_text()

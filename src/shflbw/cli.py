@@ -48,7 +48,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         run_study(tuple(args.patterns.split(",")), _floats(args.sparsity, "sparsity"),
                   tuple(int(v) for v in _floats(args.vector, "vector")), tuple(args.methods.split(",")),
                   args.distill_minutes, args.distill_steps, args.out, args.model, args.distill_seed,
-                  args.calibration_seed, regroup=not args.no_regroup, distill_regroup=args.distill_regroup)
+                  args.calibration_seed, regroup=not args.no_regroup, distill_regroup=args.distill_regroup,
+                  fit_bias=args.fit_bias)
     except ValueError as e:
         raise SystemExit(f"shflbw eval: {e}") from None
     return 0
@@ -131,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distill-regroup", action="store_true",
                    help="Shfl-BW distillation starts from the regrouped one-shot (default: from the search's "
                         "grouping, which ended 0.02 higher on polarity over four calibration seeds)")
+    p.add_argument("--fit-bias", action="store_true",
+                   help="every one-shot also refits the layers' biases (the refit's intercept, "
+                        "recover.oneshot_prune_(fit_bias=True)); rows then say '+ bias'")
     p.add_argument("--out", default="out/study", help="directory for study.json, study.md, study.png (default: %(default)s)")
     p.add_argument("--merge", nargs="+", metavar="STUDY_JSON", default=None,
                    help="instead of running: merge several runs' study.json into one report in --out")

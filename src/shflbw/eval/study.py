@@ -56,7 +56,9 @@ def cells(patterns, sparsities, vectors) -> list[tuple[str, float, int | None]]:
 def run_study(patterns=PATTERNS, sparsities=(0.5, 0.75, 0.875), vectors=(32, 64, 128), methods=METHODS,
               distill_minutes: float = 15.0, distill_steps: int = 1250, out: str = "out/study",
               model_path: str | None = None, distill_seed: int = 0, calibration_seed: int = 0,
-              regroup: bool = True, distill_regroup: bool = DISTILL_REGROUP) -> list[dict]:
+              regroup: bool = True, distill_regroup: bool = DISTILL_REGROUP, fit_bias: bool = False) -> list[dict]:
+    """Run the cells; ``fit_bias`` makes every one-shot (and distillation start) refit the layers'
+    biases too (``oneshot_prune_(fit_bias=True)``; rows then say "+ bias")."""
     import shflbw
     from shflbw.demo import _masked_copy, load_minilm
     from shflbw.eval.data import calibration_batches, distillation_batches, load_eval_data
@@ -100,7 +102,8 @@ def run_study(patterns=PATTERNS, sparsities=(0.5, 0.75, 0.875), vectors=(32, 64,
                 cfg = shflbw.ShflBWConfig(sparsity=s, vector=vector, include=("encoder.*",), exclude=())
                 oneshot_models[words, regroup_] = oneshot_prune_(copy.deepcopy(model), cfg,
                                                                  [_to(b, device) for b in calib[words]],
-                                                                 pattern=pattern, score="obs", regroup=regroup_)
+                                                                 pattern=pattern, score="obs", regroup=regroup_,
+                                                                 fit_bias=fit_bias)
             return oneshot_models[words, regroup_]
 
         for method in methods:
@@ -123,6 +126,8 @@ def run_study(patterns=PATTERNS, sparsities=(0.5, 0.75, 0.875), vectors=(32, 64,
                 rows[-1]["calibration_words"] = words
                 if pattern == "shfl_bw":  # whether the one-shot (start) regrouped rows for the refit (recover.regroup)
                     rows[-1]["regroup"] = regroup if method == "oneshot" else distill_regroup
+                if fit_bias:
+                    rows[-1]["fit_bias"] = True
                 if calibration_seed:
                     rows[-1]["calibration_seed"] = calibration_seed  # which calibration text (eval.data)
             if method == "distill":
@@ -180,7 +185,7 @@ def _write(rows: list[dict], out: str, device: str, final: bool = False) -> None
     home = rows[0].get("device") if rows else None
     for r in rows:
         ci = r["polarity_ci95"]
-        recipe = _recipe(r["method"], r.get("regroup"), None)  # the words have their own column
+        recipe = _recipe(r["method"], r.get("regroup"), None, r.get("fit_bias"))  # the words have their own column
         recipe += f" (seed {r['distill_seed']})" if r.get("distill_seed") else ""
         recipe += f" (calibration seed {r['calibration_seed']})" if r.get("calibration_seed") else ""
         if r.get("device") and home and r["device"] != home:
@@ -203,9 +208,16 @@ METRICS = (("lee_pearson", "Lee"), ("polarity", "polarity"), ("wordsim353", "WS3
            ("cosine_to_dense", "cosine"))
 
 
-def _recipe(method: str, regroup: bool, words) -> str:
-    """A recipe as the tables and the plot name it: method, regrouping, calibration words."""
-    return method + (" + regroup" if regroup else "") + (f" ({words} words)" if words else "")
+def _recipe(method: str, regroup: bool, words, fit_bias: bool = False) -> str:
+    """A recipe as the tables and the plot name it: method, regrouping, bias refit, calibration words."""
+    return (method + (" + regroup" if regroup else "") + (" + bias" if fit_bias else "")
+            + (f" ({words} words)" if words else ""))
+
+
+def _flags(r: dict) -> tuple:
+    """What tells one-shot variants of a cell apart: Shfl-BW's regrouping (None for other patterns)
+    and the bias refit."""
+    return (bool(r.get("regroup")) if r["pattern"] == "shfl_bw" else None), bool(r.get("fit_bias"))
 
 
 def _at_vector(r: dict, vector: int) -> bool:
@@ -226,19 +238,18 @@ def comparison(rows: list[dict], vector: int = 64) -> list[str]:
             continue
         if not _at_vector(r, vector):
             continue
-        regroup = bool(r.get("regroup")) if r["pattern"] == "shfl_bw" else None
-        cells[(r["pattern"], r["sparsity"], r["method"], r.get("calibration_words"), regroup)] = r
+        cells[(r["pattern"], r["sparsity"], r["method"], r.get("calibration_words"), _flags(r))] = r
     out = [f"Shfl-BW (V = {vector}) minus each other pattern, same sparsity and recipe "
            "(Lee / polarity / WS353 / SimLex / cosine; positive: Shfl-BW ahead):", "",
            "| sparsity | recipe | vs vector-wise | vs block | vs unstructured | ahead of vector-wise and block on all five |",
            "|---|---|---|---|---|---|"]
-    for (pattern, s, method, words, _), shfl in sorted(cells.items(),
+    for (pattern, s, method, words, flags), shfl in sorted(cells.items(),
                                                        key=lambda kv: (kv[0][1], kv[0][2], str(kv[0][3]), str(kv[0][4]))):
         if pattern != "shfl_bw":
             continue
         diffs, ahead = [], True
         for other in ("vector", "block", "unstructured"):
-            o = cells.get((other, s, method, words, None))
+            o = cells.get((other, s, method, words, (None, flags[1])))
             if o is None:
                 diffs.append("n/a")
                 continue
@@ -246,7 +257,7 @@ def comparison(rows: list[dict], vector: int = 64) -> list[str]:
             diffs.append(" / ".join(f"{x:+.3f}" for x in d))
             if other != "unstructured":
                 ahead = ahead and all(x > 0 for x in d)
-        recipe = _recipe(method, shfl.get("regroup"), words)
+        recipe = _recipe(method, shfl.get("regroup"), words, flags[1])
         missing = "n/a" in diffs[:2]
         out.append(f"| {s:.1%} | {recipe} | {diffs[0]} | {diffs[1]} | {diffs[2]} | "
                    f"{'incomplete' if missing else ('yes' if ahead else 'no')} |")
@@ -265,7 +276,8 @@ def seed_means(rows: list[dict], vector: int = 64) -> list[str]:
     for r in rows[1:]:
         if r.get("distill_seed") or not _at_vector(r, vector):
             continue
-        key = (r["pattern"], r["sparsity"], r["method"], r.get("calibration_words"), bool(r.get("regroup")))
+        key = (r["pattern"], r["sparsity"], r["method"], r.get("calibration_words"), bool(r.get("regroup")),
+               bool(r.get("fit_bias")))
         runs.setdefault(key, {})[r.get("calibration_seed", 0)] = r
     runs = {k: v for k, v in runs.items() if len(v) >= 2}
     if not runs:
@@ -273,33 +285,34 @@ def seed_means(rows: list[dict], vector: int = 64) -> list[str]:
     out = [f"Means over calibration seeds (V = {vector}; each metric: mean (lowest-highest)):", "",
            "| sparsity | recipe | pattern | seeds | Lee | polarity | WS353 | SimLex | cosine |",
            "|---|---|---|---|---|---|---|---|---|"]
-    order = sorted(runs, key=lambda k: (k[1], k[2], str(k[3]), k[0], k[4]))
+    order = sorted(runs, key=lambda k: (k[1], k[2], str(k[3]), k[0], k[4], k[5]))
     for key in order:
-        pattern, s, method, words, regroup = key
+        pattern, s, method, words, regroup, fit_bias = key
         by_seed = runs[key]
         cols = []
         for m, _ in METRICS:
             vals = [r[m] for r in by_seed.values()]
             cols.append(f"{sum(vals) / len(vals):.3f} ({min(vals):.3f}-{max(vals):.3f})")
-        out.append(f"| {s:.1%} | {_recipe(method, regroup, words)} | {pattern} | {', '.join(map(str, sorted(by_seed)))} | {' | '.join(cols)} |")
+        out.append(f"| {s:.1%} | {_recipe(method, regroup, words, fit_bias)} | {pattern} | {', '.join(map(str, sorted(by_seed)))} | {' | '.join(cols)} |")
     out += ["", "Shfl-BW minus vector-wise on the means over the seeds both ran (Lee / polarity / WS353 / SimLex / "
             "cosine):", ""]
     for key in order:
-        pattern, s, method, words, regroup = key
-        other = runs.get(("vector", s, method, words, False))
+        pattern, s, method, words, regroup, fit_bias = key
+        other = runs.get(("vector", s, method, words, False, fit_bias))
         if pattern != "shfl_bw" or other is None:
             continue
         common = sorted(set(runs[key]) & set(other))
         if len(common) < 2:
             continue
         d = [sum(runs[key][sd][m] - other[sd][m] for sd in common) / len(common) for m, _ in METRICS]
-        out.append(f"- {s:.1%} {_recipe(method, regroup, words)}, seeds {', '.join(map(str, common))}: " + " / ".join(f"{x:+.3f}" for x in d))
+        out.append(f"- {s:.1%} {_recipe(method, regroup, words, fit_bias)}, seeds {', '.join(map(str, common))}: " + " / ".join(f"{x:+.3f}" for x in d))
     return out
 
 
 def _series(r: dict) -> tuple:
-    """One plotted line: pattern, V, method, calibration words, regrouping."""
-    return r["pattern"], r["vector"], r["method"], r.get("calibration_words"), bool(r.get("regroup"))
+    """One plotted line: pattern, V, method, calibration words, regrouping, bias refit."""
+    return (r["pattern"], r["vector"], r["method"], r.get("calibration_words"), bool(r.get("regroup")),
+            bool(r.get("fit_bias")))
 
 
 PATTERN_COLORS = {"unstructured": "tab:gray", "2:4": "tab:purple", "vector": "tab:blue", "block": "tab:orange",
@@ -332,10 +345,10 @@ def _plot(rows: list[dict], path: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.5))
     for ax, (key, title) in zip(axes, [("lee_pearson", "Lee Pearson"), ("cosine_to_dense", "embedding cosine to dense")]):
         for line in sorted(series, key=str):
-            pattern, v, method, words, regroup = line
+            pattern, v, method, words, regroup, fit_bias = line
             by_sparsity = {r["sparsity"]: r[key] for r in series[line]}  # a later run of a cell replaces an earlier
             pts = sorted(by_sparsity.items())
-            label = f"{pattern}{'' if v is None else f' V={v}'} {_recipe(method, regroup, words)}"
+            label = f"{pattern}{'' if v is None else f' V={v}'} {_recipe(method, regroup, words, fit_bias)}"
             style = {"magnitude": ":", "oneshot": "--", "distill": "-"}[method]
             ax.plot([0.0] + [p[0] for p in pts], [dense[key]] + [p[1] for p in pts], style, marker="o", label=label,
                     color=PATTERN_COLORS.get(pattern))
