@@ -182,13 +182,15 @@ def test_cli_passes_no_regroup_to_the_study(monkeypatch):
     seen = {}
     monkeypatch.setattr(study, "run_study", lambda *a, **kw: seen.update(kw))
     main(["eval", "--patterns", "shfl_bw", "--sparsity", "0.75", "--methods", "oneshot", "--no-regroup"])
-    assert seen == {"regroup": False, "distill_regroup": False, "fit_bias": False}
+    assert seen == {"regroup": False, "distill_regroup": False, "fit_bias": False, "allocate": False}
     main(["eval", "--patterns", "shfl_bw", "--sparsity", "0.75", "--methods", "oneshot"])
-    assert seen == {"regroup": True, "distill_regroup": False, "fit_bias": False}
+    assert seen == {"regroup": True, "distill_regroup": False, "fit_bias": False, "allocate": False}
     main(["eval", "--patterns", "shfl_bw", "--sparsity", "0.75", "--methods", "distill", "--distill-regroup"])
-    assert seen == {"regroup": True, "distill_regroup": True, "fit_bias": False}
+    assert seen == {"regroup": True, "distill_regroup": True, "fit_bias": False, "allocate": False}
     main(["eval", "--patterns", "shfl_bw", "--sparsity", "0.75", "--methods", "oneshot", "--fit-bias"])
-    assert seen == {"regroup": True, "distill_regroup": False, "fit_bias": True}
+    assert seen == {"regroup": True, "distill_regroup": False, "fit_bias": True, "allocate": False}
+    main(["eval", "--patterns", "shfl_bw", "--sparsity", "0.75", "--methods", "oneshot", "--allocate"])
+    assert seen == {"regroup": True, "distill_regroup": False, "fit_bias": False, "allocate": True}
 
 
 def test_distillation_starts_from_the_unregrouped_one_shot(monkeypatch, tmp_path):
@@ -227,6 +229,15 @@ def test_distillation_starts_from_the_unregrouped_one_shot(monkeypatch, tmp_path
     rows = run_study(patterns=("shfl_bw",), sparsities=(0.75,), vectors=(64,), methods=("oneshot",),
                      out=str(tmp_path), fit_bias=True)
     assert calls == [(True, "bias")] and rows[1]["fit_bias"] is True
+    # allocation: the config the one-shot gets carries the per-layer sparsities, and the row lists them
+    configs = []
+    monkeypatch.setattr(shflbw.recover, "oneshot_prune_",
+                        lambda model, cfg, calib, pattern, score, regroup, fit_bias: configs.append(cfg) or model)
+    monkeypatch.setattr(shflbw.recover, "allocate_sparsity", lambda model, cfg, calib, pattern: ({"weight": 0.8}, {}))
+    rows = run_study(patterns=("shfl_bw",), sparsities=(0.75,), vectors=(64,), methods=("oneshot",),
+                     out=str(tmp_path), allocate=True)
+    assert configs[0].for_layer("weight") == (0.8, 64) and configs[0].for_layer("other") == (0.75, 64)
+    assert rows[1]["allocate"] is True and rows[1]["layer_sparsity"] == {"weight": 0.8}
 
 
 def test_bias_refit_rows_are_their_own_cells(tmp_path):
@@ -240,11 +251,14 @@ def test_bias_refit_rows_are_their_own_cells(tmp_path):
             {**_row("shfl_bw", 0.75, 64, "oneshot", 0.70, regroup=True, fit_bias=True), **ci},
             {**_row("shfl_bw", 0.75, 64, "oneshot", 0.80, regroup=True, fit_bias=True, calibration_seed=1), **ci},
             {**_row("vector", 0.75, 64, "oneshot", 0.50), **ci},
-            {**_row("vector", 0.75, 64, "oneshot", 0.65, fit_bias=True), **ci}]
+            {**_row("vector", 0.75, 64, "oneshot", 0.65, fit_bias=True), **ci},
+            {**_row("shfl_bw", 0.75, 64, "oneshot", 0.66, regroup=True, fit_bias=True, allocate=True), **ci}]
     lines = comparison(rows)
     plain = next(line for line in lines if line.startswith("| 75.0% | oneshot + regroup (4096 words)"))
     bias = next(line for line in lines if line.startswith("| 75.0% | oneshot + regroup + bias (4096 words)"))
     assert "| +0.100 /" in plain and "| +0.050 /" in bias  # each against vector-wise of the same recipe
+    alloc = next(line for line in lines if line.startswith("| 75.0% | oneshot + regroup + bias + allocation (4096"))
+    assert alloc.endswith("| n/a | n/a | n/a | incomplete |")  # no vector-wise cell with allocation
     means = [line for line in seed_means(rows) if "| shfl_bw |" in line]
     assert len(means) == 1 and means[0].startswith("| 75.0% | oneshot + regroup + bias (4096 words) | shfl_bw | 0, 1 | 0.750")
     a = tmp_path / "a.json"

@@ -49,7 +49,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                   tuple(int(v) for v in _floats(args.vector, "vector")), tuple(args.methods.split(",")),
                   args.distill_minutes, args.distill_steps, args.out, args.model, args.distill_seed,
                   args.calibration_seed, regroup=not args.no_regroup, distill_regroup=args.distill_regroup,
-                  fit_bias=args.fit_bias)
+                  fit_bias=args.fit_bias, allocate=args.allocate)
     except ValueError as e:
         raise SystemExit(f"shflbw eval: {e}") from None
     return 0
@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fit-bias", action="store_true",
                    help="every one-shot also refits the layers' biases (the refit's intercept, "
                         "recover.oneshot_prune_(fit_bias=True)); rows then say '+ bias'")
+    p.add_argument("--allocate", action="store_true",
+                   help="every one-shot gives each layer its own sparsity from its refit error, the overall "
+                        "sparsity kept (recover.allocate_sparsity); rows then say '+ allocation'")
     p.add_argument("--out", default="out/study", help="directory for study.json, study.md, study.png (default: %(default)s)")
     p.add_argument("--merge", nargs="+", metavar="STUDY_JSON", default=None,
                    help="instead of running: merge several runs' study.json into one report in --out")

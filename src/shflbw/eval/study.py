@@ -56,14 +56,17 @@ def cells(patterns, sparsities, vectors) -> list[tuple[str, float, int | None]]:
 def run_study(patterns=PATTERNS, sparsities=(0.5, 0.75, 0.875), vectors=(32, 64, 128), methods=METHODS,
               distill_minutes: float = 15.0, distill_steps: int = 1250, out: str = "out/study",
               model_path: str | None = None, distill_seed: int = 0, calibration_seed: int = 0,
-              regroup: bool = True, distill_regroup: bool = DISTILL_REGROUP, fit_bias: bool = False) -> list[dict]:
-    """Run the cells; ``fit_bias`` makes every one-shot (and distillation start) refit the layers'
-    biases too (``oneshot_prune_(fit_bias=True)``; rows then say "+ bias")."""
+              regroup: bool = True, distill_regroup: bool = DISTILL_REGROUP, fit_bias: bool = False,
+              allocate: bool = False) -> list[dict]:
+    """Run the cells. Two one-shot options (also for the distillation start), off by default:
+    ``fit_bias`` refits the layers' biases too (``oneshot_prune_(fit_bias=True)``; rows say "+ bias");
+    ``allocate`` gives each layer its own sparsity from its refit error, the overall sparsity kept
+    (``recover.allocate_sparsity``; rows say "+ allocation" and list the layers' sparsities)."""
     import shflbw
     from shflbw.demo import _masked_copy, load_minilm
     from shflbw.eval.data import calibration_batches, distillation_batches, load_eval_data
     from shflbw.eval.metrics import evaluate
-    from shflbw.recover import DistillConfig, distill_, oneshot_prune_
+    from shflbw.recover import DistillConfig, allocate_sparsity, config_with, distill_, oneshot_prune_
 
     for m in methods:
         if m not in METHODS:
@@ -94,12 +97,17 @@ def run_study(patterns=PATTERNS, sparsities=(0.5, 0.75, 0.875), vectors=(32, 64,
     for pattern, s, v in todo:
         vector = v or 64
         oneshot_models = {}  # by calibration word count and regrouping
+        allocations = {}  # by calibration word count: sparsity per layer
 
         def oneshot(words, regroup_):
             if (words, regroup_) not in oneshot_models:
                 if words not in calib:
                     calib[words] = calibration_batches(tok, data, words=words, documents=300, seed=calibration_seed)
                 cfg = shflbw.ShflBWConfig(sparsity=s, vector=vector, include=("encoder.*",), exclude=())
+                if allocate:
+                    batches = [_to(b, device) for b in calib[words]]
+                    allocations[words] = allocate_sparsity(model, cfg, batches, pattern=pattern)[0]
+                    cfg = config_with(cfg, allocations[words])
                 oneshot_models[words, regroup_] = oneshot_prune_(copy.deepcopy(model), cfg,
                                                                  [_to(b, device) for b in calib[words]],
                                                                  pattern=pattern, score="obs", regroup=regroup_,
@@ -128,6 +136,9 @@ def run_study(patterns=PATTERNS, sparsities=(0.5, 0.75, 0.875), vectors=(32, 64,
                     rows[-1]["regroup"] = regroup if method == "oneshot" else distill_regroup
                 if fit_bias:
                     rows[-1]["fit_bias"] = True
+                if allocate:
+                    rows[-1]["allocate"] = True
+                    rows[-1]["layer_sparsity"] = allocations[words]
                 if calibration_seed:
                     rows[-1]["calibration_seed"] = calibration_seed  # which calibration text (eval.data)
             if method == "distill":
@@ -185,7 +196,7 @@ def _write(rows: list[dict], out: str, device: str, final: bool = False) -> None
     home = rows[0].get("device") if rows else None
     for r in rows:
         ci = r["polarity_ci95"]
-        recipe = _recipe(r["method"], r.get("regroup"), None, r.get("fit_bias"))  # the words have their own column
+        recipe = _recipe(r["method"], None, _variant(r))  # the words have their own column
         recipe += f" (seed {r['distill_seed']})" if r.get("distill_seed") else ""
         recipe += f" (calibration seed {r['calibration_seed']})" if r.get("calibration_seed") else ""
         if r.get("device") and home and r["device"] != home:
@@ -208,16 +219,24 @@ METRICS = (("lee_pearson", "Lee"), ("polarity", "polarity"), ("wordsim353", "WS3
            ("cosine_to_dense", "cosine"))
 
 
-def _recipe(method: str, regroup: bool, words, fit_bias: bool = False) -> str:
-    """A recipe as the tables and the plot name it: method, regrouping, bias refit, calibration words."""
-    return (method + (" + regroup" if regroup else "") + (" + bias" if fit_bias else "")
-            + (f" ({words} words)" if words else ""))
+# One-shot options that make one recipe of a cell differ from another: (row key, name in the tables).
+# A row records those that were on; cells with different ones are kept apart everywhere.
+VARIANTS = (("regroup", "regroup"), ("fit_bias", "bias"), ("allocate", "allocation"))
 
 
-def _flags(r: dict) -> tuple:
-    """What tells one-shot variants of a cell apart: Shfl-BW's regrouping (None for other patterns)
-    and the bias refit."""
-    return (bool(r.get("regroup")) if r["pattern"] == "shfl_bw" else None), bool(r.get("fit_bias"))
+def _variant(r: dict) -> tuple[bool, ...]:
+    return tuple(bool(r.get(key)) for key, _ in VARIANTS)
+
+
+def _unregrouped(variant: tuple[bool, ...]) -> tuple[bool, ...]:
+    """The same options without regrouping: what the other patterns' cells of a Shfl-BW recipe have."""
+    return (False,) + tuple(variant[1:])
+
+
+def _recipe(method: str, words, variant: tuple[bool, ...] = ()) -> str:
+    """A recipe as the tables and the plot name it: method, the options on, calibration words."""
+    names = "".join(f" + {name}" for (_, name), on in zip(VARIANTS, variant) if on)
+    return method + names + (f" ({words} words)" if words else "")
 
 
 def _at_vector(r: dict, vector: int) -> bool:
@@ -238,18 +257,18 @@ def comparison(rows: list[dict], vector: int = 64) -> list[str]:
             continue
         if not _at_vector(r, vector):
             continue
-        cells[(r["pattern"], r["sparsity"], r["method"], r.get("calibration_words"), _flags(r))] = r
+        cells[(r["pattern"], r["sparsity"], r["method"], r.get("calibration_words"), _variant(r))] = r
     out = [f"Shfl-BW (V = {vector}) minus each other pattern, same sparsity and recipe "
            "(Lee / polarity / WS353 / SimLex / cosine; positive: Shfl-BW ahead):", "",
            "| sparsity | recipe | vs vector-wise | vs block | vs unstructured | ahead of vector-wise and block on all five |",
            "|---|---|---|---|---|---|"]
-    for (pattern, s, method, words, flags), shfl in sorted(cells.items(),
+    for (pattern, s, method, words, variant), shfl in sorted(cells.items(),
                                                        key=lambda kv: (kv[0][1], kv[0][2], str(kv[0][3]), str(kv[0][4]))):
         if pattern != "shfl_bw":
             continue
         diffs, ahead = [], True
         for other in ("vector", "block", "unstructured"):
-            o = cells.get((other, s, method, words, (None, flags[1])))
+            o = cells.get((other, s, method, words, _unregrouped(variant)))
             if o is None:
                 diffs.append("n/a")
                 continue
@@ -257,7 +276,7 @@ def comparison(rows: list[dict], vector: int = 64) -> list[str]:
             diffs.append(" / ".join(f"{x:+.3f}" for x in d))
             if other != "unstructured":
                 ahead = ahead and all(x > 0 for x in d)
-        recipe = _recipe(method, shfl.get("regroup"), words, flags[1])
+        recipe = _recipe(method, words, variant)
         missing = "n/a" in diffs[:2]
         out.append(f"| {s:.1%} | {recipe} | {diffs[0]} | {diffs[1]} | {diffs[2]} | "
                    f"{'incomplete' if missing else ('yes' if ahead else 'no')} |")
@@ -276,8 +295,7 @@ def seed_means(rows: list[dict], vector: int = 64) -> list[str]:
     for r in rows[1:]:
         if r.get("distill_seed") or not _at_vector(r, vector):
             continue
-        key = (r["pattern"], r["sparsity"], r["method"], r.get("calibration_words"), bool(r.get("regroup")),
-               bool(r.get("fit_bias")))
+        key = (r["pattern"], r["sparsity"], r["method"], r.get("calibration_words"), _variant(r))
         runs.setdefault(key, {})[r.get("calibration_seed", 0)] = r
     runs = {k: v for k, v in runs.items() if len(v) >= 2}
     if not runs:
@@ -285,34 +303,33 @@ def seed_means(rows: list[dict], vector: int = 64) -> list[str]:
     out = [f"Means over calibration seeds (V = {vector}; each metric: mean (lowest-highest)):", "",
            "| sparsity | recipe | pattern | seeds | Lee | polarity | WS353 | SimLex | cosine |",
            "|---|---|---|---|---|---|---|---|---|"]
-    order = sorted(runs, key=lambda k: (k[1], k[2], str(k[3]), k[0], k[4], k[5]))
+    order = sorted(runs, key=lambda k: (k[1], k[2], str(k[3]), k[0], k[4]))
     for key in order:
-        pattern, s, method, words, regroup, fit_bias = key
+        pattern, s, method, words, variant = key
         by_seed = runs[key]
         cols = []
         for m, _ in METRICS:
             vals = [r[m] for r in by_seed.values()]
             cols.append(f"{sum(vals) / len(vals):.3f} ({min(vals):.3f}-{max(vals):.3f})")
-        out.append(f"| {s:.1%} | {_recipe(method, regroup, words, fit_bias)} | {pattern} | {', '.join(map(str, sorted(by_seed)))} | {' | '.join(cols)} |")
+        out.append(f"| {s:.1%} | {_recipe(method, words, variant)} | {pattern} | {', '.join(map(str, sorted(by_seed)))} | {' | '.join(cols)} |")
     out += ["", "Shfl-BW minus vector-wise on the means over the seeds both ran (Lee / polarity / WS353 / SimLex / "
             "cosine):", ""]
     for key in order:
-        pattern, s, method, words, regroup, fit_bias = key
-        other = runs.get(("vector", s, method, words, False, fit_bias))
+        pattern, s, method, words, variant = key
+        other = runs.get(("vector", s, method, words, _unregrouped(variant)))
         if pattern != "shfl_bw" or other is None:
             continue
         common = sorted(set(runs[key]) & set(other))
         if len(common) < 2:
             continue
         d = [sum(runs[key][sd][m] - other[sd][m] for sd in common) / len(common) for m, _ in METRICS]
-        out.append(f"- {s:.1%} {_recipe(method, regroup, words, fit_bias)}, seeds {', '.join(map(str, common))}: " + " / ".join(f"{x:+.3f}" for x in d))
+        out.append(f"- {s:.1%} {_recipe(method, words, variant)}, seeds {', '.join(map(str, common))}: " + " / ".join(f"{x:+.3f}" for x in d))
     return out
 
 
 def _series(r: dict) -> tuple:
-    """One plotted line: pattern, V, method, calibration words, regrouping, bias refit."""
-    return (r["pattern"], r["vector"], r["method"], r.get("calibration_words"), bool(r.get("regroup")),
-            bool(r.get("fit_bias")))
+    """One plotted line: pattern, V, method, calibration words, the one-shot options on."""
+    return r["pattern"], r["vector"], r["method"], r.get("calibration_words"), _variant(r)
 
 
 PATTERN_COLORS = {"unstructured": "tab:gray", "2:4": "tab:purple", "vector": "tab:blue", "block": "tab:orange",
@@ -345,10 +362,10 @@ def _plot(rows: list[dict], path: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.5))
     for ax, (key, title) in zip(axes, [("lee_pearson", "Lee Pearson"), ("cosine_to_dense", "embedding cosine to dense")]):
         for line in sorted(series, key=str):
-            pattern, v, method, words, regroup, fit_bias = line
+            pattern, v, method, words, variant = line
             by_sparsity = {r["sparsity"]: r[key] for r in series[line]}  # a later run of a cell replaces an earlier
             pts = sorted(by_sparsity.items())
-            label = f"{pattern}{'' if v is None else f' V={v}'} {_recipe(method, regroup, words, fit_bias)}"
+            label = f"{pattern}{'' if v is None else f' V={v}'} {_recipe(method, words, variant)}"
             style = {"magnitude": ":", "oneshot": "--", "distill": "-"}[method]
             ax.plot([0.0] + [p[0] for p in pts], [dense[key]] + [p[1] for p in pts], style, marker="o", label=label,
                     color=PATTERN_COLORS.get(pattern))

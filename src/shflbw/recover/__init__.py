@@ -1,6 +1,7 @@
 """Accuracy recovery: one-shot reconstruction from calibration data, and distillation fine-tuning."""
 
+from shflbw.recover.allocate import allocate_sparsity, config_with
 from shflbw.recover.distill import DistillConfig, distill_
 from shflbw.recover.reconstruct import oneshot_prune_, reconstruct_group_lstsq
 
-__all__ = ["DistillConfig", "distill_", "oneshot_prune_", "reconstruct_group_lstsq"]
+__all__ = ["allocate_sparsity", "config_with", "DistillConfig", "distill_", "oneshot_prune_", "reconstruct_group_lstsq"]
