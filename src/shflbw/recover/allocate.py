@@ -32,10 +32,9 @@ import torch
 from torch import nn
 
 from shflbw.config import LayerOverride, ShflBWConfig
-from shflbw.nn.masked import selected_layers
 from shflbw.prune import prune
 from shflbw.recover.group_obs import damped_inverse
-from shflbw.recover.reconstruct import _default_run, _input_statistics, _rowwise_lstsq, _stages, reconstruct_group_lstsq
+from shflbw.recover.reconstruct import _input_statistics, _rowwise_lstsq, calibration_stages, reconstruct_group_lstsq
 
 # Levels tried around the target: steps of 1/16 of the weights, up to three each way.
 STEPS = (-3, -2, -1, 0, 1, 2, 3)
@@ -120,19 +119,10 @@ def allocate_sparsity(
     ``config`` selects; V per layer from ``config``. The model is not changed."""
     if pattern not in PATTERNS:
         raise ValueError(f"allocate_sparsity supports the patterns {PATTERNS}, got {pattern!r} (N:M fixes its own)")
-    run = run or _default_run
-    batches = list(calibration)
-    if not batches:
-        raise ValueError("calibration data is empty")
-    layers = selected_layers(model, config)
-    stages = _stages(model, layers, batches[0], run)
+    run, batches, layers, stages = calibration_stages(model, config, calibration, run, progress,
+                                                      "shflbw: sparsity allocation")
     errors: dict[str, dict[float, float]] = {}
-    it = stages
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(stages, desc="shflbw: sparsity allocation", unit="stage")
-    for stage in it:
+    for stage in stages:
         hs, _, means = _input_statistics(model, None, batches, stage, run)
         for name in stage:
             _, vector = config.for_layer(name)

@@ -141,6 +141,26 @@ def _stages(model: nn.Module, layers: dict[str, nn.Module], batch, run) -> list[
     return stages
 
 
+def calibration_stages(model: nn.Module, config: ShflBWConfig, calibration: Iterable, run: Callable | None,
+                       progress: bool, desc: str) -> tuple[Callable, list, dict[str, nn.Module], Iterable[list[str]]]:
+    """(run, calibration batches, the layers ``config`` selects, their stages in forward order, with a
+    progress bar when asked): what every layer-by-layer pass over calibration data starts from."""
+    run = run or _default_run
+    batches = list(calibration)
+    if not batches:
+        raise ValueError("calibration data is empty")
+    layers = selected_layers(model, config)
+    stages = _stages(model, layers, batches[0], run)
+    missing = set(layers) - {n for s in stages for n in s}
+    if missing:
+        raise ValueError(f"calibration never reached these layers: {sorted(missing)[:5]}")
+    if progress:
+        from tqdm.auto import tqdm
+
+        return run, batches, layers, tqdm(stages, desc=desc, unit="stage")
+    return run, batches, layers, stages
+
+
 def oneshot_prune_(
     model: nn.Module,
     config: ShflBWConfig,
@@ -181,26 +201,13 @@ def oneshot_prune_(
         raise ValueError(f"target must be 'dense' or 'layer', got {target!r}")
     if score not in ("wanda", "obs", "magnitude"):
         raise ValueError(f"score must be 'wanda', 'obs' or 'magnitude', got {score!r}")
-    run = run or _default_run
-    batches = list(calibration)
-    if not batches:
-        raise ValueError("calibration data is empty")
-    layers = selected_layers(model, config)
+    run, batches, layers, stages = calibration_stages(model, config, calibration, run, progress, "shflbw: one-shot")
     dense = None
     if reconstruct and target == "dense":
         import copy
 
         dense = copy.deepcopy(model)
-    stages = _stages(model, layers, batches[0], run)
-    missing = set(layers) - {n for s in stages for n in s}
-    if missing:
-        raise ValueError(f"calibration never reached these layers: {sorted(missing)[:5]}")
-    it = stages
-    if progress:
-        from tqdm.auto import tqdm
-
-        it = tqdm(stages, desc="shflbw: one-shot", unit="stage")
-    for stage in it:
+    for stage in stages:
         hs, cs, means = _input_statistics(model, dense, batches, stage, run)
         for name in stage:
             mod = layers[name]
