@@ -105,8 +105,9 @@ def run_study(patterns=PATTERNS, sparsities=(0.5, 0.75, 0.875), vectors=(32, 64,
                     calib[words] = calibration_batches(tok, data, words=words, documents=300, seed=calibration_seed)
                 cfg = shflbw.ShflBWConfig(sparsity=s, vector=vector, include=("encoder.*",), exclude=())
                 if allocate:
-                    batches = [_to(b, device) for b in calib[words]]
-                    allocations[words] = allocate_sparsity(model, cfg, batches, pattern=pattern)[0]
+                    if words not in allocations:  # the same for either regrouping
+                        batches = [_to(b, device) for b in calib[words]]
+                        allocations[words] = allocate_sparsity(model, cfg, batches, pattern=pattern)[0]
                     cfg = config_with(cfg, allocations[words])
                 oneshot_models[words, regroup_] = oneshot_prune_(copy.deepcopy(model), cfg,
                                                                  [_to(b, device) for b in calib[words]],

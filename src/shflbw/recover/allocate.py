@@ -12,14 +12,14 @@ own variation, so that a few outlier features with most of the output's energy (
 outputs: fc2 loses 0.004 of its whole output energy at 75 %, session 14) do not make a layer look
 free to prune, and a constant offset, which carries nothing, does not count as signal.
 
-then spends the budget greedily: every layer starts at its lowest level, and the layer whose next
+It then spends the budget greedily: every layer starts at its lowest level, and the layer whose next
 level adds the least error per weight removed steps up, until the weights removed reach the target
 fraction of all selected weights (never fewer; it may overshoot by one step of one layer). Layers
 count equally: a relative error of 0.1 in a 384 x 384 attention projection is charged as much as
 one in a 1536 x 384 feed-forward layer, which is the assumption this makes.
 
-The result is a ``ShflBWConfig`` with a per-layer override for each layer (``config_with``), which
-``oneshot_prune_`` (or any other path) then uses. Cost: one calibration pass per stage of layers
+The result is a sparsity per layer; ``config_with`` turns it into per-layer overrides of a
+``ShflBWConfig``, which ``oneshot_prune_`` (or any other path) then uses. Cost: one calibration pass per stage of layers
 sharing an input, and one Shfl-BW search (alternation only) plus one refit per layer and level.
 """
 
