@@ -104,13 +104,12 @@ def run_study(patterns=PATTERNS, sparsities=(0.5, 0.75, 0.875), vectors=(32, 64,
                 if words not in calib:
                     calib[words] = calibration_batches(tok, data, words=words, documents=300, seed=calibration_seed)
                 cfg = shflbw.ShflBWConfig(sparsity=s, vector=vector, include=("encoder.*",), exclude=())
+                batches = [_to(b, device) for b in calib[words]]
                 if allocate:
                     if words not in allocations:  # the same for either regrouping
-                        batches = [_to(b, device) for b in calib[words]]
                         allocations[words] = allocate_sparsity(model, cfg, batches, pattern=pattern)[0]
                     cfg = config_with(cfg, allocations[words])
-                oneshot_models[words, regroup_] = oneshot_prune_(copy.deepcopy(model), cfg,
-                                                                 [_to(b, device) for b in calib[words]],
+                oneshot_models[words, regroup_] = oneshot_prune_(copy.deepcopy(model), cfg, batches,
                                                                  pattern=pattern, score="obs", regroup=regroup_,
                                                                  fit_bias=fit_bias)
             return oneshot_models[words, regroup_]

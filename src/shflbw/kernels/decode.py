@@ -54,7 +54,8 @@ class DecodeConfig:
     block_t: int | None = None
     # > 0 runs the stream-K kernel (decode_streamk.py) with this many programs per SM (per tile of
     # tokens), each taking an equal share of the weight's [block_k] steps across row groups; 0 keeps
-    # split-K, which was 8-25 % faster on an H100 (session 13, BENCHMARKS.md).
+    # split-K, which was 8-25 % faster on an H100 (session 13) and still 2-14 % faster after the
+    # stream-K loop was made pipelinable (session 14; BENCHMARKS.md).
     stream_k: int = 0
 
     def __post_init__(self):

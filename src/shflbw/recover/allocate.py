@@ -42,17 +42,24 @@ STEP = 1 / 16
 PATTERNS = ("shfl_bw", "vector", "unstructured", "block")
 
 
+def obs_importance(weight: torch.Tensor, hessian: torch.Tensor, damp: float = 0.01) -> torch.Tensor:
+    """OBS saliency w^2 / [H^-1]_jj (float32), the score the allocation prunes by."""
+    return ((weight.detach().double() ** 2) / damped_inverse(hessian, damp).diagonal()[None, :]).float()
+
+
 def refit_error(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float, vector: int, pattern: str = "shfl_bw",
-                damp: float = 0.01, mean: torch.Tensor | None = None) -> float:
+                damp: float = 0.01, mean: torch.Tensor | None = None, importance: torch.Tensor | None = None) -> float:
     """The output error of the layer pruned to ``sparsity`` (OBS scores) and refit by least squares,
     relative to the output's variation, on inputs with second moment ``hessian`` (H = X^T X / n) and
-    mean ``mean`` (default zero)."""
+    mean ``mean`` (default zero). ``importance``: ``obs_importance(weight, hessian, damp)`` when the
+    caller already has it (one K x K inverse per layer, not per level)."""
     w = weight.detach().double()
     h = hessian.double()
     if sparsity == 0:
         return 0.0
-    importance = (w**2) / damped_inverse(h, damp).diagonal()[None, :]
-    r = prune(weight, sparsity, vector, pattern, importance=importance.float(), refine=False, time_budget=None)
+    if importance is None:
+        importance = obs_importance(weight, h, damp)
+    r = prune(weight, sparsity, vector, pattern, importance=importance, refine=False, time_budget=None)
     mask = r.mask.to(w.device)
     if pattern in ("shfl_bw", "vector"):
         new = reconstruct_group_lstsq(w, mask, r.perm.to(w.device), vector, h, damp)
@@ -127,7 +134,8 @@ def allocate_sparsity(
         for name in stage:
             _, vector = config.for_layer(name)
             w = layers[name].weight
-            errors[name] = {s: refit_error(w, hs[name], s, vector, pattern, damp, means[name][0])
+            importance = obs_importance(w, hs[name], damp)
+            errors[name] = {s: refit_error(w, hs[name], s, vector, pattern, damp, means[name][0], importance)
                             for s in levels_around(config.sparsity)}
     sizes = {n: layers[n].weight.numel() for n in errors}
     return spend_budget(errors, sizes, config.sparsity), errors
