@@ -176,26 +176,44 @@ def test_plot_keeps_v64_and_first_seeds():
     assert {k[0] for k in series} == {"shfl_bw", "block"}
 
 
-def test_cli_passes_no_regroup_to_the_study(monkeypatch):
+def test_cli_passes_the_recipe_options_to_the_study(monkeypatch):
     import shflbw.eval.study as study
 
     seen = {}
     monkeypatch.setattr(study, "run_study", lambda *a, **kw: seen.update(kw))
-    main(["eval", "--patterns", "shfl_bw", "--sparsity", "0.75", "--methods", "oneshot", "--no-regroup"])
-    assert seen == {"regroup": False, "distill_regroup": False, "fit_bias": False, "allocate": False}
-    main(["eval", "--patterns", "shfl_bw", "--sparsity", "0.75", "--methods", "oneshot"])
-    assert seen == {"regroup": True, "distill_regroup": False, "fit_bias": False, "allocate": False}
-    main(["eval", "--patterns", "shfl_bw", "--sparsity", "0.75", "--methods", "distill", "--distill-regroup"])
-    assert seen == {"regroup": True, "distill_regroup": True, "fit_bias": False, "allocate": False}
-    main(["eval", "--patterns", "shfl_bw", "--sparsity", "0.75", "--methods", "oneshot", "--fit-bias"])
-    assert seen == {"regroup": True, "distill_regroup": False, "fit_bias": True, "allocate": False}
-    main(["eval", "--patterns", "shfl_bw", "--sparsity", "0.75", "--methods", "oneshot", "--allocate"])
-    assert seen == {"regroup": True, "distill_regroup": False, "fit_bias": False, "allocate": True}
+    base = ["eval", "--patterns", "shfl_bw", "--sparsity", "0.75", "--methods", "oneshot"]
+    plain = {"regroup": True, "distill_regroup": False, "distill_fit_bias": False, "distill_allocate": False}
+    main(base)  # bias refit and allocation unset: run_study's defaults
+    assert seen == plain
+    seen.clear()
+    main(base + ["--no-regroup"])
+    assert seen == {**plain, "regroup": False}
+    seen.clear()
+    main(base + ["--distill-regroup", "--distill-fit-bias", "--distill-allocate"])
+    assert seen == {**plain, "distill_regroup": True, "distill_fit_bias": True, "distill_allocate": True}
+    seen.clear()
+    main(base + ["--no-fit-bias", "--no-allocate"])
+    assert seen == {**plain, "fit_bias": False, "allocate": False}
+    seen.clear()
+    main(base + ["--fit-bias", "--allocate"])  # the session-14 commands still parse
+    assert seen == {**plain, "fit_bias": True, "allocate": True}
 
 
-def test_distillation_starts_from_the_unregrouped_one_shot(monkeypatch, tmp_path):
-    # The study's recipes, with the model, data and training stubbed: one-shot rows regroup (default),
-    # the distillation start does not (DISTILL_REGROUP), and each row records what its start did.
+def test_study_recipe_defaults():
+    import inspect
+
+    import shflbw.eval.study as study
+
+    defaults = {k: p.default for k, p in inspect.signature(study.run_study).parameters.items()}
+    # one-shot: regrouped, biases refit, sparsity allocated; the distillation start: none of these
+    assert (defaults["regroup"], defaults["fit_bias"], defaults["allocate"]) == (True, True, True)
+    assert (defaults["distill_regroup"], defaults["distill_fit_bias"], defaults["distill_allocate"]) == (False,) * 3
+
+
+def test_study_recipes_one_shot_and_distillation_start(monkeypatch, tmp_path):
+    # The study's recipes, with the model, data and training stubbed. By default the one-shot rows
+    # regroup, refit biases and allocate per-layer sparsity; the distillation start does none of these
+    # (DISTILL_*); each row records what its one-shot (start) did, and 2:4 is never allocated.
     import torch
 
     import shflbw.demo
@@ -203,7 +221,7 @@ def test_distillation_starts_from_the_unregrouped_one_shot(monkeypatch, tmp_path
     import shflbw.eval.metrics
     import shflbw.recover
 
-    calls = []
+    calls, allocated = [], []
     metrics = {"lee_pearson": 0.6, "polarity": 0.7, "polarity_ci95": [0.6, 0.8], "wordsim353": 0.6,
                "simlex999": 0.4, "cosine_to_dense": 0.7}
     monkeypatch.setattr(shflbw.demo, "load_minilm", lambda path=None: (torch.nn.Linear(2, 2), None))
@@ -214,30 +232,36 @@ def test_distillation_starts_from_the_unregrouped_one_shot(monkeypatch, tmp_path
                         lambda m, tok, data, reference=None: {**metrics, "lee_embeddings": None})
     monkeypatch.setattr(shflbw.recover, "oneshot_prune_",
                         lambda model, cfg, calib, pattern, score, regroup, fit_bias:
-                        calls.append(regroup if not fit_bias else (regroup, "bias")) or model)
+                        calls.append((regroup, fit_bias, cfg.for_layer("weight")[0])) or model)
+    monkeypatch.setattr(shflbw.recover, "allocate_sparsity",
+                        lambda model, cfg, calib, pattern: allocated.append(pattern) or ({"weight": 0.8}, {}))
     monkeypatch.setattr(shflbw.recover, "distill_", lambda *a, **kw: None)
-    rows = run_study(patterns=("shfl_bw",), sparsities=(0.75,), vectors=(64,), methods=("oneshot", "distill"),
-                     out=str(tmp_path))
-    assert calls == [True, False]
-    assert [(r["method"], r.get("regroup")) for r in rows[1:]] == [("oneshot", True), ("distill", False)]
-    calls.clear()
-    rows = run_study(patterns=("shfl_bw",), sparsities=(0.75,), vectors=(64,), methods=("oneshot", "distill"),
-                     out=str(tmp_path), distill_regroup=True)
-    assert calls == [True, True] and rows[2]["regroup"] is True  # 4,096-word one-shot, then the 512-word start
-    assert not any("fit_bias" in r for r in rows)
-    calls.clear()
-    rows = run_study(patterns=("shfl_bw",), sparsities=(0.75,), vectors=(64,), methods=("oneshot",),
-                     out=str(tmp_path), fit_bias=True)
-    assert calls == [(True, "bias")] and rows[1]["fit_bias"] is True
-    # allocation: the config the one-shot gets carries the per-layer sparsities, and the row lists them
-    configs = []
-    monkeypatch.setattr(shflbw.recover, "oneshot_prune_",
-                        lambda model, cfg, calib, pattern, score, regroup, fit_bias: configs.append(cfg) or model)
-    monkeypatch.setattr(shflbw.recover, "allocate_sparsity", lambda model, cfg, calib, pattern: ({"weight": 0.8}, {}))
-    rows = run_study(patterns=("shfl_bw",), sparsities=(0.75,), vectors=(64,), methods=("oneshot",),
-                     out=str(tmp_path), allocate=True)
-    assert configs[0].for_layer("weight") == (0.8, 64) and configs[0].for_layer("other") == (0.75, 64)
-    assert rows[1]["allocate"] is True and rows[1]["layer_sparsity"] == {"weight": 0.8}
+
+    def study(**kw):
+        calls.clear()
+        allocated.clear()
+        kw.setdefault("patterns", ("shfl_bw",))
+        kw.setdefault("sparsities", (0.75,))
+        return run_study(vectors=(64,), out=str(tmp_path), **kw)[1:]
+
+    def recipe(r):
+        return r["method"], r.get("regroup"), r.get("fit_bias", False), r.get("allocate", False)
+
+    rows = study(methods=("oneshot", "distill"))
+    assert calls == [(True, True, 0.8), (False, False, 0.75)]  # 4,096-word one-shot, then the 512-word start
+    assert [recipe(r) for r in rows] == [("oneshot", True, True, True), ("distill", False, False, False)]
+    assert rows[0]["layer_sparsity"] == {"weight": 0.8} and "layer_sparsity" not in rows[1]
+    rows = study(methods=("oneshot", "distill"), distill_regroup=True, distill_fit_bias=True, distill_allocate=True)
+    assert calls == [(True, True, 0.8), (True, True, 0.8)]
+    assert allocated == ["shfl_bw", "shfl_bw"]  # once per calibration size (4,096 and 512 words)
+    assert recipe(rows[1]) == ("distill", True, True, True)
+    rows = study(methods=("oneshot",), fit_bias=False, allocate=False)
+    assert calls == [(True, False, 0.75)] and not allocated
+    assert recipe(rows[0]) == ("oneshot", True, False, False)
+    rows = study(methods=("oneshot",), regroup=False, allocate=False)
+    assert calls == [(False, True, 0.75)] and recipe(rows[0]) == ("oneshot", False, True, False)
+    rows = study(methods=("oneshot",), patterns=("2:4",), sparsities=(0.5,))  # N:M fixes its own: not allocated
+    assert calls == [(True, True, 0.5)] and not allocated and recipe(rows[0]) == ("oneshot", None, True, False)
 
 
 def test_bias_refit_rows_are_their_own_cells(tmp_path):

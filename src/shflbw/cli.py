@@ -49,7 +49,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                   tuple(int(v) for v in _floats(args.vector, "vector")), tuple(args.methods.split(",")),
                   args.distill_minutes, args.distill_steps, args.out, args.model, args.distill_seed,
                   args.calibration_seed, regroup=not args.no_regroup, distill_regroup=args.distill_regroup,
-                  fit_bias=args.fit_bias, allocate=args.allocate)
+                  distill_fit_bias=args.distill_fit_bias, distill_allocate=args.distill_allocate,
+                  # unset: the study's one-shot recipe (eval.study.ONESHOT_FIT_BIAS / ONESHOT_ALLOCATE)
+                  **{k: v for k, v in (("fit_bias", args.fit_bias), ("allocate", args.allocate)) if v is not None})
     except ValueError as e:
         raise SystemExit(f"shflbw eval: {e}") from None
     return 0
@@ -132,12 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distill-regroup", action="store_true",
                    help="Shfl-BW distillation starts from the regrouped one-shot (default: from the search's "
                         "grouping, which ended 0.02 higher on polarity over four calibration seeds)")
-    p.add_argument("--fit-bias", action="store_true",
-                   help="every one-shot also refits the layers' biases (the refit's intercept, "
-                        "recover.oneshot_prune_(fit_bias=True)); rows then say '+ bias'")
-    p.add_argument("--allocate", action="store_true",
-                   help="every one-shot gives each layer its own sparsity from its refit error, the overall "
-                        "sparsity kept (recover.allocate_sparsity); rows then say '+ allocation'")
+    p.add_argument("--fit-bias", action=argparse.BooleanOptionalAction, default=None,
+                   help="one-shot cells refit the layers' biases too (the refit's intercept, "
+                        "recover.oneshot_prune_(fit_bias=True)); rows then say '+ bias' (default: on)")
+    p.add_argument("--allocate", action=argparse.BooleanOptionalAction, default=None,
+                   help="one-shot cells give each layer its own sparsity from its refit error, the overall "
+                        "sparsity kept (recover.allocate_sparsity; not for 2:4); rows then say '+ allocation'. "
+                        "Adds about 7 min a cell on 2 CPU cores (default: on)")
+    p.add_argument("--distill-fit-bias", action="store_true",
+                   help="the distillation's one-shot start refits biases too (default: off; it ended lower on "
+                        "polarity, docs/recovery.md)")
+    p.add_argument("--distill-allocate", action="store_true",
+                   help="the distillation's one-shot start allocates per-layer sparsity (default: off)")
     p.add_argument("--out", default="out/study", help="directory for study.json, study.md, study.png (default: %(default)s)")
     p.add_argument("--merge", nargs="+", metavar="STUDY_JSON", default=None,
                    help="instead of running: merge several runs' study.json into one report in --out")
