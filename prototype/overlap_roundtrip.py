@@ -1,0 +1,169 @@
+"""Experiment: overlap the roundtrip's transposes with the SpMM by cutting the tokens into chunks.
+
+    python prototype/overlap_roundtrip.py --out overlap.json [--budget 240]
+
+The token-major roundtrip (kernels/linear.py) runs three kernels in sequence: X -> X^T (HBM-bound),
+the feature-major SpMM (L2-bound at V = 64: its gathers and value panels move ~9 TB/s through L2
+at 4096^2, T = 4096, 75 %), and the output back to token-major (HBM-bound). About a third of its
+time at T = 4096 is the two transposes. Token tiles are independent, so with the tokens cut into
+chunks, the transpose of chunk i+1 and the transpose back of chunk i-1 can run while the SpMM works
+on chunk i, on other streams (captured into one CUDA graph with fork/join events). Whether the
+block scheduler lets them share the SMs, and with which stream priorities, is the question.
+
+Variants (all CUDA-graph replays, dense F.linear replays as 1.00x, every variant gated):
+- roundtrip: the library's path (one transpose, one SpMM, one transpose back);
+- chunked-1s-cN: the same three kernels per chunk on one stream (the cost of chunking alone);
+- overlap-cN-pP: transposes in on one stream, SpMM on a second, transposes back on a third,
+  N chunks; P = 1 gives the transpose streams high priority (their blocks go ahead of the SpMM's
+  pending ones).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.run_linear import stamp  # noqa: E402
+from benchmarks.timing import gated, median_us  # noqa: E402
+from shflbw import ShflBWMatrix  # noqa: E402
+from shflbw.kernels.configs import packed_spmm_config  # noqa: E402
+from shflbw.kernels.linear import linear_fwd  # noqa: E402
+from shflbw.kernels.spmm import launch_spmm  # noqa: E402
+from shflbw.testing import random_shflbw_mask  # noqa: E402
+
+
+@triton.jit
+def _transpose_into(x_ptr, y_ptr, R, C, stride_xr, stride_xc, stride_yc, stride_yr,
+                    BR: tl.constexpr, BC: tl.constexpr):
+    # y[c, r] = x[r, c], both at any strides
+    offs_r = (tl.program_id(0) * BR + tl.arange(0, BR)).to(tl.int64)
+    offs_c = (tl.program_id(1) * BC + tl.arange(0, BC)).to(tl.int64)
+    ok = (offs_r < R)[:, None] & (offs_c < C)[None, :]
+    tile = tl.load(x_ptr + offs_r[:, None] * stride_xr + offs_c[None, :] * stride_xc, mask=ok)
+    tl.store(y_ptr + offs_c[None, :] * stride_yc + offs_r[:, None] * stride_yr, tile, mask=ok)
+
+
+def transpose_into(x: torch.Tensor, y: torch.Tensor) -> None:
+    r, c = x.shape
+    assert y.shape == (c, r)
+    _transpose_into[(triton.cdiv(r, 64), triton.cdiv(c, 64))](
+        x, y, r, c, x.stride(0), x.stride(1), y.stride(0), y.stride(1), BR=64, BC=64, num_warps=4)
+
+
+class Chunked:
+    """The roundtrip over ``chunks`` token chunks, on one stream or three."""
+
+    def __init__(self, p: ShflBWMatrix, bias, t: int, chunks: int, streams: int, priority: bool):
+        self.p, self.bias, self.t, self.chunks = p, bias, t, chunks
+        self.c = t // chunks
+        self.cfg = packed_spmm_config(p.values, p.group_ptr, self.c)
+        self.streams = None
+        if streams == 3:
+            prio = -1 if priority else 0
+            self.streams = (torch.cuda.Stream(priority=prio), torch.cuda.Stream(), torch.cuda.Stream(priority=prio))
+        n = chunks
+        self.ev_in = [torch.cuda.Event() for _ in range(n)]
+        self.ev_mm = [torch.cuda.Event() for _ in range(n)]
+
+    def __call__(self, x2: torch.Tensor) -> torch.Tensor:
+        p, c, m, k = self.p, self.c, self.p.shape[0], x2.shape[1]
+        out = torch.empty(self.t, m, dtype=x2.dtype, device=x2.device)
+        xt = torch.empty(k, self.t, dtype=x2.dtype, device=x2.device)
+        ofm = torch.empty(m, self.t, dtype=x2.dtype, device=x2.device)
+
+        def step_in(i):
+            transpose_into(x2[i * c:(i + 1) * c], xt[:, i * c:(i + 1) * c])
+
+        def step_mm(i):
+            launch_spmm(p.values, p.col_idx, p.group_ptr, p.perm, xt[:, i * c:(i + 1) * c], self.bias,
+                        ofm[:, i * c:(i + 1) * c], (self.t, 1), self.cfg)
+
+        def step_out(i):
+            transpose_into(ofm[:, i * c:(i + 1) * c], out[i * c:(i + 1) * c])
+
+        if self.streams is None:
+            for i in range(self.chunks):
+                step_in(i)
+                step_mm(i)
+                step_out(i)
+            return out
+        main = torch.cuda.current_stream()
+        s_in, s_mm, s_out = self.streams
+        for s in self.streams:
+            s.wait_stream(main)
+        for i in range(self.chunks):
+            with torch.cuda.stream(s_in):
+                step_in(i)
+                self.ev_in[i].record(s_in)
+            with torch.cuda.stream(s_mm):
+                s_mm.wait_event(self.ev_in[i])
+                step_mm(i)
+                self.ev_mm[i].record(s_mm)
+            with torch.cuda.stream(s_out):
+                s_out.wait_event(self.ev_mm[i])
+                step_out(i)
+        for s in self.streams:
+            main.wait_stream(s)
+        return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="overlap.json")
+    ap.add_argument("--budget", type=float, default=240.0, help="seconds; cases past it are skipped")
+    ap.add_argument("--shapes", default="4096x4096,11008x4096,4096x11008,14336x4096")
+    args = ap.parse_args()
+    t0 = time.monotonic()
+    result = {"stamp": stamp(), "rows": []}
+    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    cases = [(mk, tt, 0.75) for tt in (4096, 2048, 8192) for mk in shapes]
+    cases += [(mk, 4096, s) for s in (0.5, 0.875) for mk in shapes]
+    for (m, k), t, s in cases:
+        if time.monotonic() - t0 > args.budget:
+            print(f"budget reached: skipping M{m}-K{k}-T{t}-s{s}", flush=True)
+            continue
+        gen = torch.Generator().manual_seed(0)
+        w = torch.randn(m, k, generator=gen).to(torch.bfloat16).cuda()
+        mask, perm = random_shflbw_mask(m, k, 64, 1 - s, generator=gen)
+        p = ShflBWMatrix.from_dense(w, mask.cuda(), perm.cuda(), vector=64)
+        wm = w * mask.cuda()
+        bias = torch.randn(m, generator=gen).to(torch.bfloat16).cuda()
+        x = torch.randn(t, k, generator=gen).to(torch.bfloat16).cuda()
+        ref = (x.float() @ wm.float().t() + bias.float())
+        case = f"M{m}-K{k}-T{t}-V64-s{s}"
+        dense = {"variant": "dense", "us": median_us(lambda: F.linear(x, w, bias), graph=True)}  # cuBLAS, unmasked
+        rows = [dense]
+        rows.append(gated("roundtrip", lambda: linear_fwd(x, p.values, p.col_idx, p.group_ptr, p.perm, bias, m,
+                                                          path="roundtrip"), ref, torch.bfloat16, graph=True))
+        variants = [("chunked-1s-c4", 4, 1, False)]
+        variants += [(f"overlap-c{n}-p{int(pr)}", n, 3, pr) for n, pr in itertools.product((2, 4, 8), (False, True))]
+        for name, n, st, pr in variants:
+            if t % n or (t // n) % 128:
+                continue
+            fn = Chunked(p, bias, t, n, st, pr)
+            rows.append(gated(name, lambda fn=fn: fn(x), ref, torch.bfloat16, graph=True))
+        for r in rows:
+            r["case"] = case
+            r["speedup"] = dense["us"] / r["us"] if r.get("us") else None
+            result["rows"].append(r)
+        line = "  ".join(f"{r['variant']} {r['speedup']:.2f}x" if r.get("speedup") else f"{r['variant']} {r.get('status')}"
+                         for r in rows[1:])
+        print(f"{case}: dense {dense['us']:.1f} us  {line}", flush=True)
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
