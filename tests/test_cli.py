@@ -70,3 +70,117 @@ def test_prune_checkpoint_bad_inputs(tmp_path):
 
     with pytest.raises(SystemExit, match="not a Hugging Face model directory"):
         main(["prune", str(tmp_path), "-o", str(tmp_path / "o")])
+
+
+WORDS = "the a cat dog sat on mat ran fast slow red blue big small house tree bird sang loud quiet".split()
+
+
+def _tiny_bert_with_tokenizer(path, transformers, tokenizer=True):
+    import torch
+
+    cfg = transformers.BertConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                  num_attention_heads=2)
+    torch.manual_seed(0)
+    transformers.BertModel(cfg).save_pretrained(path)
+    if tokenizer:  # a word-level tokenizer over WORDS (transformers 5 ignores BertTokenizer's vocab_file)
+        from tokenizers import Tokenizer, models, pre_tokenizers
+
+        vocab = {w: i for i, w in enumerate(["[PAD]", "[UNK]"] + WORDS)}
+        tk = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+        tk.pre_tokenizer = pre_tokenizers.Whitespace()
+        transformers.PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]").save_pretrained(path)
+
+
+def _texts(path, n, seed):
+    import random
+
+    rng = random.Random(seed)
+    path.write_text("\n".join(" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12))) for _ in range(n)) + "\n\n")
+    return path
+
+
+def test_prune_checkpoint_oneshot_recipe_beats_magnitude(tmp_path, capsys):
+    # --recipe oneshot (OBS masks, refit of weights and biases, per-layer allocation) keeps the pruned
+    # model closer to the dense one than magnitude masks at the same overall sparsity, on other text.
+    import json
+
+    import pytest
+
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    from shflbw.prune_checkpoint import load_pruned, read_calibration
+
+    hf = tmp_path / "hf"
+    _tiny_bert_with_tokenizer(hf, transformers)
+    (tmp_path / "cfg.json").write_text('{"sparsity": 0.5, "vector": 32, "include": ["encoder.*"], "exclude": []}')
+    calib = _texts(tmp_path / "calib.txt", 64, seed=0)
+    base = ["prune", str(hf), "--config", str(tmp_path / "cfg.json"), "--device", "cpu"]
+    assert main(base + ["-o", str(tmp_path / "mag")]) == 0
+    assert main(base + ["-o", str(tmp_path / "one"), "--recipe", "oneshot", "--calibration", str(calib)]) == 0
+    assert "pruned 6 layers (oneshot" in capsys.readouterr().out
+    report = json.loads((tmp_path / "one" / "report.json").read_text())
+    assert (report["recipe"], report["fit_bias"], report["allocate"]) == ("oneshot", True, True)
+    sizes = {n: r["shape"][0] * r["shape"][1] for n, r in report["layers"].items()}
+    overall = sum(r["sparsity"] * sizes[n] for n, r in report["layers"].items()) / sum(sizes.values())
+    assert 0.5 - 1e-6 <= overall <= 0.5 + 1 / 16 + 0.02  # the budget is kept (one step of overshoot at most)
+
+    dense = transformers.AutoModel.from_pretrained(hf).eval()
+    held_out = read_calibration(str(_texts(tmp_path / "eval.txt", 32, seed=1)), transformers.AutoTokenizer.from_pretrained(hf))
+
+    def error(model):
+        num = den = 0.0
+        with torch.no_grad():
+            for b in held_out:
+                ref = dense(**b).last_hidden_state
+                num += (model(**b).last_hidden_state - ref).pow(2).sum().item()
+                den += ref.pow(2).sum().item()
+        return (num / den) ** 0.5
+
+    e_mag, e_one = error(load_pruned(str(tmp_path / "mag"))), error(load_pruned(str(tmp_path / "one")))
+    assert e_one < 0.7 * e_mag, (e_one, e_mag)
+
+
+def test_prune_checkpoint_activation_importance_reads_calibration(tmp_path, capsys):
+    import json
+
+    import pytest
+
+    transformers = pytest.importorskip("transformers")
+    hf = tmp_path / "hf"
+    _tiny_bert_with_tokenizer(hf, transformers)
+    (tmp_path / "cfg.json").write_text('{"sparsity": 0.75, "vector": 32, "importance": "activation"}')
+    cmd = ["prune", str(hf), "--config", str(tmp_path / "cfg.json"), "-o", str(tmp_path / "o"), "--device", "cpu"]
+    with pytest.raises(SystemExit, match='importance="activation".*--calibration'):
+        main(cmd)
+    assert main(cmd + ["--calibration", str(_texts(tmp_path / "c.txt", 16, seed=0)), "--batch-size", "4"]) == 0
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["recipe"] == "sparsify" and report["layers"]
+
+
+def test_prune_checkpoint_calibration_errors(tmp_path):
+    import pytest
+
+    transformers = pytest.importorskip("transformers")
+    hf, bare = tmp_path / "hf", tmp_path / "bare"
+    _tiny_bert_with_tokenizer(hf, transformers)
+    _tiny_bert_with_tokenizer(bare, transformers, tokenizer=False)
+    out = ["-o", str(tmp_path / "o"), "--device", "cpu"]
+    with pytest.raises(SystemExit, match="--recipe oneshot needs calibration text"):
+        main(["prune", str(hf), "--recipe", "oneshot"] + out)
+    with pytest.raises(SystemExit, match="not found"):
+        main(["prune", str(hf), "--recipe", "oneshot", "--calibration", str(tmp_path / "missing.txt")] + out)
+    (tmp_path / "blank.txt").write_text("\n  \n\n")
+    with pytest.raises(SystemExit, match="has no text"):
+        main(["prune", str(hf), "--recipe", "oneshot", "--calibration", str(tmp_path / "blank.txt")] + out)
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(SystemExit, match="not UTF-8"):
+        main(["prune", str(hf), "--recipe", "oneshot", "--calibration", str(tmp_path / "bin.txt")] + out)
+    with pytest.raises(SystemExit, match="no tokenizer"):
+        main(["prune", str(bare), "--recipe", "oneshot", "--calibration", str(_texts(tmp_path / "c.txt", 8, 0))] + out)
+    (tmp_path / "foreign.txt").write_text("zebra quokka\nnarwhal\n")
+    with pytest.raises(SystemExit, match="every token .* is unknown"):
+        main(["prune", str(hf), "--recipe", "oneshot", "--calibration", str(tmp_path / "foreign.txt")] + out)
+    with pytest.raises(SystemExit):  # argparse: not a recipe
+        main(["prune", str(hf), "--recipe", "gradual"] + out)
+    assert not (tmp_path / "o").exists()  # nothing half-written

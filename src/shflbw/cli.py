@@ -60,7 +60,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_prune(args: argparse.Namespace) -> int:
     from shflbw.prune_checkpoint import prune_checkpoint
 
-    return prune_checkpoint(args.checkpoint, args.config, args.output)
+    return prune_checkpoint(args.checkpoint, args.config, args.output, calibration=args.calibration,
+                            recipe=args.recipe, fit_bias=args.fit_bias, allocate=args.allocate,
+                            batch_size=args.batch_size, max_length=args.max_length, device=args.device)
 
 
 BENCH_SCRIPTS = {"linear": "run_linear.py", "conv": "run_conv.py", "mlp": "run_mlp.py", "e2e": "run_e2e.py"}
@@ -155,6 +157,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a Hugging Face model directory (with config.json)")
     p.add_argument("--config", default=None, help="ShflBWConfig as JSON (default: 75 %%, V = 64)")
     p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("--calibration", default=None, metavar="FILE",
+                   help="UTF-8 text, one sample per line, tokenised with the checkpoint's tokenizer: needed by "
+                        "--recipe oneshot and by a config with importance \"activation\"")
+    p.add_argument("--recipe", choices=("sparsify", "oneshot"), default="sparsify",
+                   help="sparsify: masks from the config's importance (default); oneshot: OBS masks with a "
+                        "least-squares refit of the kept weights toward the dense model, layer by layer (minutes "
+                        "per layer on a CPU for large models)")
+    p.add_argument("--fit-bias", action=argparse.BooleanOptionalAction, default=True,
+                   help="oneshot: refit the biases with the weights (default: on)")
+    p.add_argument("--allocate", action=argparse.BooleanOptionalAction, default=True,
+                   help="oneshot: each layer its own sparsity under the config's overall one (default: on)")
+    p.add_argument("--batch-size", type=int, default=16, help="calibration texts per batch (default: %(default)s)")
+    p.add_argument("--max-length", type=int, default=128, help="tokens per calibration text (default: %(default)s)")
+    p.add_argument("--device", default=None, help="where to run the calibration (default: cuda if present, else cpu)")
     p.set_defaults(func=_cmd_prune)
 
     p = sub.add_parser(

@@ -1,14 +1,74 @@
-"""``shflbw prune CHECKPOINT --config cfg.json -o OUT``: prune a Hugging Face model directory and save it compressed."""
+"""``shflbw prune CHECKPOINT --config cfg.json -o OUT``: prune a Hugging Face model directory and save it compressed.
+
+Three recipes, from the cheapest:
+- no calibration text: masks from the weights (the config's ``importance="magnitude"``);
+- ``--calibration FILE``: the same search on activation-aware scores when the config asks for
+  ``importance="activation"`` (Wanda's |W| ||x||, ``sparsify_``);
+- ``--recipe oneshot --calibration FILE``: layer by layer, OBS scores and a least-squares refit of
+  the kept weights and biases toward the dense model, each layer at its own sparsity under the
+  config's overall budget (``recover.allocate_sparsity``, ``oneshot_prune_``): the recipe that kept
+  MiniLM closest to dense in docs/recovery.md. ``--no-fit-bias`` / ``--no-allocate`` drop a part.
+The calibration file holds one text per line (blank lines skipped), tokenised with the checkpoint's
+own tokenizer. Every Linear the config selects must be Shfl-BW (the packed format).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 
+RECIPES = ("sparsify", "oneshot")
 
-def prune_checkpoint(checkpoint: str, config_path: str | None, out: str) -> int:
+
+def read_calibration(path: str, tokenizer, batch_size: int = 16, max_length: int = 128) -> list[dict]:
+    """Tokenised batches of the non-blank lines of a UTF-8 text file (dicts the model takes as ``**batch``)."""
+    from shflbw.eval.data import text_batches
+
+    if not os.path.isfile(path):
+        raise SystemExit(f"calibration file {path!r} not found")
+    if batch_size < 1 or max_length < 1:
+        raise SystemExit("--batch-size and --max-length must be positive")
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line.strip() for line in f]
+    except UnicodeDecodeError as e:
+        raise SystemExit(f"calibration file {path!r} is not UTF-8 text: {e}") from None
+    texts = [line for line in lines if line]
+    if not texts:
+        raise SystemExit(f"calibration file {path!r} has no text (one sample per line)")
+    batches = text_batches(tokenizer, texts, batch_size, max_length)
+    unk = getattr(tokenizer, "unk_token_id", None)
+    special = set(getattr(tokenizer, "all_special_ids", ()))
+    words = [i for b in batches for i in b["input_ids"].flatten().tolist() if i not in special or i == unk]
+    if unk is not None and words and all(i == unk for i in words):
+        raise SystemExit(f"every token of {path!r} is unknown to the checkpoint's tokenizer ({tokenizer.unk_token})")
+    return batches
+
+
+def _tokenizer(checkpoint: str):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(checkpoint)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"{checkpoint!r} has no tokenizer to read the calibration text with: {e}") from None
+    # transformers 5 builds an empty tokenizer (special tokens only) for a directory without tokenizer
+    # files: every word would become [UNK]
+    if len(tok) <= len(set(tok.all_special_tokens)):
+        raise SystemExit(f"{checkpoint!r} has no tokenizer to read the calibration text with (no vocabulary "
+                         "files: save the tokenizer next to the model)")
+    return tok
+
+
+def prune_checkpoint(checkpoint: str, config_path: str | None, out: str, calibration: str | None = None,
+                     recipe: str = "sparsify", fit_bias: bool = True, allocate: bool = True,
+                     batch_size: int = 16, max_length: int = 128, device: str | None = None) -> int:
+    import torch
+
     import shflbw
 
+    if recipe not in RECIPES:
+        raise SystemExit(f"--recipe must be one of {RECIPES}, got {recipe!r}")
     if not os.path.isdir(checkpoint) or not os.path.isfile(os.path.join(checkpoint, "config.json")):
         raise SystemExit(f"{checkpoint!r} is not a Hugging Face model directory (no config.json); "
                          "a bare safetensors file has no architecture to rebuild")
@@ -22,14 +82,33 @@ def prune_checkpoint(checkpoint: str, config_path: str | None, out: str) -> int:
                 raise SystemExit(f"{config_path}: {e}") from None
     else:
         cfg = shflbw.ShflBWConfig()
+    if calibration is None and (recipe == "oneshot" or cfg.importance == "activation"):
+        why = "--recipe oneshot" if recipe == "oneshot" else 'the config\'s importance="activation"'
+        raise SystemExit(f"{why} needs calibration text: --calibration FILE (one sample per line)")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModel
 
     model = AutoModel.from_pretrained(checkpoint).eval()
+    batches = None
+    if calibration is not None:
+        batches = read_calibration(calibration, _tokenizer(checkpoint), batch_size, max_length)
+        model.to(device)
+        batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
     try:
-        shflbw.sparsify_(model, cfg)
+        if recipe == "oneshot":
+            from shflbw.recover import allocate_sparsity, config_with, oneshot_prune_
+
+            layer_cfg = cfg
+            if allocate:
+                per_layer, _ = allocate_sparsity(model, cfg, batches)
+                layer_cfg = config_with(cfg, per_layer)
+            oneshot_prune_(model, layer_cfg, batches, score="obs", fit_bias=fit_bias)
+        else:
+            shflbw.sparsify_(model, cfg, batches)
     except ValueError as e:
         raise SystemExit(str(e)) from None
+    model.cpu()
     report = {}
     for name, mod in model.named_modules():
         p = shflbw.nn.masked.mask_of(mod)
@@ -37,13 +116,21 @@ def prune_checkpoint(checkpoint: str, config_path: str | None, out: str) -> int:
             w = shflbw.nn.masked.dense_weight(mod).detach().double()
             report[name] = {"shape": list(w.shape), "vector": p.vector, "sparsity": 1 - p.mask.double().mean().item(),
                             "kept_importance": float((w**2 * p.mask).sum() / (w**2).sum())}
+    if not report:
+        raise SystemExit("the config selected no layer to prune")
     shflbw.compress_(model)
     shflbw.save(model, out, config=cfg)
     model.config.save_pretrained(out)  # so `load` can rebuild the skeleton with AutoModel.from_config
+    recipe_info = {"recipe": recipe, "calibration": calibration}
+    if recipe == "oneshot":
+        recipe_info.update(fit_bias=fit_bias, allocate=allocate)
     with open(os.path.join(out, "report.json"), "w") as f:
-        json.dump(report, f, indent=1)
+        json.dump({**recipe_info, "layers": report}, f, indent=1)
+    weights = sum(r["shape"][0] * r["shape"][1] for r in report.values())
+    overall = sum(r["sparsity"] * r["shape"][0] * r["shape"][1] for r in report.values()) / weights
     mean_keep = sum(r["kept_importance"] for r in report.values()) / len(report)
-    print(f"pruned {len(report)} layers (mean kept importance {mean_keep:.3f}); wrote {out}")
+    print(f"pruned {len(report)} layers ({recipe}; overall sparsity {overall:.3f}, mean kept importance "
+          f"{mean_keep:.3f}); wrote {out}")
     return 0
 
 
@@ -51,9 +138,10 @@ def load_pruned(directory: str):
     """Load a directory written by ``shflbw prune``, rebuilding the Hugging Face model from its config.
 
     The skeleton is built on the CPU, not the meta device: Hugging Face models hold non-persistent
-    buffers (position_ids) that no checkpoint stores.
+    buffers (position_ids) that no checkpoint stores. The model comes back in eval mode, as
+    ``from_pretrained`` gives it (``from_config`` alone would leave dropout on).
     """
     import shflbw
     from transformers import AutoConfig, AutoModel
 
-    return shflbw.load(directory, AutoModel.from_config(AutoConfig.from_pretrained(directory)))
+    return shflbw.load(directory, AutoModel.from_config(AutoConfig.from_pretrained(directory))).eval()
