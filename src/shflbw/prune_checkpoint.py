@@ -90,6 +90,12 @@ def prune_checkpoint(checkpoint: str, config_path: str | None, out: str, calibra
     from transformers import AutoModel
 
     model = AutoModel.from_pretrained(checkpoint).eval()
+    try:
+        # the trained weights, for the report: the one-shot refit rewrites the kept ones
+        trained = {n: m.weight.detach().to("cpu", torch.float64, copy=True)
+                   for n, m in shflbw.nn.masked.selected_layers(model, cfg).items()}
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     batches = None
     if calibration is not None:
         batches = read_calibration(calibration, _tokenizer(checkpoint), batch_size, max_length)
@@ -113,9 +119,9 @@ def prune_checkpoint(checkpoint: str, config_path: str | None, out: str, calibra
     for name, mod in model.named_modules():
         p = shflbw.nn.masked.mask_of(mod)
         if p is not None:
-            w = shflbw.nn.masked.dense_weight(mod).detach().double()
+            w = trained[name]  # squared magnitude kept, of the trained weight (before any refit)
             report[name] = {"shape": list(w.shape), "vector": p.vector, "sparsity": 1 - p.mask.double().mean().item(),
-                            "kept_importance": float((w**2 * p.mask).sum() / (w**2).sum())}
+                            "kept_importance": float((w**2 * p.mask.reshape(w.shape)).sum() / (w**2).sum())}
     if not report:
         raise SystemExit("the config selected no layer to prune")
     shflbw.compress_(model)
