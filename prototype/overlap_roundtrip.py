@@ -15,7 +15,9 @@ Variants (all CUDA-graph replays, dense F.linear replays as 1.00x, every variant
 - chunked-1s-cN: the same three kernels per chunk on one stream (the cost of chunking alone);
 - overlap-cN-pP: transposes in on one stream, SpMM on a second, transposes back on a third,
   N chunks; P = 1 gives the transpose streams high priority (their blocks go ahead of the SpMM's
-  pending ones).
+  pending ones);
+- fused-cN-kP: prototype/roundtrip_fused.py, one persistent kernel (P programs an SM) whose
+  programs interleave the transpose tiles with the SpMM tiles, N chunks.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from shflbw.kernels.configs import packed_spmm_config  # noqa: E402
 from shflbw.kernels.linear import linear_fwd  # noqa: E402
 from shflbw.kernels.spmm import launch_spmm  # noqa: E402
 from shflbw.testing import random_shflbw_mask  # noqa: E402
+from prototype.roundtrip_fused import roundtrip_fused  # noqa: E402
 
 
 @triton.jit
@@ -118,6 +121,15 @@ class Chunked:
         return out
 
 
+def try_gated(name, fn, ref):
+    """gated(), with a failure (compile error, launch error) recorded instead of ending the run."""
+    try:
+        return gated(name, fn, ref, torch.bfloat16, graph=True)
+    except Exception as e:  # noqa: BLE001 - an experiment: keep the other variants' numbers
+        torch.cuda.synchronize()
+        return {"variant": name, "us": None, "status": f"FAILED {type(e).__name__}: {str(e)[:200]}"}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="overlap.json")
@@ -144,15 +156,22 @@ def main() -> int:
         case = f"M{m}-K{k}-T{t}-V64-s{s}"
         dense = {"variant": "dense", "us": median_us(lambda: F.linear(x, w, bias), graph=True)}  # cuBLAS, unmasked
         rows = [dense]
-        rows.append(gated("roundtrip", lambda: linear_fwd(x, p.values, p.col_idx, p.group_ptr, p.perm, bias, m,
-                                                          path="roundtrip"), ref, torch.bfloat16, graph=True))
+        rows.append(try_gated("roundtrip", lambda: linear_fwd(x, p.values, p.col_idx, p.group_ptr, p.perm, bias, m,
+                                                              path="roundtrip"), ref))
         variants = [("chunked-1s-c4", 4, 1, False)]
         variants += [(f"overlap-c{n}-p{int(pr)}", n, 3, pr) for n, pr in itertools.product((2, 4, 8), (False, True))]
         for name, n, st, pr in variants:
             if t % n or (t // n) % 128:
                 continue
             fn = Chunked(p, bias, t, n, st, pr)
-            rows.append(gated(name, lambda fn=fn: fn(x), ref, torch.bfloat16, graph=True))
+            rows.append(try_gated(name, lambda fn=fn: fn(x), ref))
+        sms = torch.cuda.get_device_properties(0).multi_processor_count
+        for n, per_sm in itertools.product((1, 2, 4, 8), (3, 4)):
+            if t % n or (t // n) % 128:
+                continue
+            rows.append(try_gated(f"fused-c{n}-k{per_sm}",
+                                  lambda n=n, per_sm=per_sm: roundtrip_fused(x, p, bias, chunks=n, programs=per_sm * sms),
+                                  ref))
         for r in rows:
             r["case"] = case
             r["speedup"] = dense["us"] / r["us"] if r.get("us") else None
