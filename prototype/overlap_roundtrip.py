@@ -16,8 +16,9 @@ Variants (all CUDA-graph replays, dense F.linear replays as 1.00x, every variant
 - overlap-cN-pP: transposes in on one stream, SpMM on a second, transposes back on a third,
   N chunks; P = 1 gives the transpose streams high priority (their blocks go ahead of the SpMM's
   pending ones);
-- fused-cN-kP: prototype/roundtrip_fused.py, one persistent kernel (P programs an SM) whose
-  programs interleave the transpose tiles with the SpMM tiles, N chunks.
+- fused-cN-kP[-rR]: prototype/roundtrip_fused.py, one persistent kernel (P programs an SM, registers
+  capped at R) whose programs interleave the transpose tiles with the SpMM tiles, N chunks
+  (c1: no overlap, the cost of the fused form alone).
 """
 
 from __future__ import annotations
@@ -166,12 +167,13 @@ def main() -> int:
             fn = Chunked(p, bias, t, n, st, pr)
             rows.append(try_gated(name, lambda fn=fn: fn(x), ref))
         sms = torch.cuda.get_device_properties(0).multi_processor_count
-        for n, per_sm in itertools.product((1, 2, 4, 8), (3, 4)):
+        # 2 programs an SM at the compiler's 255 registers; 3 with the cap at 168 (spills; roundtrip_fused)
+        for n, (per_sm, cap) in itertools.product((1, 2, 4, 8), ((2, None), (3, 168))):
             if t % n or (t // n) % 128:
                 continue
-            rows.append(try_gated(f"fused-c{n}-k{per_sm}",
-                                  lambda n=n, per_sm=per_sm: roundtrip_fused(x, p, bias, chunks=n, programs=per_sm * sms),
-                                  ref))
+            name = f"fused-c{n}-k{per_sm}" + (f"-r{cap}" if cap else "")
+            rows.append(try_gated(name, lambda n=n, per_sm=per_sm, cap=cap: roundtrip_fused(
+                x, p, bias, chunks=n, programs=per_sm * sms, maxnreg=cap), ref))
         for r in rows:
             r["case"] = case
             r["speedup"] = dense["us"] / r["us"] if r.get("us") else None

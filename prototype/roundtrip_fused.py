@@ -48,8 +48,10 @@ def _done(counter_ptr):
 @triton.jit
 def _transpose_tile(src, dst, R, C, s_sr, s_sc, s_dc, s_dr, tr, tc, BR: tl.constexpr, BC: tl.constexpr):
     # dst[c, r] = src[r, c] for one [BR, BC] tile
-    offs_r = (tr * BR + tl.arange(0, BR)).to(tl.int64)
-    offs_c = (tc * BC + tl.arange(0, BC)).to(tl.int64)
+    # int32 offsets (every operand < 2^31 elements: roundtrip_fused checks): int64 pointers for a
+    # [64, 64] tile took the kernel to 255 registers (ptxas, sm_90a), 2 programs an SM
+    offs_r = tr * BR + tl.arange(0, BR)
+    offs_c = tc * BC + tl.arange(0, BC)
     ok = (offs_r < R)[:, None] & (offs_c < C)[None, :]
     tile = tl.load(src + offs_r[:, None] * s_sr + offs_c[None, :] * s_sc, mask=ok)
     tl.store(dst + offs_c[None, :] * s_dc + offs_r[:, None] * s_dr, tile, mask=ok)
@@ -132,9 +134,14 @@ def phase_starts(n_chunks: int, n_in: int, n_mm: int, n_out: int) -> list[int]:
 
 
 def roundtrip_fused(x2, p, bias, chunks: int = 4, programs: int | None = None, block_n: int = 128, block_k: int = 32,
-                    num_warps: int = 4, num_stages: int = 4, poison: bool = False) -> torch.Tensor:
+                    num_warps: int = 4, num_stages: int = 5, poison: bool = False,
+                    maxnreg: int | None = None) -> torch.Tensor:
     """y = x2 @ W^T + bias, token-major in and out, one launch (plus one memset of the counters).
-    ``poison``: fill the workspaces and the output with NaN first (the check: every element written)."""
+    ``poison``: fill the workspaces and the output with NaN first (the check: every element written).
+    ``maxnreg``: register cap. Offline ptxas (triton 3.6, sm_90a, 4 warps, 5 stages) gives this kernel
+    255 registers, 2 programs an SM, where the one-tile SpMM takes 168 (3 an SM); even without the
+    transposes it takes 251, so the persistent task loop is what costs them. Capped at 168: 360 B
+    of spills a thread."""
     t, k = x2.shape
     m = p.shape[0]
     v = p.values.shape[1]
@@ -142,6 +149,8 @@ def roundtrip_fused(x2, p, bias, chunks: int = 4, programs: int | None = None, b
     if t % chunks or (t // chunks) % block_n:
         raise ValueError(f"T = {t} must split into {chunks} chunks of a multiple of {block_n} tokens")
     c = t // chunks
+    if max(t * k, t * m, p.values.numel()) >= 2**31:
+        raise ValueError("the fused roundtrip computes int32 offsets: operands must have < 2^31 elements")
     n_in = triton.cdiv(c, TR) * triton.cdiv(k, TR)
     n_mm = g * (c // block_n)
     n_out = triton.cdiv(m, TR) * triton.cdiv(c, TR)
@@ -158,7 +167,7 @@ def roundtrip_fused(x2, p, bias, chunks: int = 4, programs: int | None = None, b
         starts, t, k, m, g, chunks, c,
         V=v, BN=block_n, BK=block_k, BT=TR, HAS_BIAS=bias is not None,
         DOT_PRECISION=dot_precision(p.values.dtype), UPCAST=interpreter_upcast(p.values.dtype),
-        num_warps=num_warps, num_stages=num_stages,
+        num_warps=num_warps, num_stages=num_stages, **({} if maxnreg is None else {"maxnreg": maxnreg}),
     )
     return out
 
