@@ -120,8 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default="magnitude,oneshot,distill",
                    help="recipes: magnitude (no data), oneshot (calibration + refit), distill (a 512-word oneshot + "
                         "distillation); "
-                        "default: %(default)s. On 2 CPU cores one-shot takes 25-30 min a cell "
-                        "(4,096-word and whole-document calibration), distillation 15 min")
+                        "default: %(default)s. On 2 CPU cores one-shot takes 30-35 min a cell "
+                        "(4,096-word and whole-document calibration, per-layer allocation included), "
+                        "distillation 15 min")
     p.add_argument("--distill-minutes", type=float, default=15.0, help="distillation time budget per cell (default: %(default)s)")
     p.add_argument("--distill-steps", type=int, default=1250, help="distillation steps per cell (default: %(default)s)")
     p.add_argument("--distill-seed", type=int, default=0,
