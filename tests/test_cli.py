@@ -186,3 +186,26 @@ def test_prune_checkpoint_calibration_errors(tmp_path):
     with pytest.raises(SystemExit):  # argparse: not a recipe
         main(["prune", str(hf), "--recipe", "gradual"] + out)
     assert not (tmp_path / "o").exists()  # nothing half-written
+
+
+def test_prune_checkpoint_decoder_tokenizer_without_pad(tmp_path, capsys):
+    # Decoder tokenizers often have an end-of-text token and no padding token: the calibration
+    # batches pad with the former (the attention mask hides it) instead of failing.
+    import pytest
+
+    transformers = pytest.importorskip("transformers")
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    cfg = transformers.LlamaConfig(vocab_size=64, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                   num_attention_heads=2, num_key_value_heads=2)
+    torch.manual_seed(0)
+    hf = tmp_path / "llama"
+    transformers.LlamaModel(cfg).save_pretrained(hf)
+    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(["<eos>", "<unk>"] + WORDS)}, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", eos_token="<eos>").save_pretrained(hf)
+    (tmp_path / "cfg.json").write_text('{"sparsity": 0.5, "vector": 32, "include": ["layers.*"], "exclude": []}')
+    assert main(["prune", str(hf), "--config", str(tmp_path / "cfg.json"), "-o", str(tmp_path / "o"), "--device", "cpu",
+                 "--recipe", "oneshot", "--calibration", str(_texts(tmp_path / "c.txt", 16, seed=0))]) == 0
+    assert "pruned 7 layers (oneshot" in capsys.readouterr().out

@@ -9,7 +9,7 @@ Three recipes, from the cheapest:
   config's overall budget (``recover.allocate_sparsity``, ``oneshot_prune_``): the recipe that kept
   MiniLM closest to dense in docs/recovery.md. ``--no-fit-bias`` / ``--no-allocate`` drop a part.
 The calibration file holds one text per line (blank lines skipped), tokenised with the checkpoint's
-own tokenizer. Every Linear the config selects must be Shfl-BW (the packed format).
+own tokenizer. Every recipe prunes to Shfl-BW (the packed format).
 """
 
 from __future__ import annotations
@@ -38,10 +38,14 @@ def read_calibration(path: str, tokenizer, batch_size: int = 16, max_length: int
         raise SystemExit(f"calibration file {path!r} has no text (one sample per line)")
     batches = text_batches(tokenizer, texts, batch_size, max_length)
     unk = getattr(tokenizer, "unk_token_id", None)
-    special = set(getattr(tokenizer, "all_special_ids", ()))
-    words = [i for b in batches for i in b["input_ids"].flatten().tolist() if i not in special or i == unk]
-    if unk is not None and words and all(i == unk for i in words):
-        raise SystemExit(f"every token of {path!r} is unknown to the checkpoint's tokenizer ({tokenizer.unk_token})")
+    if unk is not None:
+        import torch
+
+        ids = torch.cat([b["input_ids"].flatten() for b in batches])
+        other = [i for i in getattr(tokenizer, "all_special_ids", ()) if i != unk]
+        words = ids[~torch.isin(ids, torch.tensor(other, dtype=ids.dtype))] if other else ids
+        if words.numel() and bool((words == unk).all()):
+            raise SystemExit(f"every token of {path!r} is unknown to the checkpoint's tokenizer ({tokenizer.unk_token})")
     return batches
 
 
@@ -57,6 +61,8 @@ def _tokenizer(checkpoint: str):
     if len(tok) <= len(set(tok.all_special_tokens)):
         raise SystemExit(f"{checkpoint!r} has no tokenizer to read the calibration text with (no vocabulary "
                          "files: save the tokenizer next to the model)")
+    if tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token  # decoder tokenizers (GPT-2 style) have none; the mask hides padding
     return tok
 
 
@@ -91,8 +97,9 @@ def prune_checkpoint(checkpoint: str, config_path: str | None, out: str, calibra
 
     model = AutoModel.from_pretrained(checkpoint).eval()
     try:
-        # the trained weights, for the report: the one-shot refit rewrites the kept ones
-        trained = {n: m.weight.detach().to("cpu", torch.float64, copy=True)
+        # the trained weights, for the report's kept importance: the one-shot refit rewrites the kept
+        # ones (a CPU copy in the weights' dtype; sparsify_ leaves them as they are)
+        trained = {n: m.weight.detach().to("cpu", copy=True) if recipe == "oneshot" else None
                    for n, m in shflbw.nn.masked.selected_layers(model, cfg).items()}
     except ValueError as e:
         raise SystemExit(str(e)) from None
@@ -119,7 +126,8 @@ def prune_checkpoint(checkpoint: str, config_path: str | None, out: str, calibra
     for name, mod in model.named_modules():
         p = shflbw.nn.masked.mask_of(mod)
         if p is not None:
-            w = trained[name]  # squared magnitude kept, of the trained weight (before any refit)
+            w = trained.get(name)  # squared magnitude kept, of the trained weight (before any refit)
+            w = (shflbw.nn.masked.dense_weight(mod) if w is None else w).detach().double()
             report[name] = {"shape": list(w.shape), "vector": p.vector, "sparsity": 1 - p.mask.double().mean().item(),
                             "kept_importance": float((w**2 * p.mask.reshape(w.shape)).sum() / (w**2).sum())}
     if not report:
