@@ -209,3 +209,28 @@ def test_prune_checkpoint_decoder_tokenizer_without_pad(tmp_path, capsys):
     assert main(["prune", str(hf), "--config", str(tmp_path / "cfg.json"), "-o", str(tmp_path / "o"), "--device", "cpu",
                  "--recipe", "oneshot", "--calibration", str(_texts(tmp_path / "c.txt", 16, seed=0))]) == 0
     assert "pruned 7 layers (oneshot" in capsys.readouterr().out
+
+
+def test_prune_checkpoint_stopped_while_writing_keeps_the_previous_output(tmp_path, monkeypatch):
+    # The Hugging Face config and the report are written with the weights into a temporary
+    # directory: a run stopped while writing them leaves OUT as it was.
+    import os
+
+    import pytest
+
+    transformers = pytest.importorskip("transformers")
+    hf = tmp_path / "hf"
+    _tiny_bert_with_tokenizer(hf, transformers)
+    cmd = ["prune", str(hf), "-o", str(tmp_path / "out"), "--device", "cpu"]
+    assert main(cmd) == 0
+    before = {f: (tmp_path / "out" / f).read_bytes() for f in os.listdir(tmp_path / "out")}
+    assert {"config.json", "report.json", "model.safetensors"} <= set(before)
+
+    def stopped(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(transformers.PretrainedConfig, "save_pretrained", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        main(cmd)
+    assert {f: (tmp_path / "out" / f).read_bytes() for f in os.listdir(tmp_path / "out")} == before
+    assert sorted(os.listdir(tmp_path)) == ["hf", "out"]

@@ -209,6 +209,22 @@ def test_failed_save_keeps_the_previous_directory(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["c"]
 
 
+def test_save_extra_files_join_the_directory_or_nothing_changes(tmp_path):
+    model = shflbw.compress_(shflbw.sparsify_(_model(), shflbw.ShflBWConfig(vector=32, time_budget=2), progress=False))
+    shflbw.save(model, str(tmp_path / "c"), extra=lambda d: open(os.path.join(d, "note.txt"), "w").write("hi"))
+    assert (tmp_path / "c" / "note.txt").read_text() == "hi"
+    before = {f: (tmp_path / "c" / f).read_bytes() for f in os.listdir(tmp_path / "c")}
+
+    def half_written(d):
+        open(os.path.join(d, "report.json"), "w").write("{")
+        raise RuntimeError("stopped")
+
+    with pytest.raises(RuntimeError, match="stopped"):
+        shflbw.save(model, str(tmp_path / "c"), extra=half_written)
+    assert {f: (tmp_path / "c" / f).read_bytes() for f in os.listdir(tmp_path / "c")} == before
+    assert sorted(os.listdir(tmp_path)) == ["c"]  # no temporary directory left behind
+
+
 def test_compressed_model_compiles_without_graph_breaks():
     model = shflbw.compress_(shflbw.sparsify_(_model(), shflbw.ShflBWConfig(vector=32, time_budget=2), progress=False))
     x = torch.randn(2, 5, 16)

@@ -132,14 +132,19 @@ def prune_checkpoint(checkpoint: str, config_path: str | None, out: str, calibra
                             "kept_importance": float((w**2 * p.mask.reshape(w.shape)).sum() / (w**2).sum())}
     if not report:
         raise SystemExit("the config selected no layer to prune")
-    shflbw.compress_(model)
-    shflbw.save(model, out, config=cfg)
-    model.config.save_pretrained(out)  # so `load` can rebuild the skeleton with AutoModel.from_config
     recipe_info = {"recipe": recipe, "calibration": calibration}
     if recipe == "oneshot":
         recipe_info.update(fit_bias=fit_bias, allocate=allocate)
-    with open(os.path.join(out, "report.json"), "w") as f:
-        json.dump({**recipe_info, "layers": report}, f, indent=1)
+
+    def hf_config_and_report(path):
+        model.config.save_pretrained(path)  # so `load` can rebuild the skeleton with AutoModel.from_config
+        with open(os.path.join(path, "report.json"), "w") as f:
+            json.dump({**recipe_info, "layers": report}, f, indent=1)
+
+    shflbw.compress_(model)
+    # written with the weights into a temporary directory that then replaces OUT: a run stopped at any
+    # point leaves OUT as it was (no weights without their config)
+    shflbw.save(model, out, config=cfg, extra=hf_config_and_report)
     weights = sum(r["shape"][0] * r["shape"][1] for r in report.values())
     overall = sum(r["sparsity"] * r["shape"][0] * r["shape"][1] for r in report.values()) / weights
     mean_keep = sum(r["kept_importance"] for r in report.values()) / len(report)

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -29,22 +30,26 @@ WEIGHTS = "model.safetensors"
 META = "shflbw.json"
 
 
-def save(model: nn.Module, directory: str, config: ShflBWConfig | None = None) -> None:
+def save(model: nn.Module, directory: str, config: ShflBWConfig | None = None,
+         extra: Callable[[str], None] | None = None) -> None:
     """Write ``model`` (compressed) to ``directory``. MLP regions are stored as their per-layer
-    modules (the model is unfused for the write and fused again after) and re-fused by ``load``."""
+    modules (the model is unfused for the write and fused again after) and re-fused by ``load``.
+    ``extra(path)`` may write more files into the directory before it replaces ``directory`` (a
+    Hugging Face config, a report): if it raises, nothing at ``directory`` changes."""
     from shflbw.nn.deferred_norm import has_deferred_norms
     from shflbw.nn.regions import fuse_regions_, unfuse_regions_
 
     deferred = has_deferred_norms(model)
     n_regions = unfuse_regions_(model)
     try:
-        _save(model, directory, config, regions=n_regions > 0, deferred=deferred)
+        _save(model, directory, config, regions=n_regions > 0, deferred=deferred, extra=extra)
     finally:
         if n_regions:
             fuse_regions_(model, defer_layernorm=deferred)
 
 
-def _save(model: nn.Module, directory: str, config: ShflBWConfig | None, regions: bool, deferred: bool) -> None:
+def _save(model: nn.Module, directory: str, config: ShflBWConfig | None, regions: bool, deferred: bool,
+          extra: Callable[[str], None] | None = None) -> None:
     from safetensors.torch import save_file
 
     if any(mask_of(m) is not None for m in model.modules()):
@@ -73,6 +78,8 @@ def _save(model: nn.Module, directory: str, config: ShflBWConfig | None, regions
         save_file(state, os.path.join(tmp, WEIGHTS), metadata={"format": FORMAT, "version": str(VERSION)})
         with open(os.path.join(tmp, META), "w") as f:
             json.dump(meta, f, indent=1)
+        if extra is not None:
+            extra(tmp)
         if os.path.exists(directory):
             old = tempfile.mkdtemp(prefix=".shflbw-old-", dir=parent)
             os.replace(directory, os.path.join(old, "d"))
