@@ -170,6 +170,8 @@ def test_prune_checkpoint_calibration_errors(tmp_path):
     out = ["-o", str(tmp_path / "o"), "--device", "cpu"]
     with pytest.raises(SystemExit, match="--recipe oneshot needs calibration text"):
         main(["prune", str(hf), "--recipe", "oneshot"] + out)
+    with pytest.raises(SystemExit, match="--recipe distill needs calibration text"):
+        main(["prune", str(hf), "--recipe", "distill"] + out)
     with pytest.raises(SystemExit, match="not found"):
         main(["prune", str(hf), "--recipe", "oneshot", "--calibration", str(tmp_path / "missing.txt")] + out)
     (tmp_path / "blank.txt").write_text("\n  \n\n")
@@ -234,3 +236,50 @@ def test_prune_checkpoint_stopped_while_writing_keeps_the_previous_output(tmp_pa
         main(cmd)
     assert {f: (tmp_path / "out" / f).read_bytes() for f in os.listdir(tmp_path / "out")} == before
     assert sorted(os.listdir(tmp_path)) == ["hf", "out"]
+
+
+def test_prune_checkpoint_distill_recipe(tmp_path, capsys, monkeypatch):
+    # --recipe distill: a plain one-shot start, then distillation toward the dense model on the
+    # calibration text with the masks fixed; the saved model keeps the config's sparsity exactly.
+    import json
+
+    import pytest
+
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    import shflbw.recover
+    from shflbw.prune_checkpoint import load_pruned
+
+    hf = tmp_path / "hf"
+    _tiny_bert_with_tokenizer(hf, transformers)
+    (tmp_path / "cfg.json").write_text('{"sparsity": 0.5, "vector": 32, "include": ["encoder.*"], "exclude": []}')
+    calib = _texts(tmp_path / "calib.txt", 64, seed=0)
+    base = ["prune", str(hf), "--config", str(tmp_path / "cfg.json"), "--device", "cpu", "--calibration", str(calib),
+            "--recipe", "distill"]
+    with pytest.raises(SystemExit, match="must be positive"):
+        main(base + ["-o", str(tmp_path / "bad"), "--distill-steps", "0"])
+
+    calls = []
+    real = shflbw.recover.distill_
+
+    def spy(student, teacher, data, config):
+        calls.append(config)
+        dense = transformers.AutoModel.from_pretrained(hf).eval()
+        with torch.no_grad():  # the teacher is the dense model, the student is masked
+            b = data[0]
+            assert torch.equal(teacher(**b).last_hidden_state, dense(**b).last_hidden_state)
+        return real(student, teacher, data, config, progress=False)
+
+    monkeypatch.setattr(shflbw.recover, "distill_", spy)
+    assert main(base + ["-o", str(tmp_path / "d"), "--distill-steps", "12", "--distill-minutes", "2"]) == 0
+    assert "pruned 6 layers (distill" in capsys.readouterr().out
+    assert len(calls) == 1 and (calls[0].steps, calls[0].lr, calls[0].time_budget) == (12, 2e-4, 120.0)
+    report = json.loads((tmp_path / "d" / "report.json").read_text())
+    assert (report["recipe"], report["distill_steps"]) == ("distill", 12)
+    assert all(abs(r["sparsity"] - 0.5) < 1e-9 for r in report["layers"].values())  # uniform, masks kept
+    model = load_pruned(str(tmp_path / "d"))
+    assert not model.training
+    ids = torch.randint(0, 20, (2, 9))
+    with torch.no_grad():
+        assert torch.isfinite(model(input_ids=ids).last_hidden_state).all()

@@ -62,7 +62,8 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 
     return prune_checkpoint(args.checkpoint, args.config, args.output, calibration=args.calibration,
                             recipe=args.recipe, fit_bias=args.fit_bias, allocate=args.allocate,
-                            batch_size=args.batch_size, max_length=args.max_length, device=args.device)
+                            batch_size=args.batch_size, max_length=args.max_length, device=args.device,
+                            distill_steps=args.distill_steps, distill_minutes=args.distill_minutes)
 
 
 BENCH_SCRIPTS = {"linear": "run_linear.py", "conv": "run_conv.py", "mlp": "run_mlp.py", "e2e": "run_e2e.py"}
@@ -161,10 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", default=None, metavar="FILE",
                    help="UTF-8 text, one sample per line, tokenised with the checkpoint's tokenizer: needed by "
                         "--recipe oneshot and by a config with importance \"activation\"")
-    p.add_argument("--recipe", choices=("sparsify", "oneshot"), default="sparsify",
+    p.add_argument("--recipe", choices=("sparsify", "oneshot", "distill"), default="sparsify",
                    help="sparsify: masks from the config's importance (default); oneshot: OBS masks with a "
                         "least-squares refit of the kept weights toward the dense model, layer by layer (minutes "
-                        "per layer on a CPU for large models)")
+                        "per layer on a CPU for large models); distill: a plain one-shot, then distillation toward "
+                        "the dense model on the calibration text")
     p.add_argument("--fit-bias", action=argparse.BooleanOptionalAction, default=True,
                    help="oneshot: refit the biases with the weights (default: on)")
     p.add_argument("--allocate", action=argparse.BooleanOptionalAction, default=True,
@@ -172,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16, help="calibration texts per batch (default: %(default)s)")
     p.add_argument("--max-length", type=int, default=128, help="tokens per calibration text (default: %(default)s)")
     p.add_argument("--device", default=None, help="where to run the calibration (default: cuda if present, else cpu)")
+    p.add_argument("--distill-steps", type=int, default=1250, help="distill: optimizer steps (default: %(default)s)")
+    p.add_argument("--distill-minutes", type=float, default=15.0,
+                   help="distill: time budget, whichever of steps and minutes ends first (default: %(default)s)")
     p.set_defaults(func=_cmd_prune)
 
     p = sub.add_parser(

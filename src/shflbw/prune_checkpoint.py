@@ -7,7 +7,12 @@ Three recipes, from the cheapest:
 - ``--recipe oneshot --calibration FILE``: layer by layer, OBS scores and a least-squares refit of
   the kept weights and biases toward the dense model, each layer at its own sparsity under the
   config's overall budget (``recover.allocate_sparsity``, ``oneshot_prune_``): the recipe that kept
-  MiniLM closest to dense in docs/recovery.md. ``--no-fit-bias`` / ``--no-allocate`` drop a part.
+  MiniLM closest to dense in docs/recovery.md. ``--no-fit-bias`` / ``--no-allocate`` drop a part;
+- ``--recipe distill --calibration FILE``: a plain one-shot start (the search's row grouping, no
+  bias refit, uniform sparsity: the start that distilled best in docs/recovery.md), then
+  ``distill_`` toward the dense model on the same text, masks fixed, for ``--distill-steps`` or
+  ``--distill-minutes``, whichever ends first (lr 2e-4 as in the study). Give it more text than
+  a one-shot needs: the study distilled on about 6,000 texts.
 The calibration file holds one text per line (blank lines skipped), tokenised with the checkpoint's
 own tokenizer. Every recipe prunes to Shfl-BW (the packed format).
 """
@@ -17,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 
-RECIPES = ("sparsify", "oneshot")
+RECIPES = ("sparsify", "oneshot", "distill")
 
 
 def read_calibration(path: str, tokenizer, batch_size: int = 16, max_length: int = 128) -> list[dict]:
@@ -68,13 +73,16 @@ def _tokenizer(checkpoint: str):
 
 def prune_checkpoint(checkpoint: str, config_path: str | None, out: str, calibration: str | None = None,
                      recipe: str = "sparsify", fit_bias: bool = True, allocate: bool = True,
-                     batch_size: int = 16, max_length: int = 128, device: str | None = None) -> int:
+                     batch_size: int = 16, max_length: int = 128, device: str | None = None,
+                     distill_steps: int = 1250, distill_minutes: float = 15.0) -> int:
     import torch
 
     import shflbw
 
     if recipe not in RECIPES:
         raise SystemExit(f"--recipe must be one of {RECIPES}, got {recipe!r}")
+    if recipe == "distill" and not (distill_steps > 0 and distill_minutes > 0):
+        raise SystemExit("--distill-steps and --distill-minutes must be positive")
     if not os.path.isdir(checkpoint) or not os.path.isfile(os.path.join(checkpoint, "config.json")):
         raise SystemExit(f"{checkpoint!r} is not a Hugging Face model directory (no config.json); "
                          "a bare safetensors file has no architecture to rebuild")
@@ -88,8 +96,8 @@ def prune_checkpoint(checkpoint: str, config_path: str | None, out: str, calibra
                 raise SystemExit(f"{config_path}: {e}") from None
     else:
         cfg = shflbw.ShflBWConfig()
-    if calibration is None and (recipe == "oneshot" or cfg.importance == "activation"):
-        why = "--recipe oneshot" if recipe == "oneshot" else 'the config\'s importance="activation"'
+    if calibration is None and (recipe != "sparsify" or cfg.importance == "activation"):
+        why = f"--recipe {recipe}" if recipe != "sparsify" else 'the config\'s importance="activation"'
         raise SystemExit(f"{why} needs calibration text: --calibration FILE (one sample per line)")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -99,7 +107,7 @@ def prune_checkpoint(checkpoint: str, config_path: str | None, out: str, calibra
     try:
         # the trained weights, for the report's kept importance: the one-shot refit rewrites the kept
         # ones (a CPU copy in the weights' dtype; sparsify_ leaves them as they are)
-        trained = {n: m.weight.detach().to("cpu", copy=True) if recipe == "oneshot" else None
+        trained = {n: m.weight.detach().to("cpu", copy=True) if recipe != "sparsify" else None
                    for n, m in shflbw.nn.masked.selected_layers(model, cfg).items()}
     except ValueError as e:
         raise SystemExit(str(e)) from None
@@ -117,6 +125,17 @@ def prune_checkpoint(checkpoint: str, config_path: str | None, out: str, calibra
                 per_layer, _ = allocate_sparsity(model, cfg, batches)
                 layer_cfg = config_with(cfg, per_layer)
             oneshot_prune_(model, layer_cfg, batches, score="obs", fit_bias=fit_bias)
+        elif recipe == "distill":
+            import copy
+
+            from shflbw.recover import DistillConfig, distill_, oneshot_prune_
+
+            dcfg = DistillConfig(steps=distill_steps, lr=2e-4, time_budget=distill_minutes * 60)
+            teacher = copy.deepcopy(model)
+            oneshot_prune_(model, cfg, batches, score="obs", regroup=False)
+            distill_(model, teacher, batches, dcfg)
+            model.eval()  # distill_ trains; the saved model runs in eval mode
+            del teacher
         else:
             shflbw.sparsify_(model, cfg, batches)
     except ValueError as e:
@@ -135,6 +154,8 @@ def prune_checkpoint(checkpoint: str, config_path: str | None, out: str, calibra
     recipe_info = {"recipe": recipe, "calibration": calibration}
     if recipe == "oneshot":
         recipe_info.update(fit_bias=fit_bias, allocate=allocate)
+    elif recipe == "distill":
+        recipe_info.update(distill_steps=distill_steps, distill_minutes=distill_minutes)
 
     def hf_config_and_report(path):
         model.config.save_pretrained(path)  # so `load` can rebuild the skeleton with AutoModel.from_config
