@@ -117,38 +117,11 @@ def prune_checkpoint(checkpoint: str, config_path: str | None, out: str, calibra
         model.to(device)
         batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
     try:
-        if recipe == "oneshot":
-            from shflbw.recover import allocate_sparsity, config_with, oneshot_prune_
-
-            layer_cfg = cfg
-            if allocate:
-                per_layer, _ = allocate_sparsity(model, cfg, batches)
-                layer_cfg = config_with(cfg, per_layer)
-            oneshot_prune_(model, layer_cfg, batches, score="obs", fit_bias=fit_bias)
-        elif recipe == "distill":
-            import copy
-
-            from shflbw.recover import DistillConfig, distill_, oneshot_prune_
-
-            dcfg = DistillConfig(steps=distill_steps, lr=2e-4, time_budget=distill_minutes * 60)
-            teacher = copy.deepcopy(model)
-            oneshot_prune_(model, cfg, batches, score="obs", regroup=False)
-            distill_(model, teacher, batches, dcfg)
-            model.eval()  # distill_ trains; the saved model runs in eval mode
-            del teacher
-        else:
-            shflbw.sparsify_(model, cfg, batches)
+        _apply_recipe(model, cfg, batches, recipe, fit_bias, allocate, distill_steps, distill_minutes)
     except ValueError as e:
         raise SystemExit(str(e)) from None
     model.cpu()
-    report = {}
-    for name, mod in model.named_modules():
-        p = shflbw.nn.masked.mask_of(mod)
-        if p is not None:
-            w = trained.get(name)  # squared magnitude kept, of the trained weight (before any refit)
-            w = (shflbw.nn.masked.dense_weight(mod) if w is None else w).detach().double()
-            report[name] = {"shape": list(w.shape), "vector": p.vector, "sparsity": 1 - p.mask.double().mean().item(),
-                            "kept_importance": float((w**2 * p.mask.reshape(w.shape)).sum() / (w**2).sum())}
+    report = _report(model, trained)
     if not report:
         raise SystemExit("the config selected no layer to prune")
     recipe_info = {"recipe": recipe, "calibration": calibration}
@@ -172,6 +145,49 @@ def prune_checkpoint(checkpoint: str, config_path: str | None, out: str, calibra
     print(f"pruned {len(report)} layers ({recipe}; overall sparsity {overall:.3f}, mean kept importance "
           f"{mean_keep:.3f}); wrote {out}")
     return 0
+
+
+def _apply_recipe(model, cfg, batches, recipe: str, fit_bias: bool, allocate: bool, distill_steps: int,
+                  distill_minutes: float) -> None:
+    """Prune ``model`` in place (masked mode) by ``recipe`` (module docstring)."""
+    import shflbw
+
+    if recipe == "oneshot":
+        from shflbw.recover import allocate_sparsity, config_with, oneshot_prune_
+
+        layer_cfg = cfg
+        if allocate:
+            per_layer, _ = allocate_sparsity(model, cfg, batches)
+            layer_cfg = config_with(cfg, per_layer)
+        oneshot_prune_(model, layer_cfg, batches, score="obs", fit_bias=fit_bias)
+    elif recipe == "distill":
+        import copy
+
+        from shflbw.recover import DistillConfig, distill_, oneshot_prune_
+
+        dcfg = DistillConfig(steps=distill_steps, lr=2e-4, time_budget=distill_minutes * 60)
+        teacher = copy.deepcopy(model)
+        oneshot_prune_(model, cfg, batches, score="obs", regroup=False)
+        distill_(model, teacher, batches, dcfg)
+        model.eval()  # distill_ trains; the saved model runs in eval mode
+    else:
+        shflbw.sparsify_(model, cfg, batches)
+
+
+def _report(model, trained: dict) -> dict:
+    """Per pruned layer: shape, V, sparsity and the squared magnitude kept of its trained weight
+    (``trained[name]`` where a refit rewrote the weight, else the masked layer's own)."""
+    import shflbw
+
+    report = {}
+    for name, mod in model.named_modules():
+        p = shflbw.nn.masked.mask_of(mod)
+        if p is not None:
+            w = trained.get(name)
+            w = (shflbw.nn.masked.dense_weight(mod) if w is None else w).detach().double()
+            report[name] = {"shape": list(w.shape), "vector": p.vector, "sparsity": 1 - p.mask.double().mean().item(),
+                            "kept_importance": float((w**2 * p.mask.reshape(w.shape)).sum() / (w**2).sum())}
+    return report
 
 
 def load_pruned(directory: str):
