@@ -44,18 +44,15 @@ from shflbw.kernels.configs import packed_spmm_config  # noqa: E402
 from shflbw.kernels.linear import linear_fwd  # noqa: E402
 from shflbw.kernels.spmm import launch_spmm  # noqa: E402
 from shflbw.testing import random_shflbw_mask  # noqa: E402
-from prototype.roundtrip_fused import roundtrip_fused  # noqa: E402
+from prototype.roundtrip_fused import _transpose_tile, roundtrip_fused  # noqa: E402
 
 
 @triton.jit
 def _transpose_into(x_ptr, y_ptr, R, C, stride_xr, stride_xc, stride_yc, stride_yr,
                     BR: tl.constexpr, BC: tl.constexpr):
-    # y[c, r] = x[r, c], both at any strides
-    offs_r = (tl.program_id(0) * BR + tl.arange(0, BR)).to(tl.int64)
-    offs_c = (tl.program_id(1) * BC + tl.arange(0, BC)).to(tl.int64)
-    ok = (offs_r < R)[:, None] & (offs_c < C)[None, :]
-    tile = tl.load(x_ptr + offs_r[:, None] * stride_xr + offs_c[None, :] * stride_xc, mask=ok)
-    tl.store(y_ptr + offs_c[None, :] * stride_yc + offs_r[:, None] * stride_yr, tile, mask=ok)
+    # y[c, r] = x[r, c], both at any strides (one [BR, BC] tile a program)
+    _transpose_tile(x_ptr, y_ptr, R, C, stride_xr, stride_xc, stride_yc, stride_yr, tl.program_id(0),
+                    tl.program_id(1), BR, BC)
 
 
 def transpose_into(x: torch.Tensor, y: torch.Tensor) -> None:
@@ -76,9 +73,8 @@ class Chunked:
         if streams == 3:
             prio = -1 if priority else 0
             self.streams = (torch.cuda.Stream(priority=prio), torch.cuda.Stream(), torch.cuda.Stream(priority=prio))
-        n = chunks
-        self.ev_in = [torch.cuda.Event() for _ in range(n)]
-        self.ev_mm = [torch.cuda.Event() for _ in range(n)]
+        self.ev_in = [torch.cuda.Event() for _ in range(chunks)]
+        self.ev_mm = [torch.cuda.Event() for _ in range(chunks)]
 
     def __call__(self, x2: torch.Tensor) -> torch.Tensor:
         p, c, m, k = self.p, self.c, self.p.shape[0], x2.shape[1]

@@ -11,7 +11,7 @@ Three recipes, from the cheapest:
 - ``--recipe distill --calibration FILE``: a plain one-shot start (the search's row grouping, no
   bias refit, uniform sparsity: the start that distilled best in docs/recovery.md), then
   ``distill_`` toward the dense model on the same text, masks fixed, for ``--distill-steps`` or
-  ``--distill-minutes``, whichever ends first (lr 2e-4 as in the study). Give it more text than
+  ``--distill-minutes``, whichever ends first (lr 2e-4 as the study: ``eval.study.DISTILL_LR``). Give it more text than
   a one-shot needs: the study distilled on about 6,000 texts.
 The calibration file holds one text per line (blank lines skipped), tokenised with the checkpoint's
 own tokenizer. Every recipe prunes to Shfl-BW (the packed format).
@@ -81,8 +81,15 @@ def prune_checkpoint(checkpoint: str, config_path: str | None, out: str, calibra
 
     if recipe not in RECIPES:
         raise SystemExit(f"--recipe must be one of {RECIPES}, got {recipe!r}")
-    if recipe == "distill" and not (distill_steps > 0 and distill_minutes > 0):
-        raise SystemExit("--distill-steps and --distill-minutes must be positive")
+    dcfg = None
+    if recipe == "distill":
+        from shflbw.eval.study import DISTILL_LR
+        from shflbw.recover import DistillConfig
+
+        try:  # checked before the model is loaded
+            dcfg = DistillConfig(steps=distill_steps, lr=DISTILL_LR, time_budget=distill_minutes * 60)
+        except ValueError as e:
+            raise SystemExit(f"--distill-steps / --distill-minutes: {e}") from None
     if not os.path.isdir(checkpoint) or not os.path.isfile(os.path.join(checkpoint, "config.json")):
         raise SystemExit(f"{checkpoint!r} is not a Hugging Face model directory (no config.json); "
                          "a bare safetensors file has no architecture to rebuild")
@@ -105,19 +112,19 @@ def prune_checkpoint(checkpoint: str, config_path: str | None, out: str, calibra
 
     model = AutoModel.from_pretrained(checkpoint).eval()
     try:
-        # the trained weights, for the report's kept importance: the one-shot refit rewrites the kept
-        # ones (a CPU copy in the weights' dtype; sparsify_ leaves them as they are)
-        trained = {n: m.weight.detach().to("cpu", copy=True) if recipe != "sparsify" else None
-                   for n, m in shflbw.nn.masked.selected_layers(model, cfg).items()}
+        layers = shflbw.nn.masked.selected_layers(model, cfg)  # a config that selects nothing stops here
     except ValueError as e:
         raise SystemExit(str(e)) from None
+    # the trained weights, for the report's kept importance: the one-shot refit rewrites the kept ones
+    # (a CPU copy in the weights' dtype; sparsify_ leaves them as they are)
+    trained = {n: m.weight.detach().to("cpu", copy=True) for n, m in layers.items()} if recipe != "sparsify" else {}
     batches = None
     if calibration is not None:
         batches = read_calibration(calibration, _tokenizer(checkpoint), batch_size, max_length)
         model.to(device)
         batches = [{k: v.to(device) for k, v in b.items()} for b in batches]
     try:
-        _apply_recipe(model, cfg, batches, recipe, fit_bias, allocate, distill_steps, distill_minutes)
+        _apply_recipe(model, cfg, batches, recipe, fit_bias, allocate, dcfg)
     except ValueError as e:
         raise SystemExit(str(e)) from None
     model.cpu()
@@ -147,9 +154,9 @@ def prune_checkpoint(checkpoint: str, config_path: str | None, out: str, calibra
     return 0
 
 
-def _apply_recipe(model, cfg, batches, recipe: str, fit_bias: bool, allocate: bool, distill_steps: int,
-                  distill_minutes: float) -> None:
-    """Prune ``model`` in place (masked mode) by ``recipe`` (module docstring)."""
+def _apply_recipe(model, cfg, batches, recipe: str, fit_bias: bool, allocate: bool, distill_config) -> None:
+    """Prune ``model`` in place (masked mode) by ``recipe`` (module docstring); ``distill_config``
+    (a DistillConfig) for the distill recipe."""
     import shflbw
 
     if recipe == "oneshot":
@@ -163,12 +170,13 @@ def _apply_recipe(model, cfg, batches, recipe: str, fit_bias: bool, allocate: bo
     elif recipe == "distill":
         import copy
 
-        from shflbw.recover import DistillConfig, distill_, oneshot_prune_
+        from shflbw.eval.study import DISTILL_FIT_BIAS, DISTILL_REGROUP
+        from shflbw.recover import distill_, oneshot_prune_
 
-        dcfg = DistillConfig(steps=distill_steps, lr=2e-4, time_budget=distill_minutes * 60)
         teacher = copy.deepcopy(model)
-        oneshot_prune_(model, cfg, batches, score="obs", regroup=False)
-        distill_(model, teacher, batches, dcfg)
+        # the study's distillation start (uniform sparsity: DISTILL_ALLOCATE is off)
+        oneshot_prune_(model, cfg, batches, score="obs", regroup=DISTILL_REGROUP, fit_bias=DISTILL_FIT_BIAS)
+        distill_(model, teacher, batches, distill_config)
         model.eval()  # distill_ trains; the saved model runs in eval mode
     else:
         shflbw.sparsify_(model, cfg, batches)

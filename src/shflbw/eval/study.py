@@ -48,6 +48,8 @@ ONESHOT_ALLOCATE = True
 # against 0.732, WordSim 0.628 against 0.650; 75 %, seeds 0-3, H100, session 15).
 DISTILL_FIT_BIAS = False
 DISTILL_ALLOCATE = False
+# The distillation's learning rate in every study run (docs/recovery.md; DistillConfig's default is 5e-5).
+DISTILL_LR = 2e-4
 PATTERNS = ("unstructured", "2:4", "vector", "block", "shfl_bw")
 
 
@@ -145,7 +147,7 @@ def run_study(patterns=PATTERNS, sparsities=(0.5, 0.75, 0.875), vectors=(32, 64,
             else:
                 distill = distill or distillation_batches(tok, data)
                 m = copy.deepcopy(oneshot(words, regroup_, bias_, alloc_))
-                distill_(m, model, distill, DistillConfig(steps=distill_steps, lr=2e-4, seed=distill_seed,
+                distill_(m, model, distill, DistillConfig(steps=distill_steps, lr=DISTILL_LR, seed=distill_seed,
                                                          time_budget=distill_minutes * 60))
             r = evaluate(m, tok, data, reference=ref)
             r.pop("lee_embeddings")

@@ -91,25 +91,24 @@ def spend_budget(errors: dict[str, dict[float, float]], sizes: dict[str, int], t
     weight removed) until the removed weights reach ``target`` of all of them."""
     if not errors:
         raise ValueError("no layers to allocate")
-    level = {n: min(e) for n, e in errors.items()}
+    levels = {n: sorted(e) for n, e in errors.items()}
+    at = {n: 0 for n in errors}  # index of each layer's level in levels[n]
     total = sum(sizes.values())
-    removed = sum(sizes[n] * level[n] for n in errors)
+    removed = sum(sizes[n] * levels[n][0] for n in errors)
     while removed < target * total - 1e-9:
         best, best_cost = None, None
         for n, e in errors.items():
-            above = [s for s in sorted(e) if s > level[n]]
-            if not above:
+            if at[n] + 1 == len(levels[n]):
                 continue
-            s = above[0]
-            cost = (e[s] - e[level[n]]) / (sizes[n] * (s - level[n]))
+            s, nxt = levels[n][at[n]], levels[n][at[n] + 1]
+            cost = (e[nxt] - e[s]) / (sizes[n] * (nxt - s))
             if best_cost is None or cost < best_cost or (cost == best_cost and n < best):
                 best, best_cost = n, cost
         if best is None:
             raise ValueError(f"the levels tried cannot reach sparsity {target}")
-        nxt = min(s for s in errors[best] if s > level[best])
-        removed += sizes[best] * (nxt - level[best])
-        level[best] = nxt
-    return level
+        removed += sizes[best] * (levels[best][at[best] + 1] - levels[best][at[best]])
+        at[best] += 1
+    return {n: levels[n][at[n]] for n in errors}
 
 
 @torch.no_grad()
