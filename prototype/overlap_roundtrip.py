@@ -134,6 +134,8 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="overlap.json")
     ap.add_argument("--budget", type=float, default=240.0, help="seconds; cases past it are skipped")
+    ap.add_argument("--only", default="", help="run only the chunked/overlap/fused variants whose name "
+                    "contains this (dense, the roundtrip and its parts always run)")
     ap.add_argument("--shapes", default="4096x4096,11008x4096,4096x11008,14336x4096")
     args = ap.parse_args()
     t0 = time.monotonic()
@@ -185,7 +187,7 @@ def main() -> int:
         variants = [("chunked-1s-c4", 4, 1, False)]
         variants += [(f"overlap-c{n}-p{int(pr)}", n, 3, pr) for n, pr in itertools.product((2, 4, 8), (False, True))]
         for name, n, st, pr in variants:
-            if t % n or (t // n) % 128:
+            if args.only not in name or t % n or (t // n) % 128:
                 continue
             fn = Chunked(p, bias, t, n, st, pr)
             add(try_gated(name, lambda fn=fn: fn(x), ref))
@@ -195,6 +197,8 @@ def main() -> int:
             if t % n or (t // n) % 128:
                 continue
             name = f"fused-c{n}-k{per_sm}" + (f"-r{cap}" if cap else "")
+            if args.only not in name:
+                continue
             add(try_gated(name, lambda n=n, per_sm=per_sm, cap=cap: roundtrip_fused(
                 x, p, bias, chunks=n, programs=per_sm * sms, maxnreg=cap), ref))
     return 0

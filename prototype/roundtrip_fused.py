@@ -133,6 +133,17 @@ def phase_starts(n_chunks: int, n_in: int, n_mm: int, n_out: int) -> list[int]:
     return starts
 
 
+_STARTS: dict[tuple, torch.Tensor] = {}
+
+
+def _starts_on(device, *key) -> torch.Tensor:
+    """The phase table on the device, built once per shape: a host-to-device copy cannot be
+    recorded into a CUDA graph (the first, eager call builds it; a replay reuses it)."""
+    if (device, *key) not in _STARTS:
+        _STARTS[(device, *key)] = torch.tensor(phase_starts(*key), dtype=torch.int32, device=device)
+    return _STARTS[(device, *key)]
+
+
 def roundtrip_fused(x2, p, bias, chunks: int = 4, programs: int | None = None, block_n: int = 128, block_k: int = 32,
                     num_warps: int = 4, num_stages: int = 5, poison: bool = False,
                     maxnreg: int | None = None) -> torch.Tensor:
@@ -154,7 +165,7 @@ def roundtrip_fused(x2, p, bias, chunks: int = 4, programs: int | None = None, b
     n_in = triton.cdiv(c, TR) * triton.cdiv(k, TR)
     n_mm = g * (c // block_n)
     n_out = triton.cdiv(m, TR) * triton.cdiv(c, TR)
-    starts = torch.tensor(phase_starts(chunks, n_in, n_mm, n_out), dtype=torch.int32, device=x2.device)
+    starts = _starts_on(x2.device, chunks, n_in, n_mm, n_out)
     ctr = torch.zeros(1 + 2 * chunks, dtype=torch.int32, device=x2.device)
     new = torch.full if poison else (lambda shape, _, **kw: torch.empty(shape, **kw))
     xt = new((k, t), float("nan"), dtype=x2.dtype, device=x2.device)
