@@ -18,7 +18,7 @@ Variants (all CUDA-graph replays, dense F.linear replays as 1.00x, every variant
   pending ones);
 - fused-cN-kP[-rR]: prototype/roundtrip_fused.py, one persistent kernel (P programs an SM, registers
   capped at R) whose programs interleave the transpose tiles with the SpMM tiles, N chunks
-  (c1: no overlap, the cost of the fused form alone).
+  (c1: no overlap, the cost of the fused form alone); fused-cN-grid[-rR]: one program per task.
 """
 
 from __future__ import annotations
@@ -193,14 +193,16 @@ def main() -> int:
             add(try_gated(name, lambda fn=fn: fn(x), ref))
         sms = torch.cuda.get_device_properties(0).multi_processor_count
         # 2 programs an SM at the compiler's 255 registers; 3 with the cap at 168 (spills; roundtrip_fused)
-        for n, (per_sm, cap) in itertools.product((1, 2, 4, 8), ((2, None), (3, 168))):
+        # "grid": one program per task, no task loop (213 registers uncapped, 116 B of spills at 168)
+        for n, (per_sm, cap) in itertools.product((1, 2, 4, 8), ((2, None), (3, 168), ("grid", None), ("grid", 168))):
             if t % n or (t // n) % 128:
                 continue
-            name = f"fused-c{n}-k{per_sm}" + (f"-r{cap}" if cap else "")
+            name = f"fused-c{n}-" + (f"k{per_sm}" if per_sm != "grid" else "grid") + (f"-r{cap}" if cap else "")
             if args.only not in name:
                 continue
             add(try_gated(name, lambda n=n, per_sm=per_sm, cap=cap: roundtrip_fused(
-                x, p, bias, chunks=n, programs=per_sm * sms, maxnreg=cap), ref))
+                x, p, bias, chunks=n, programs=None if per_sm == "grid" else per_sm * sms, maxnreg=cap,
+                persistent=per_sm != "grid"), ref))
     return 0
 
 

@@ -68,61 +68,78 @@ def roundtrip_fused_kernel(
     phase_ptr,  # int32 [n_chunks + 3]: first task of each phase, then the total
     T, K, M, n_groups, n_chunks, chunk,
     V: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
-    HAS_BIAS: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
+    HAS_BIAS: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr, PERSISTENT: tl.constexpr,
 ):
     n_in = tl.cdiv(chunk, BT) * tl.cdiv(K, BT)  # input-transpose tiles per chunk
     n_mm = n_groups * (chunk // BN)  # SpMM tiles per chunk
     n_out = tl.cdiv(M, BT) * tl.cdiv(chunk, BT)  # output-transpose tiles per chunk
-    total = tl.load(phase_ptr + n_chunks + 2)
+    if PERSISTENT:
+        total = tl.load(phase_ptr + n_chunks + 2)
+        task = tl.atomic_add(ctr_ptr, 1)
+        while task < total:
+            _run_task(task, x_ptr, xt_ptr, vals_ptr, cols_ptr, gptr_ptr, perm_ptr, bias_ptr, yfm_ptr, out_ptr, ctr_ptr,
+                      phase_ptr, T, K, M, n_groups, n_chunks, chunk, n_in, n_mm, n_out,
+                      V, BN, BK, BT, HAS_BIAS, DOT_PRECISION, UPCAST)
+            task = tl.atomic_add(ctr_ptr, 1)
+    else:
+        # one task per program, in program-id order: waits only on lower ids, which the hardware
+        # dispatches first in practice (not a CUDA guarantee: the persistent form is the safe one)
+        _run_task(tl.program_id(0), x_ptr, xt_ptr, vals_ptr, cols_ptr, gptr_ptr, perm_ptr, bias_ptr, yfm_ptr, out_ptr,
+                  ctr_ptr, phase_ptr, T, K, M, n_groups, n_chunks, chunk, n_in, n_mm, n_out,
+                  V, BN, BK, BT, HAS_BIAS, DOT_PRECISION, UPCAST)
+
+
+@triton.jit
+def _run_task(task, x_ptr, xt_ptr, vals_ptr, cols_ptr, gptr_ptr, perm_ptr, bias_ptr, yfm_ptr, out_ptr, ctr_ptr,
+              phase_ptr, T, K, M, n_groups, n_chunks, chunk, n_in, n_mm, n_out,
+              V: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
+              HAS_BIAS: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     offs_v = tl.arange(0, V)
     offs_k = tl.arange(0, BK)
-    task = tl.atomic_add(ctr_ptr, 1)
-    while task < total:
-        p = task * 0
-        while task >= tl.load(phase_ptr + p + 1):
-            p += 1
-        j = task - tl.load(phase_ptr + p)
-        size = tl.load(phase_ptr + p + 1) - tl.load(phase_ptr + p)
-        mm_here = tl.where((p >= 1) & (p <= n_chunks), n_mm, 0)
-        in_here = tl.where(p < n_chunks, n_in, 0)
-        before = (j * mm_here) // size  # SpMM tasks among the phase's first j
-        if ((j + 1) * mm_here) // size > before:
-            # SpMM tile `before` of chunk p - 1: group fastest, then token tile
-            ci = p - 1
-            _wait_for(ctr_ptr + 1 + ci, n_in)
-            g = before % n_groups
-            offs_n = ci * chunk + (before // n_groups) * BN + tl.arange(0, BN)
-            n_ok = offs_n < T
-            start = tl.load(gptr_ptr + g)
-            end = tl.load(gptr_ptr + g + 1)
-            acc = tl.zeros([V, BN], dtype=tl.float32)
-            n_full = (end - start) // BK
-            for i in range(0, n_full):
-                acc = _gather_dot(acc, vals_ptr, cols_ptr, xt_ptr, start + i * BK + offs_k, end, offs_v, offs_n, n_ok,
-                                  T, 1, V, False, False, False, DOT_PRECISION, UPCAST)
-            if start + n_full * BK < end:
-                acc = _gather_dot(acc, vals_ptr, cols_ptr, xt_ptr, start + n_full * BK + offs_k, end, offs_v, offs_n,
-                                  n_ok, T, 1, V, True, False, False, DOT_PRECISION, UPCAST)
-            _store_tile(acc, g, offs_v, offs_n, n_ok, M, T, perm_ptr, bias_ptr, yfm_ptr, yfm_ptr, T, 1,
-                        yfm_ptr, yfm_ptr, 1, 0.0, V, HAS_BIAS, False, 0, True)
-            _done(ctr_ptr + 1 + n_chunks + ci)
+    p = task * 0
+    while task >= tl.load(phase_ptr + p + 1):
+        p += 1
+    j = task - tl.load(phase_ptr + p)
+    size = tl.load(phase_ptr + p + 1) - tl.load(phase_ptr + p)
+    mm_here = tl.where((p >= 1) & (p <= n_chunks), n_mm, 0)
+    in_here = tl.where(p < n_chunks, n_in, 0)
+    before = (j * mm_here) // size  # SpMM tasks among the phase's first j
+    if ((j + 1) * mm_here) // size > before:
+        # SpMM tile `before` of chunk p - 1: group fastest, then token tile
+        ci = p - 1
+        _wait_for(ctr_ptr + 1 + ci, n_in)
+        g = before % n_groups
+        offs_n = ci * chunk + (before // n_groups) * BN + tl.arange(0, BN)
+        n_ok = offs_n < T
+        start = tl.load(gptr_ptr + g)
+        end = tl.load(gptr_ptr + g + 1)
+        acc = tl.zeros([V, BN], dtype=tl.float32)
+        n_full = (end - start) // BK
+        for i in range(0, n_full):
+            acc = _gather_dot(acc, vals_ptr, cols_ptr, xt_ptr, start + i * BK + offs_k, end, offs_v, offs_n, n_ok,
+                              T, 1, V, False, False, False, DOT_PRECISION, UPCAST)
+        if start + n_full * BK < end:
+            acc = _gather_dot(acc, vals_ptr, cols_ptr, xt_ptr, start + n_full * BK + offs_k, end, offs_v, offs_n,
+                              n_ok, T, 1, V, True, False, False, DOT_PRECISION, UPCAST)
+        _store_tile(acc, g, offs_v, offs_n, n_ok, M, T, perm_ptr, bias_ptr, yfm_ptr, yfm_ptr, T, 1,
+                    yfm_ptr, yfm_ptr, 1, 0.0, V, HAS_BIAS, False, 0, True)
+        _done(ctr_ptr + 1 + n_chunks + ci)
+    else:
+        u = j - before  # transpose tasks among the phase's first j
+        if u < in_here:
+            # input tile u of chunk p: X[chunk rows, K] -> X^T[K, chunk columns]
+            nc = tl.cdiv(K, BT)
+            base = p * chunk
+            _transpose_tile(x_ptr + base * K, xt_ptr + base, chunk, K, K, 1, T, 1, u // nc, u % nc, BT, BT)
+            _done(ctr_ptr + 1 + p)
         else:
-            u = j - before  # transpose tasks among the phase's first j
-            if u < in_here:
-                # input tile u of chunk p: X[chunk rows, K] -> X^T[K, chunk columns]
-                nc = tl.cdiv(K, BT)
-                base = p * chunk
-                _transpose_tile(x_ptr + base * K, xt_ptr + base, chunk, K, K, 1, T, 1, u // nc, u % nc, BT, BT)
-                _done(ctr_ptr + 1 + p)
-            else:
-                # output tile of chunk p - 2: Y_fm[M, chunk columns] -> Y[chunk rows, M]
-                ci = p - 2
-                _wait_for(ctr_ptr + 1 + n_chunks + ci, n_mm)
-                w = u - in_here
-                nc = tl.cdiv(chunk, BT)
-                base = ci * chunk
-                _transpose_tile(yfm_ptr + base, out_ptr + base * M, M, chunk, T, 1, M, 1, w // nc, w % nc, BT, BT)
-        task = tl.atomic_add(ctr_ptr, 1)
+            # output tile of chunk p - 2: Y_fm[M, chunk columns] -> Y[chunk rows, M]
+            ci = p - 2
+            _wait_for(ctr_ptr + 1 + n_chunks + ci, n_mm)
+            w = u - in_here
+            nc = tl.cdiv(chunk, BT)
+            base = ci * chunk
+            _transpose_tile(yfm_ptr + base, out_ptr + base * M, M, chunk, T, 1, M, 1, w // nc, w % nc, BT, BT)
 
 
 def phase_starts(n_chunks: int, n_in: int, n_mm: int, n_out: int) -> list[int]:
@@ -146,13 +163,14 @@ def _starts_on(device, *key) -> torch.Tensor:
 
 def roundtrip_fused(x2, p, bias, chunks: int = 4, programs: int | None = None, block_n: int = 128, block_k: int = 32,
                     num_warps: int = 4, num_stages: int = 5, poison: bool = False,
-                    maxnreg: int | None = None) -> torch.Tensor:
+                    maxnreg: int | None = None, persistent: bool = True) -> torch.Tensor:
     """y = x2 @ W^T + bias, token-major in and out, one launch (plus one memset of the counters).
     ``poison``: fill the workspaces and the output with NaN first (the check: every element written).
     ``maxnreg``: register cap. Offline ptxas (triton 3.6, sm_90a, 4 warps, 5 stages) gives this kernel
     255 registers, 2 programs an SM, where the one-tile SpMM takes 168 (3 an SM); even without the
     transposes it takes 251, so the persistent task loop is what costs them. Capped at 168: 360 B
-    of spills a thread."""
+    of spills a thread. ``persistent=False``: one program per task (no task loop, fewer registers),
+    relying on the hardware dispatching programs in id order."""
     t, k = x2.shape
     m = p.shape[0]
     v = p.values.shape[1]
@@ -171,12 +189,14 @@ def roundtrip_fused(x2, p, bias, chunks: int = 4, programs: int | None = None, b
     xt = new((k, t), float("nan"), dtype=x2.dtype, device=x2.device)
     yfm = new((m, t), float("nan"), dtype=x2.dtype, device=x2.device)
     out = new((t, m), float("nan"), dtype=x2.dtype, device=x2.device)
-    if programs is None:
+    if not persistent:
+        programs = phase_starts(chunks, n_in, n_mm, n_out)[-1]
+    elif programs is None:
         programs = 2 if not x2.is_cuda else 4 * torch.cuda.get_device_properties(x2.device).multi_processor_count
     roundtrip_fused_kernel[(programs,)](
         x2, xt, p.values, p.col_idx, p.group_ptr, p.perm, bias if bias is not None else p.values, yfm, out, ctr,
         starts, t, k, m, g, chunks, c,
-        V=v, BN=block_n, BK=block_k, BT=TR, HAS_BIAS=bias is not None,
+        V=v, BN=block_n, BK=block_k, BT=TR, HAS_BIAS=bias is not None, PERSISTENT=persistent,
         DOT_PRECISION=dot_precision(p.values.dtype), UPCAST=interpreter_upcast(p.values.dtype),
         num_warps=num_warps, num_stages=num_stages, **({} if maxnreg is None else {"maxnreg": maxnreg}),
     )
@@ -197,10 +217,11 @@ def _check() -> int:
         bias = torch.randn(m, generator=gen).to(dtype)
         x = torch.randn(t, k, generator=gen).to(dtype)
         ref = x.double() @ (w.to(dtype).double() * mask).t() + bias.double()
-        y = roundtrip_fused(x, p, bias, chunks=chunks, block_n=64, poison=True)
-        err = ((y.double() - ref).norm() / ref.norm()).item()
-        print(f"M{m} K{k} T{t} V{v} chunks {chunks} {dtype}: rel error {err:.2e}")
-        worst = max(worst, err if torch.isfinite(y).all() else float("inf"))
+        for persistent in (True, False):
+            y = roundtrip_fused(x, p, bias, chunks=chunks, block_n=64, poison=True, persistent=persistent)
+            err = ((y.double() - ref).norm() / ref.norm()).item()
+            print(f"M{m} K{k} T{t} V{v} chunks {chunks} {dtype} persistent {persistent}: rel error {err:.2e}")
+            worst = max(worst, err if torch.isfinite(y).all() else float("inf"))
     return 0 if worst < 1e-2 else 1
 
 
