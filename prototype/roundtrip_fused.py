@@ -72,26 +72,25 @@ def roundtrip_fused_kernel(
 ):
     n_in = tl.cdiv(chunk, BT) * tl.cdiv(K, BT)  # input-transpose tiles per chunk
     n_mm = n_groups * (chunk // BN)  # SpMM tiles per chunk
-    n_out = tl.cdiv(M, BT) * tl.cdiv(chunk, BT)  # output-transpose tiles per chunk
     if PERSISTENT:
         total = tl.load(phase_ptr + n_chunks + 2)
         task = tl.atomic_add(ctr_ptr, 1)
         while task < total:
             _run_task(task, x_ptr, xt_ptr, vals_ptr, cols_ptr, gptr_ptr, perm_ptr, bias_ptr, yfm_ptr, out_ptr, ctr_ptr,
-                      phase_ptr, T, K, M, n_groups, n_chunks, chunk, n_in, n_mm, n_out,
+                      phase_ptr, T, K, M, n_groups, n_chunks, chunk, n_in, n_mm,
                       V, BN, BK, BT, HAS_BIAS, DOT_PRECISION, UPCAST)
             task = tl.atomic_add(ctr_ptr, 1)
     else:
         # one task per program, in program-id order: waits only on lower ids, which the hardware
         # dispatches first in practice (not a CUDA guarantee: the persistent form is the safe one)
         _run_task(tl.program_id(0), x_ptr, xt_ptr, vals_ptr, cols_ptr, gptr_ptr, perm_ptr, bias_ptr, yfm_ptr, out_ptr,
-                  ctr_ptr, phase_ptr, T, K, M, n_groups, n_chunks, chunk, n_in, n_mm, n_out,
+                  ctr_ptr, phase_ptr, T, K, M, n_groups, n_chunks, chunk, n_in, n_mm,
                   V, BN, BK, BT, HAS_BIAS, DOT_PRECISION, UPCAST)
 
 
 @triton.jit
 def _run_task(task, x_ptr, xt_ptr, vals_ptr, cols_ptr, gptr_ptr, perm_ptr, bias_ptr, yfm_ptr, out_ptr, ctr_ptr,
-              phase_ptr, T, K, M, n_groups, n_chunks, chunk, n_in, n_mm, n_out,
+              phase_ptr, T, K, M, n_groups, n_chunks, chunk, n_in, n_mm,
               V: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, BT: tl.constexpr,
               HAS_BIAS: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr):
     offs_v = tl.arange(0, V)
