@@ -19,6 +19,9 @@ Variants (all CUDA-graph replays, dense F.linear replays as 1.00x, every variant
 - fused-cN-kP[-rR]: prototype/roundtrip_fused.py, one persistent kernel (P programs an SM, registers
   capped at R) whose programs interleave the transpose tiles with the SpMM tiles, N chunks
   (c1: no overlap, the cost of the fused form alone); fused-cN-grid[-rR]: one program per task.
+
+Result (session 16, H100, BENCHMARKS.md): no variant beats the roundtrip consistently; the SpMM alone
+(1.69-2.10x at 75 %) is the ceiling any overlap could reach.
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ Programs take tasks in order from one atomic counter. An SpMM tile waits (spinni
 until every input tile of its chunk is stored, an output tile until every SpMM tile of its chunk
 is; both were handed out earlier, to programs that never wait on later tasks, so this cannot
 deadlock. Under the CPU interpreter program 0 runs every task in order.
+
+Result (session 16, H100, BENCHMARKS.md): the persistent form lost to the three-launch roundtrip
+everywhere (255 registers); one program per task tied it (-0.08x to +0.13x). Not adopted.
 """
 
 from __future__ import annotations
