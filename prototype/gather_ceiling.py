@@ -14,6 +14,10 @@ Variants, same grid and tiles as the SpMM (groups fastest), CUDA-graph replays:
   (plain ld.global into registers: the pipeline differs, so this is a rough ceiling);
 - loads-b / loads-a: only the gathered rows / only the value panel.
 Reported: microseconds and the bytes each moves per microsecond (TB/s).
+
+Result (session 16, H100, BENCHMARKS.md): inconclusive. The loads-only variants ran 3.5-5x slower
+than the SpMM: with no tl.dot consuming them Triton does not pipeline the loads, so they measure
+latency, not a ceiling. A fair probe would keep the dot (e.g. vary only the gathered bytes).
 """
 
 from __future__ import annotations

@@ -155,12 +155,13 @@ def phase_starts(n_chunks: int, n_in: int, n_mm: int, n_out: int) -> list[int]:
 _STARTS: dict[tuple, torch.Tensor] = {}
 
 
-def _starts_on(device, *key) -> torch.Tensor:
-    """The phase table on the device, built once per shape: a host-to-device copy cannot be
-    recorded into a CUDA graph (the first, eager call builds it; a replay reuses it)."""
-    if (device, *key) not in _STARTS:
-        _STARTS[(device, *key)] = torch.tensor(phase_starts(*key), dtype=torch.int32, device=device)
-    return _STARTS[(device, *key)]
+def _starts_on(device, table: list[int]) -> torch.Tensor:
+    """The phase table on the device, copied once per table: a host-to-device copy cannot be
+    recorded into a CUDA graph (the first, eager call copies it; a replay reuses it)."""
+    key = (device, *table)
+    if key not in _STARTS:
+        _STARTS[key] = torch.tensor(table, dtype=torch.int32, device=device)
+    return _STARTS[key]
 
 
 def roundtrip_fused(x2, p, bias, chunks: int = 4, programs: int | None = None, block_n: int = 128, block_k: int = 32,
@@ -185,14 +186,15 @@ def roundtrip_fused(x2, p, bias, chunks: int = 4, programs: int | None = None, b
     n_in = triton.cdiv(c, TR) * triton.cdiv(k, TR)
     n_mm = g * (c // block_n)
     n_out = triton.cdiv(m, TR) * triton.cdiv(c, TR)
-    starts = _starts_on(x2.device, chunks, n_in, n_mm, n_out)
+    table = phase_starts(chunks, n_in, n_mm, n_out)
+    starts = _starts_on(x2.device, table)
     ctr = torch.zeros(1 + 2 * chunks, dtype=torch.int32, device=x2.device)
     new = torch.full if poison else (lambda shape, _, **kw: torch.empty(shape, **kw))
     xt = new((k, t), float("nan"), dtype=x2.dtype, device=x2.device)
     yfm = new((m, t), float("nan"), dtype=x2.dtype, device=x2.device)
     out = new((t, m), float("nan"), dtype=x2.dtype, device=x2.device)
     if not persistent:
-        programs = phase_starts(chunks, n_in, n_mm, n_out)[-1]
+        programs = table[-1]  # one per task
     elif programs is None:
         programs = 2 if not x2.is_cuda else 4 * torch.cuda.get_device_properties(x2.device).multi_processor_count
     roundtrip_fused_kernel[(programs,)](
