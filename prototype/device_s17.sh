@@ -14,8 +14,9 @@ t0=$(date +%s)
 left() { echo $(( budget - ($(date +%s) - t0) )); }
 export PYTHONPATH=$PWD/src:$PWD SHFLBW_COMMIT=${SHFLBW_COMMIT:-unknown}
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
+tokens=1,16,512,4096; [ "$budget" -lt 400 ] && tokens=1,4096  # a short call: the two ends only
 v32() {
-  timeout "$1" python benchmarks/run_linear.py --suite quick --vectors 32,64 --tokens 1,16,512,4096 \
+  timeout "$1" python benchmarks/run_linear.py --suite quick --vectors 32,64 --tokens "$tokens" \
     --out "$OUT/linear_v32.json" > "$OUT/linear_v32.txt" 2>&1
   echo "v32 rc $? at $(( $(date +%s) - t0 )) s"
   grep -E " (shflbw|shflbw-graph|spmm-feature-major) " "$OUT/linear_v32.txt" | cut -c1-100 | head -120
