@@ -10,12 +10,7 @@
 #    (#7's 1.8x; H200 figure of session 8: 1.68-1.73x);
 # 3. the prefill suite, T = 128-4096 (#5's token-major bars).
 # It checks the card first: on an H100 it says so, and every number must be labelled H100.
-set -u
-budget=${1:-540}
-t0=$(date +%s)
-left() { echo $(( budget - ($(date +%s) - t0) )); }
-export PYTHONPATH=$PWD/src:$PWD SHFLBW_COMMIT=${SHFLBW_COMMIT:-unknown}
-nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
+. "$(dirname "$0")/device_common.sh" "$@"  # budget, left(), paths, the card in $OUT/gpu.txt
 grep -q H200 "$OUT/gpu.txt" || echo "NOT AN H200: label every number below with the card it ran on"
 
 timeout $(( $(left) / 4 )) python benchmarks/run_linear.py --suite decode --chain 8 --out "$OUT/linear_decode.json" \

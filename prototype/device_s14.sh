@@ -9,12 +9,7 @@
 #   plan and dense: stream-K with per-group inner loops (streamk-*) and splits that are not powers of
 #   two (plan-3splits ...), T = 1 and 16, 75 %, one-kernel graphs and per layer in a graph of 8; then the
 #   prefill suite (T = 128-4096) at this commit.
-set -u
-budget=${1:-540}
-t0=$(date +%s)
-left() { echo $(( budget - ($(date +%s) - t0) )); }
-export PYTHONPATH=$PWD/src:$PWD SHFLBW_COMMIT=${SHFLBW_COMMIT:-unknown}
-nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=csv | tee "$OUT/gpu.txt"
+. "$(dirname "$0")/device_common.sh" "$@"  # budget, left(), paths, the card in $OUT/gpu.txt
 python -c "import torch, triton; print(torch.__version__, triton.__version__)" | tee -a "$OUT/gpu.txt"
 if grep -q H200 "$OUT/gpu.txt"; then
   exec bash prototype/device_owed_h200.sh "$budget"

@@ -9,12 +9,7 @@
 # 2. prototype/gather_ceiling.py: the feature-major SpMM beside its loads alone (is it load-bound?).
 # 3. On an H200 only: prototype/device_owed_h200.sh with what time is left (decode suite, BERT-large
 #    end to end, prefill), the re-measures owed since session 9.
-set -u
-budget=${1:-540}
-t0=$(date +%s)
-left() { echo $(( budget - ($(date +%s) - t0) )); }
-export PYTHONPATH=$PWD/src:$PWD SHFLBW_COMMIT=${SHFLBW_COMMIT:-unknown}
-nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
+. "$(dirname "$0")/device_common.sh" "$@"  # budget, left(), paths, the card in $OUT/gpu.txt
 grep -q H200 "$OUT/gpu.txt" || echo "NOT AN H200: every number below is an H100 number"
 timeout $(( $(left) / 2 )) python prototype/overlap_roundtrip.py --out "$OUT/overlap.json" \
   --budget $(( $(left) / 2 - 30 )) > "$OUT/overlap.txt" 2>&1

@@ -8,12 +8,7 @@
 # Why V = 32: it is the one setting that meets issue #3's kept-importance bars (0.4685 / 0.7190 at
 # 75 / 50 %, against 0.46 / 0.715), and its kernel speed was never measured; issue #5 asks for V = 32
 # in the benchmark registry too. V = 64 runs beside it in the same process, dense as 1.00x.
-set -u
-budget=${1:-540}
-t0=$(date +%s)
-left() { echo $(( budget - ($(date +%s) - t0) )); }
-export PYTHONPATH=$PWD/src:$PWD SHFLBW_COMMIT=${SHFLBW_COMMIT:-unknown}
-nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
+. "$(dirname "$0")/device_common.sh" "$@"  # budget, left(), paths, the card in $OUT/gpu.txt
 tokens=1,16,512,4096; [ "$budget" -lt 400 ] && tokens=1,4096  # a short call: the two ends only
 v32() {
   timeout "$1" python benchmarks/run_linear.py --suite quick --vectors 32,64 --tokens "$tokens" \
