@@ -220,6 +220,7 @@ def test_study_recipes_one_shot_and_distillation_start(monkeypatch, tmp_path):
     import shflbw.eval.data
     import shflbw.eval.metrics
     import shflbw.recover
+    import shflbw.recover.recipes
 
     calls, allocated = [], []
     metrics = {"lee_pearson": 0.6, "polarity": 0.7, "polarity_ci95": [0.6, 0.8], "wordsim353": 0.6,
@@ -230,7 +231,8 @@ def test_study_recipes_one_shot_and_distillation_start(monkeypatch, tmp_path):
     monkeypatch.setattr(shflbw.eval.data, "distillation_batches", lambda *a, **kw: [])
     monkeypatch.setattr(shflbw.eval.metrics, "evaluate",
                         lambda m, tok, data, reference=None: {**metrics, "lee_embeddings": None})
-    monkeypatch.setattr(shflbw.recover, "oneshot_prune_",
+    # the one-shot recipe is composed in recover.recipes (shared with `shflbw prune`): stub its solver
+    monkeypatch.setattr(shflbw.recover.recipes, "oneshot_prune_",
                         lambda model, cfg, calib, pattern, score, regroup, fit_bias:
                         calls.append((regroup, fit_bias, cfg.for_layer("weight")[0])) or model)
     monkeypatch.setattr(shflbw.recover, "allocate_sparsity",

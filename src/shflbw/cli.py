@@ -50,7 +50,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                   args.distill_minutes, args.distill_steps, args.out, args.model, args.distill_seed,
                   args.calibration_seed, regroup=not args.no_regroup, distill_regroup=args.distill_regroup,
                   distill_fit_bias=args.distill_fit_bias, distill_allocate=args.distill_allocate,
-                  # unset: the study's one-shot recipe (eval.study.ONESHOT_FIT_BIAS / ONESHOT_ALLOCATE)
+                  # unset: the study's one-shot recipe (recover.recipes.ONESHOT_FIT_BIAS / ONESHOT_ALLOCATE)
                   **{k: v for k, v in (("fit_bias", args.fit_bias), ("allocate", args.allocate)) if v is not None})
     except ValueError as e:
         raise SystemExit(f"shflbw eval: {e}") from None

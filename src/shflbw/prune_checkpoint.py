@@ -11,7 +11,7 @@ Three recipes, from the cheapest:
 - ``--recipe distill --calibration FILE``: a plain one-shot start (the search's row grouping, no
   bias refit, uniform sparsity: the start that distilled best in docs/recovery.md), then
   ``distill_`` toward the dense model on the same text, masks fixed, for ``--distill-steps`` or
-  ``--distill-minutes``, whichever ends first (lr 2e-4 as the study: ``eval.study.DISTILL_LR``). Give it more text than
+  ``--distill-minutes``, whichever ends first (lr 2e-4 as the study: ``recover.recipes.DISTILL_LR``). Give it more text than
   a one-shot needs: the study distilled on about 6,000 texts.
 The calibration file holds one text per line (blank lines skipped), tokenised with the checkpoint's
 own tokenizer. Every recipe prunes to Shfl-BW (the packed format).
@@ -83,8 +83,8 @@ def prune_checkpoint(checkpoint: str, config_path: str | None, out: str, calibra
         raise SystemExit(f"--recipe must be one of {RECIPES}, got {recipe!r}")
     dcfg = None
     if recipe == "distill":
-        from shflbw.eval.study import DISTILL_LR
         from shflbw.recover import DistillConfig
+        from shflbw.recover.recipes import DISTILL_LR
 
         try:  # checked before the model is loaded
             dcfg = DistillConfig(steps=distill_steps, lr=DISTILL_LR, time_budget=distill_minutes * 60)
@@ -160,22 +160,20 @@ def _apply_recipe(model, cfg, batches, recipe: str, fit_bias: bool, allocate: bo
     import shflbw
 
     if recipe == "oneshot":
-        from shflbw.recover import allocate_sparsity, config_with, oneshot_prune_
+        from shflbw.recover import allocate_sparsity
+        from shflbw.recover.recipes import oneshot_recipe_
 
-        layer_cfg = cfg
-        if allocate:
-            per_layer, _ = allocate_sparsity(model, cfg, batches)
-            layer_cfg = config_with(cfg, per_layer)
-        oneshot_prune_(model, layer_cfg, batches, score="obs", fit_bias=fit_bias)
+        allocation = allocate_sparsity(model, cfg, batches)[0] if allocate else None
+        oneshot_recipe_(model, cfg, batches, fit_bias=fit_bias, allocation=allocation)
     elif recipe == "distill":
         import copy
 
-        from shflbw.eval.study import DISTILL_FIT_BIAS, DISTILL_REGROUP
-        from shflbw.recover import distill_, oneshot_prune_
+        from shflbw.recover import distill_
+        from shflbw.recover.recipes import DISTILL_FIT_BIAS, DISTILL_REGROUP, oneshot_recipe_
 
         teacher = copy.deepcopy(model)
         # the study's distillation start (uniform sparsity: DISTILL_ALLOCATE is off)
-        oneshot_prune_(model, cfg, batches, score="obs", regroup=DISTILL_REGROUP, fit_bias=DISTILL_FIT_BIAS)
+        oneshot_recipe_(model, cfg, batches, regroup=DISTILL_REGROUP, fit_bias=DISTILL_FIT_BIAS)
         distill_(model, teacher, batches, distill_config)
         model.eval()  # distill_ trains; the saved model runs in eval mode
     else:

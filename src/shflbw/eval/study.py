@@ -23,6 +23,9 @@ import time
 
 import torch
 
+from shflbw.recover.recipes import (DISTILL_ALLOCATE, DISTILL_FIT_BIAS, DISTILL_LR, DISTILL_REGROUP,
+                                    ONESHOT_ALLOCATE, ONESHOT_FIT_BIAS)
+
 METHODS = ("magnitude", "oneshot", "distill")
 # Single calibration words of the one-shot recipe. 4,096 instead of 512 (until session 6) lifted
 # every metric of both patterns measured at 75 %, V = 64 (docs/recovery.md): Shfl-BW WordSim 0.389 ->
@@ -32,24 +35,8 @@ CALIBRATION_WORDS = 4096
 # 0.750 and met every distillation bar, where the 4,096-word start ended at 0.710 with two batch
 # orders (docs/recovery.md, sessions 6 and 7). A cell with both recipes runs two one-shots.
 DISTILL_START_WORDS = 512
-# ... and from the search's row grouping, not the one regrouped for the refit (recover.regroup): Shfl-BW
-# 75 %, V = 64, over calibration seeds 0-3 (H100, session 13), the distilled polarity was 0.732
-# (0.715-0.745) from that start against 0.711 (0.710-0.715) from the regrouped one, the other four
-# metrics level (docs/recovery.md). The one-shot recipe itself keeps regrouping (cosine 0.662 vs 0.632).
-DISTILL_REGROUP = False
-# The one-shot recipe refits the layers' biases and gives each layer its own sparsity (recover.allocate):
-# over calibration seeds 0-3, Shfl-BW V = 64 at 75 % went from Lee 0.641 / polarity 0.691 / cosine 0.662
-# to 0.677 / 0.718 / 0.704 (CPU, session 14), and at 50 % from 0.675 / 0.725 / 0.802 to 0.675 / 0.745 /
-# 0.830 (H100, session 15). Patterns whose layout fixes the sparsity per row (2:4) are not allocated.
-ONESHOT_FIT_BIAS = True
-ONESHOT_ALLOCATE = True
-# ... but the distillation start stays plain: from the allocated, bias-refit start the distilled model
-# ended closer to the dense one (cosine 0.766 against 0.733) and lower on the tasks (polarity 0.705
-# against 0.732, WordSim 0.628 against 0.650; 75 %, seeds 0-3, H100, session 15).
-DISTILL_FIT_BIAS = False
-DISTILL_ALLOCATE = False
-# The distillation's learning rate in every study run (docs/recovery.md; DistillConfig's default is 5e-5).
-DISTILL_LR = 2e-4
+# The recipes' choices (row regrouping, bias refit, allocation, learning rate) and the measurements
+# behind them live in recover.recipes, shared with `shflbw prune`.
 PATTERNS = ("unstructured", "2:4", "vector", "block", "shfl_bw")
 
 
@@ -84,7 +71,8 @@ def run_study(patterns=PATTERNS, sparsities=(0.5, 0.75, 0.875), vectors=(32, 64,
     from shflbw.demo import _masked_copy, load_minilm
     from shflbw.eval.data import calibration_batches, distillation_batches, load_eval_data
     from shflbw.eval.metrics import evaluate
-    from shflbw.recover import DistillConfig, allocate_sparsity, config_with, distill_, oneshot_prune_
+    from shflbw.recover import DistillConfig, allocate_sparsity, distill_
+    from shflbw.recover.recipes import oneshot_recipe_
     from shflbw.recover.allocate import PATTERNS as ALLOCATABLE
 
     for m in methods:
@@ -125,12 +113,11 @@ def run_study(patterns=PATTERNS, sparsities=(0.5, 0.75, 0.875), vectors=(32, 64,
                     calib[words] = calibration_batches(tok, data, words=words, documents=300, seed=calibration_seed)
                 cfg = shflbw.ShflBWConfig(sparsity=s, vector=vector, include=("encoder.*",), exclude=())
                 batches = [_to(b, device) for b in calib[words]]
-                if allocate_:
-                    if words not in allocations:  # the same for either regrouping or bias
-                        allocations[words] = allocate_sparsity(model, cfg, batches, pattern=pattern)[0]
-                    cfg = config_with(cfg, allocations[words])
-                oneshot_models[key] = oneshot_prune_(copy.deepcopy(model), cfg, batches, pattern=pattern, score="obs",
-                                                     regroup=regroup_, fit_bias=fit_bias_)
+                if allocate_ and words not in allocations:  # the same for either regrouping or bias
+                    allocations[words] = allocate_sparsity(model, cfg, batches, pattern=pattern)[0]
+                oneshot_models[key] = oneshot_recipe_(copy.deepcopy(model), cfg, batches, pattern=pattern,
+                                                      regroup=regroup_, fit_bias=fit_bias_,
+                                                      allocation=allocations[words] if allocate_ else None)
             return oneshot_models[key]
 
         for method in methods:
