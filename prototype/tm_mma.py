@@ -1,0 +1,195 @@
+"""Experiment (session 18): the token-major CUDA kernel of tm_mma.cu beside dense and shflbw.linear.
+
+    python prototype/tm_mma.py --out tm_mma.json          # on a GPU: gate, then time
+    python prototype/tm_mma.py --emulate                  # anywhere: checks the fragment packing
+
+Why: issue #5's token-major bar (2.0x at 75 %, T >= 2048) is unmet at V = 64 (1.52-1.89x on the
+H200, 1.19-1.52x on the H100) because the Triton path transposes X and the output around a
+feature-major kernel (57 us of 165 at 4096^2 on the H100). tm_mma.cu gathers from a staged
+token-major tile instead. Before it is timed, every variant's output (NaN-poisoned first) is
+compared with F.linear on the masked weight in float32; a wrong one reports no time. Times are
+CUDA-graph replays (median of do_bench), dense first, in one process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src"))
+
+from shflbw import ShflBWMatrix  # noqa: E402
+from shflbw.format.matrix import group_ids  # noqa: E402
+from shflbw.testing import random_shflbw_mask  # noqa: E402
+
+BT, GPC, VEC = 128, 4, 64
+SOURCE = Path(__file__).with_name("tm_mma.cu").read_text()
+
+
+def fragment_index():
+    """(k, n) of each B-fragment element a lane holds, [32 lanes, 8 n-tiles, 4]: mma.m16n8k16's
+    B operand gives lane (r8 * 4 + q) the elements (k = 2q, 2q+1, 2q+8, 2q+9; n = 8j + r8)."""
+    lane = torch.arange(32)
+    q, r8 = lane % 4, lane // 4
+    kq = torch.stack([2 * q, 2 * q + 1, 2 * q + 8, 2 * q + 9], -1)  # [32, 4]
+    kk = kq[:, None, :].expand(32, 8, 4)
+    nn = (8 * torch.arange(8)[None, :, None] + r8[:, None, None]).expand(32, 8, 4)
+    slots = torch.stack([torch.tensor([2 * i, 2 * i + 1, 2 * i + 8, 2 * i + 9]) for i in range(4)])  # [q, 4]
+    return kk, nn, slots
+
+
+def prepare(w: ShflBWMatrix, kc: int) -> dict:
+    """The kernel's operands: k-steps of 16 kept columns per (group, chunk of kc columns)."""
+    if w.vector != VEC:
+        raise ValueError(f"tm_mma is written for V = {VEC}, got {w.vector}")
+    m, k = w.shape
+    dev = w.values.device
+    n_groups, n_chunks = w.num_groups, math.ceil(k / kc)
+    col = w.col_idx.long()
+    nnz = col.numel()
+    chunk = col // kc
+    key = group_ids(w.group_ptr) * n_chunks + chunk
+    count = torch.bincount(key, minlength=n_groups * n_chunks)
+    steps = (count + 15) // 16
+    step_ptr = torch.zeros(n_groups * n_chunks + 1, dtype=torch.long, device=dev)
+    step_ptr[1:] = steps.cumsum(0)
+    cell_start = torch.zeros_like(step_ptr)
+    cell_start[1:] = count.cumsum(0)
+    rank = torch.arange(nnz, device=dev) - cell_start[key]
+    step, slot = step_ptr[key] + rank // 16, rank % 16
+    n_steps = int(step_ptr[-1])
+    cols16 = torch.zeros(n_steps, 16, dtype=torch.long, device=dev)
+    cols16[step, slot] = col - chunk * kc
+    filled = torch.zeros(n_steps, 16, dtype=torch.bool, device=dev)
+    filled[step, slot] = True
+    cols16 = torch.where(filled, cols16, cols16[:, :1])  # padding reads a kept column, times 0
+    w16 = torch.zeros(n_steps, 16, VEC, dtype=w.values.dtype, device=dev)
+    w16[step, slot] = w.values
+    kk, nn, slots = fragment_index()
+    wfrag = w16[:, kk.to(dev), nn.to(dev)].contiguous()  # [S, 32, 8, 4]
+    cfrag = cols16[:, slots.to(dev)].to(torch.int16).contiguous()  # [S, 4, 4]
+    return {"wfrag": wfrag, "cfrag": cfrag, "step_ptr": step_ptr.to(torch.int32), "perm": w.perm.to(torch.int32),
+            "m": m, "k": k, "groups": n_groups, "chunks": n_chunks, "kc": kc, "pad": n_steps * 16 / max(nnz, 1)}
+
+
+def emulate(p: dict, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """What the kernel computes, step by step from the packed fragments (float32, any device)."""
+    kk, nn, slots = fragment_index()
+    t = x.shape[0]
+    out_p = torch.zeros(t, p["groups"] * VEC, dtype=torch.float32)
+    sp = p["step_ptr"].long()
+    for g in range(p["groups"]):
+        for c in range(p["chunks"]):
+            xc = torch.zeros(t, p["kc"])
+            part = x[:, c * p["kc"]:(c + 1) * p["kc"]].float()
+            xc[:, :part.shape[1]] = part
+            for st in range(int(sp[g * p["chunks"] + c]), int(sp[g * p["chunks"] + c + 1])):
+                b = torch.zeros(16, VEC)
+                b[kk, nn] = p["wfrag"][st].float()
+                cols = torch.zeros(16, dtype=torch.long)
+                cols[slots] = p["cfrag"][st].long()
+                out_p[:, g * VEC:(g + 1) * VEC] += xc[:, cols] @ b
+    out = torch.empty(t, p["m"])
+    out[:, p["perm"].long()] = out_p[:, :p["m"]]
+    return out + (bias.float() if bias is not None else 0)
+
+
+def compile_variant(kc: int, nstage: int):
+    kernel = torch.cuda._compile_kernel(SOURCE, "shflbw_tm_mma", nvcc_options=[f"-DKC={kc}", f"-DNSTAGE={nstage}"])
+    smem = nstage * BT * (kc + 8) * 2
+    if hasattr(kernel, "set_shared_memory_config"):
+        kernel.set_shared_memory_config(smem)
+    else:  # older torch: raise the dynamic shared-memory limit through the driver directly
+        lib = torch.cuda._utils._get_gpu_runtime_library()
+        assert lib.cuFuncSetAttribute(kernel.func, 8, smem) == 0
+    return kernel, smem
+
+
+def launch(kernel, smem: int, p: dict, x: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor):
+    t = x.shape[0]
+    grid = (math.ceil(p["groups"] / GPC), math.ceil(t / BT), 1)
+    kernel(grid=grid, block=(256, 1, 1), shared_mem=smem,
+           args=[x, p["wfrag"], p["cfrag"], p["step_ptr"], p["perm"], bias if bias is not None else x, out,
+                 t, p["k"], p["m"], p["groups"], p["chunks"], int(bias is not None)])
+    return out
+
+
+CASES = [  # (out, in, tokens, sparsity)
+    (4000, 4088, 1000, 0.75),  # tails everywhere: correctness
+    (4096, 4096, 4096, 0.75), (11008, 4096, 4096, 0.75), (4096, 11008, 4096, 0.75), (14336, 4096, 4096, 0.75),
+    (4096, 4096, 4096, 0.5), (4096, 4096, 4096, 0.875), (4096, 4096, 2048, 0.75), (4096, 4096, 512, 0.75),
+    (11008, 4096, 512, 0.75),
+]
+VARIANTS = [(128, 2), (128, 3), (256, 2), (256, 3), (64, 4)]
+
+
+def run_gpu(out_path: str) -> int:
+    from benchmarks.run_linear import stamp
+    from benchmarks.timing import median_us, rel_error
+    from shflbw.kernels.linear import linear_fwd
+
+    kernels = {v: compile_variant(*v) for v in VARIANTS}
+    result = {"stamp": stamp(), "rows": []}
+    gen = torch.Generator().manual_seed(0)
+    for m, k, t, sparsity in CASES:
+        weight = torch.randn(m, k, generator=gen).to(torch.bfloat16)
+        mask, perm = random_shflbw_mask(m, k, VEC, 1 - sparsity, generator=gen)
+        weight, mask, perm = weight.cuda(), mask.cuda(), perm.cuda()
+        w = ShflBWMatrix.from_dense(weight, mask, perm, vector=VEC)
+        x = torch.randn(t, k, device="cuda").to(torch.bfloat16)
+        bias = torch.randn(m, device="cuda").to(torch.bfloat16)
+        masked = (weight * mask).float()
+        ref = F.linear(x.float(), masked, bias.float())
+        case = f"{m}x{k} T={t} s={sparsity}"
+        dense_us = median_us(lambda: F.linear(x, weight, bias), graph=True)
+        rows = [("dense", dense_us, 0.0)]
+        args = (w.values, w.col_idx, w.group_ptr, w.perm, bias, m)
+        err = rel_error(linear_fwd(x, *args), ref)
+        rows.append(("shflbw.linear", median_us(lambda: linear_fwd(x, *args), graph=True) if err < 2e-2 else None, err))
+        for (kc, nstage), (kernel, smem) in kernels.items():
+            p = prepare(w, kc)
+            out = torch.full((t, m), float("nan"), device="cuda", dtype=torch.bfloat16)
+            err = rel_error(launch(kernel, smem, p, x, bias, out), ref)
+            us = median_us(lambda: launch(kernel, smem, p, x, bias, out), graph=True) if err < 2e-2 else None
+            rows.append((f"tm-kc{kc}-s{nstage} pad{p['pad']:.2f}", us, err))
+        for name, us, err in rows:
+            sp = dense_us / us if us else None
+            result["rows"].append({"case": case, "variant": name, "us": us, "error": err, "speedup": sp})
+            print(f"{case:32s} {name:26s} " + (f"{us:8.1f} us {sp:5.2f}x" if us else f"WRONG err={err:.3g}"), flush=True)
+        with open(out_path, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
+def run_emulate() -> int:
+    gen = torch.Generator().manual_seed(1)
+    for m, k, t, kc, empty in [(200, 72, 5, 64, (1,)), (128, 300, 3, 128, ()), (64, 40, 2, 64, (0,))]:
+        weight = torch.randn(m, k, generator=gen)
+        mask, perm = random_shflbw_mask(m, k, VEC, 0.3, generator=gen, empty_groups=empty)
+        w = ShflBWMatrix.from_dense(weight.to(torch.bfloat16), mask, perm, vector=VEC)
+        x = torch.randn(t, k, generator=gen).to(torch.bfloat16)
+        bias = torch.randn(m, generator=gen)
+        p = prepare(w, kc)
+        ref = F.linear(x.float(), (weight.to(torch.bfloat16).float() * mask), bias)
+        got = emulate(p, x, bias)
+        err = ((got - ref).norm() / ref.norm()).item()
+        print(f"emulate {m}x{k} T={t} kc={kc} empty={empty}: rel err {err:.2e}, pad {p['pad']:.2f}")
+        if not err < 1e-5:
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="tm_mma.json")
+    ap.add_argument("--emulate", action="store_true")
+    a = ap.parse_args()
+    sys.exit(run_emulate() if a.emulate else run_gpu(a.out))
