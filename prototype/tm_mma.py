@@ -46,8 +46,18 @@ def fragment_index():
     return kk, nn, slots
 
 
-def prepare(w: ShflBWMatrix, kc: int) -> dict:
-    """The kernel's operands: k-steps of 16 kept columns per (group, chunk of kc columns)."""
+# The four column slots each warp-wide 2-byte load reads (slot 2q, 2q+1, 2q+8 or 2q+9 for q = 0..3).
+QUAD_SLOTS = torch.tensor([[0, 2, 4, 6], [1, 3, 5, 7], [8, 10, 12, 14], [9, 11, 13, 15]])
+
+
+def prepare(w: ShflBWMatrix, kc: int, order: str = "sorted") -> dict:
+    """The kernel's operands: k-steps of 16 kept columns per (group, chunk of kc columns).
+
+    ``order="quads"`` reorders each (group, chunk)'s columns so that the four read by one load fall
+    in different shared-memory bank quads: with a row stride of 4 words mod 32, the 8 token rows of a
+    load cover the banks of one residue of (column // 2) mod 4, so four columns with distinct
+    residues are read in one wavefront instead of up to four.
+    """
     if w.vector != VEC:
         raise ValueError(f"tm_mma is written for V = {VEC}, got {w.vector}")
     m, k = w.shape
@@ -64,13 +74,30 @@ def prepare(w: ShflBWMatrix, kc: int) -> dict:
     cell_start = torch.zeros_like(step_ptr)
     cell_start[1:] = count.cumsum(0)
     rank = torch.arange(nnz, device=dev) - cell_start[key]
-    step, slot = step_ptr[key] + rank // 16, rank % 16
+    if order == "quads":
+        residue = ((col - chunk * kc) // 2) % 4
+        key2 = key * 4 + residue
+        by_residue = torch.sort(key2, stable=True).indices
+        start2 = torch.zeros(n_groups * n_chunks * 4 + 1, dtype=torch.long, device=dev)
+        start2[1:] = torch.bincount(key2, minlength=n_groups * n_chunks * 4).cumsum(0)
+        rank2 = torch.empty_like(rank)
+        rank2[by_residue] = torch.arange(nnz, device=dev) - start2[key2[by_residue]]
+        new_pos = torch.sort(key * 4 * (k + 1) + rank2 * 4 + residue, stable=True).indices
+        rank = torch.empty_like(rank)
+        rank[new_pos] = torch.arange(nnz, device=dev) - cell_start[key[new_pos]]
+        step = step_ptr[key] + rank // 16
+        slot = QUAD_SLOTS.to(dev).flatten()[rank % 16]
+    elif order == "sorted":
+        step, slot = step_ptr[key] + rank // 16, rank % 16
+    else:
+        raise ValueError(f"order must be 'sorted' or 'quads', got {order!r}")
     n_steps = int(step_ptr[-1])
     cols16 = torch.zeros(n_steps, 16, dtype=torch.long, device=dev)
     cols16[step, slot] = col - chunk * kc
     filled = torch.zeros(n_steps, 16, dtype=torch.bool, device=dev)
     filled[step, slot] = True
-    cols16 = torch.where(filled, cols16, cols16[:, :1])  # padding reads a kept column, times 0
+    first = cols16.gather(1, filled.to(torch.int8).argmax(1, keepdim=True))
+    cols16 = torch.where(filled, cols16, first)  # padding reads a kept column, times 0
     w16 = torch.zeros(n_steps, 16, VEC, dtype=w.values.dtype, device=dev)
     w16[step, slot] = w.values
     kk, nn, slots = fragment_index()
@@ -102,6 +129,18 @@ def emulate(p: dict, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor
     return out + (bias.float() if bias is not None else 0)
 
 
+def wavefronts(p: dict) -> float:
+    """Mean shared-memory wavefronts of one warp-wide gather load (the bank model of QUAD_SLOTS):
+    the most distinct 4-byte words among its four columns that share a residue (word mod 4)."""
+    _, _, slots = fragment_index()
+    cols = torch.zeros(p["cfrag"].shape[0], 16, dtype=torch.long)
+    cols[:, slots] = p["cfrag"].long().cpu()
+    words = (cols[:, QUAD_SLOTS] // 2).reshape(-1, 4).tolist()  # one row per load
+    if not words:
+        return 0.0
+    return sum(max(len({w for w in load if w % 4 == r}) for r in range(4)) for load in words) / len(words)
+
+
 def compile_variant(kc: int, nstage: int):
     kernel = torch.cuda._compile_kernel(SOURCE, "shflbw_tm_mma", nvcc_options=[f"-DKC={kc}", f"-DNSTAGE={nstage}"])
     smem = nstage * BT * (kc + 8) * 2
@@ -128,7 +167,8 @@ CASES = [  # (out, in, tokens, sparsity)
     (4096, 4096, 4096, 0.5), (4096, 4096, 4096, 0.875), (4096, 4096, 2048, 0.75), (4096, 4096, 512, 0.75),
     (11008, 4096, 512, 0.75),
 ]
-VARIANTS = [(128, 2), (128, 3), (256, 2), (256, 3), (64, 4)]
+VARIANTS = [(128, 2, "sorted"), (128, 3, "sorted"), (256, 2, "sorted"), (256, 3, "sorted"), (64, 4, "sorted"),
+            (128, 3, "quads"), (256, 2, "quads")]
 
 
 def run_gpu(out_path: str) -> int:
@@ -136,7 +176,7 @@ def run_gpu(out_path: str) -> int:
     from benchmarks.timing import median_us, rel_error
     from shflbw.kernels.linear import linear_fwd
 
-    kernels = {v: compile_variant(*v) for v in VARIANTS}
+    kernels = {v: compile_variant(v[0], v[1]) for v in VARIANTS}
     result = {"stamp": stamp(), "rows": []}
     gen = torch.Generator().manual_seed(0)
     for m, k, t, sparsity in CASES:
@@ -154,12 +194,12 @@ def run_gpu(out_path: str) -> int:
         args = (w.values, w.col_idx, w.group_ptr, w.perm, bias, m)
         err = rel_error(linear_fwd(x, *args), ref)
         rows.append(("shflbw.linear", median_us(lambda: linear_fwd(x, *args), graph=True) if err < 2e-2 else None, err))
-        for (kc, nstage), (kernel, smem) in kernels.items():
-            p = prepare(w, kc)
+        for (kc, nstage, order), (kernel, smem) in kernels.items():
+            p = prepare(w, kc, order)
             out = torch.full((t, m), float("nan"), device="cuda", dtype=torch.bfloat16)
             err = rel_error(launch(kernel, smem, p, x, bias, out), ref)
             us = median_us(lambda: launch(kernel, smem, p, x, bias, out), graph=True) if err < 2e-2 else None
-            rows.append((f"tm-kc{kc}-s{nstage} pad{p['pad']:.2f}", us, err))
+            rows.append((f"tm-kc{kc}-s{nstage}-{order} pad{p['pad']:.2f}", us, err))
         for name, us, err in rows:
             sp = dense_us / us if us else None
             result["rows"].append({"case": case, "variant": name, "us": us, "error": err, "speedup": sp})
@@ -171,17 +211,20 @@ def run_gpu(out_path: str) -> int:
 
 def run_emulate() -> int:
     gen = torch.Generator().manual_seed(1)
-    for m, k, t, kc, empty in [(200, 72, 5, 64, (1,)), (128, 300, 3, 128, ()), (64, 40, 2, 64, (0,))]:
+    for m, k, t, kc, empty, order in [(200, 72, 5, 64, (1,), "sorted"), (128, 300, 3, 128, (), "sorted"),
+                                      (64, 40, 2, 64, (0,), "sorted"), (200, 300, 5, 64, (1,), "quads"),
+                                      (130, 520, 3, 256, (), "quads")]:
         weight = torch.randn(m, k, generator=gen)
         mask, perm = random_shflbw_mask(m, k, VEC, 0.3, generator=gen, empty_groups=empty)
         w = ShflBWMatrix.from_dense(weight.to(torch.bfloat16), mask, perm, vector=VEC)
         x = torch.randn(t, k, generator=gen).to(torch.bfloat16)
         bias = torch.randn(m, generator=gen)
-        p = prepare(w, kc)
+        p = prepare(w, kc, order)
         ref = F.linear(x.float(), (weight.to(torch.bfloat16).float() * mask), bias)
         got = emulate(p, x, bias)
         err = ((got - ref).norm() / ref.norm()).item()
-        print(f"emulate {m}x{k} T={t} kc={kc} empty={empty}: rel err {err:.2e}, pad {p['pad']:.2f}")
+        print(f"emulate {m}x{k} T={t} kc={kc} empty={empty} {order}: rel err {err:.2e}, pad {p['pad']:.2f}, "
+              f"wavefronts per load {wavefronts(p):.2f}")
         if not err < 1e-5:
             return 1
     return 0
