@@ -283,3 +283,31 @@ def test_prune_checkpoint_distill_recipe(tmp_path, capsys, monkeypatch):
     ids = torch.randint(0, 20, (2, 9))
     with torch.no_grad():
         assert torch.isfinite(model(input_ids=ids).last_hidden_state).all()
+
+
+def test_prune_oneshot_options_default_to_the_recipe_constants(tmp_path, monkeypatch):
+    # `shflbw prune --recipe oneshot` takes --fit-bias / --allocate from recover.recipes unless told,
+    # as `shflbw eval` does; the recipe itself is stubbed (the test above runs it for real).
+    import pytest
+
+    transformers = pytest.importorskip("transformers")
+    import shflbw.prune_checkpoint as pc
+    import shflbw.recover.recipes as recipes
+
+    seen = []
+
+    def fake_recipe(model, cfg, batches, recipe, fit_bias, allocate, dcfg):
+        seen.append((fit_bias, allocate))
+        raise ValueError("stub: stop before pruning")
+
+    monkeypatch.setattr(pc, "_apply_recipe", fake_recipe)
+    monkeypatch.setattr(recipes, "ONESHOT_FIT_BIAS", False)
+    monkeypatch.setattr(recipes, "ONESHOT_ALLOCATE", False)
+    hf = tmp_path / "hf"
+    _tiny_bert_with_tokenizer(hf, transformers)
+    base = ["prune", str(hf), "-o", str(tmp_path / "o"), "--device", "cpu", "--recipe", "oneshot",
+            "--calibration", str(_texts(tmp_path / "c.txt", 4, seed=0))]
+    for extra in ([], ["--fit-bias"], ["--allocate", "--no-fit-bias"]):
+        with pytest.raises(SystemExit, match="stub: stop before pruning"):
+            main(base + extra)
+    assert seen == [(False, False), (True, False), (False, True)]

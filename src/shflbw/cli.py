@@ -167,10 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "least-squares refit of the kept weights toward the dense model, layer by layer (minutes "
                         "per layer on a CPU for large models); distill: a plain one-shot, then distillation toward "
                         "the dense model on the calibration text")
-    p.add_argument("--fit-bias", action=argparse.BooleanOptionalAction, default=True,
-                   help="oneshot: refit the biases with the weights (default: on)")
-    p.add_argument("--allocate", action=argparse.BooleanOptionalAction, default=True,
-                   help="oneshot: each layer its own sparsity under the config's overall one (default: on)")
+    p.add_argument("--fit-bias", action=argparse.BooleanOptionalAction, default=None,
+                   help="oneshot: refit the biases with the weights (default: the recipe's, "
+                        "recover.recipes.ONESHOT_FIT_BIAS: on)")
+    p.add_argument("--allocate", action=argparse.BooleanOptionalAction, default=None,
+                   help="oneshot: each layer its own sparsity under the config's overall one (default: the "
+                        "recipe's, recover.recipes.ONESHOT_ALLOCATE: on)")
     p.add_argument("--batch-size", type=int, default=16, help="calibration texts per batch (default: %(default)s)")
     p.add_argument("--max-length", type=int, default=128, help="tokens per calibration text (default: %(default)s)")
     p.add_argument("--device", default=None, help="where to run the calibration (default: cuda if present, else cpu)")

@@ -72,12 +72,17 @@ def _tokenizer(checkpoint: str):
 
 
 def prune_checkpoint(checkpoint: str, config_path: str | None, out: str, calibration: str | None = None,
-                     recipe: str = "sparsify", fit_bias: bool = True, allocate: bool = True,
+                     recipe: str = "sparsify", fit_bias: bool | None = None, allocate: bool | None = None,
                      batch_size: int = 16, max_length: int = 128, device: str | None = None,
                      distill_steps: int = 1250, distill_minutes: float = 15.0) -> int:
     import torch
 
     import shflbw
+    from shflbw.recover.recipes import ONESHOT_ALLOCATE, ONESHOT_FIT_BIAS
+
+    # None: the one-shot recipe's measured choice (recover.recipes), as `shflbw eval` resolves it
+    fit_bias = ONESHOT_FIT_BIAS if fit_bias is None else fit_bias
+    allocate = ONESHOT_ALLOCATE if allocate is None else allocate
 
     if recipe not in RECIPES:
         raise SystemExit(f"--recipe must be one of {RECIPES}, got {recipe!r}")
