@@ -171,13 +171,40 @@ VARIANTS = [(128, 2, "sorted"), (128, 3, "sorted"), (256, 2, "sorted"), (256, 3,
             (128, 3, "quads"), (256, 2, "quads")]
 
 
+def diagnose(variant) -> dict:
+    """One group, one CTA: the error by (token mod 16, output position mod 8), the fragment's own
+    coordinates, so that a wrong lane mapping shows which index it mixes up."""
+    gen = torch.Generator().manual_seed(5)
+    weight = torch.randn(64, 256, generator=gen).to(torch.bfloat16)
+    mask, perm = random_shflbw_mask(64, 256, VEC, 0.25, generator=gen)
+    w = ShflBWMatrix.from_dense(weight.cuda(), mask.cuda(), perm.cuda(), vector=VEC)
+    x = torch.randn(128, 256, generator=gen).to(torch.bfloat16).cuda()
+    p = prepare(w, VARIANTS[0][0])
+    out = torch.full((128, 64), float("nan"), device="cuda", dtype=torch.bfloat16)
+    launch(*variant, p, x, None, out)
+    torch.cuda.synchronize()
+    ref = F.linear(x.float(), (weight.float() * mask).cuda())
+    bad = ((out.float() - ref).abs() > 0.05 * ref.abs().max()) | ~torch.isfinite(out.float())
+    inv = torch.empty(64, dtype=torch.long)
+    inv[perm] = torch.arange(64)  # original row -> permuted position
+    pos = inv.cuda()[None, :].expand(128, 64)
+    tok = torch.arange(128, device="cuda")[:, None].expand(128, 64)
+    table = torch.zeros(16, 8)
+    for a in range(16):
+        for b in range(8):
+            sel = (tok % 16 == a) & (pos % 8 == b)
+            table[a, b] = bad[sel].float().mean()
+    print(f"diagnosis: {int(bad.sum())} of {bad.numel()} wrong; by (token % 16, position % 8):\n{table}", flush=True)
+    return {"wrong": int(bad.sum()), "by_token16_pos8": table.tolist()}
+
+
 def run_gpu(out_path: str) -> int:
     from benchmarks.run_linear import stamp
     from benchmarks.timing import median_us, rel_error
     from shflbw.kernels.linear import linear_fwd
 
     kernels = {v: compile_variant(v[0], v[1]) for v in VARIANTS}
-    result = {"stamp": stamp(), "rows": []}
+    result = {"stamp": stamp(), "rows": [], "diagnosis": diagnose(kernels[VARIANTS[0]])}
     gen = torch.Generator().manual_seed(0)
     for m, k, t, sparsity in CASES:
         weight = torch.randn(m, k, generator=gen).to(torch.bfloat16)
