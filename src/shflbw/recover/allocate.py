@@ -96,17 +96,18 @@ def spend_budget(errors: dict[str, dict[float, float]], sizes: dict[str, int], t
     total = sum(sizes.values())
     removed = sum(sizes[n] * levels[n][0] for n in errors)
     while removed < target * total - 1e-9:
-        best, best_cost = None, None
+        best, best_cost, best_removes = None, None, 0.0
         for n, e in errors.items():
             if at[n] + 1 == len(levels[n]):
                 continue
             s, nxt = levels[n][at[n]], levels[n][at[n] + 1]
-            cost = (e[nxt] - e[s]) / (sizes[n] * (nxt - s))
+            removes = sizes[n] * (nxt - s)  # weights this step removes
+            cost = (e[nxt] - e[s]) / removes
             if best_cost is None or cost < best_cost or (cost == best_cost and n < best):
-                best, best_cost = n, cost
+                best, best_cost, best_removes = n, cost, removes
         if best is None:
             raise ValueError(f"the levels tried cannot reach sparsity {target}")
-        removed += sizes[best] * (levels[best][at[best] + 1] - levels[best][at[best]])
+        removed += best_removes
         at[best] += 1
     return {n: levels[n][at[n]] for n in errors}
 
