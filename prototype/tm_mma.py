@@ -31,7 +31,10 @@ from shflbw.format.matrix import group_ids  # noqa: E402
 from shflbw.testing import random_shflbw_mask  # noqa: E402
 
 BT, GPC, VEC = 128, 4, 64
-SOURCE = Path(__file__).with_name("tm_mma.cu").read_text()
+_HERE = Path(__file__).parent
+COMMON = (_HERE / "tm_mma_common.cuh").read_text()
+SOURCES = {"tm": (COMMON + (_HERE / "tm_mma.cu").read_text(), "shflbw_tm_mma"),
+           "cluster": (COMMON + (_HERE / "tm_mma_cluster.cu").read_text(), "shflbw_tm_cluster")}
 
 
 def fragment_index():
@@ -141,20 +144,26 @@ def wavefronts(p: dict) -> float:
     return sum(max(len({w for w in load if w % 4 == r}) for r in range(4)) for load in words) / len(words)
 
 
-def compile_variant(kc: int, nstage: int):
-    kernel = torch.cuda._compile_kernel(SOURCE, "shflbw_tm_mma", nvcc_options=[f"-DKC={kc}", f"-DNSTAGE={nstage}"])
-    smem = nstage * BT * (kc + 8) * 2
+def compile_variant(kind: str, kc: int, nstage: int, cl: int = 1):
+    """NVRTC build of one kernel variant: (kernel, dynamic shared bytes, cluster size)."""
+    source, name = SOURCES[kind]
+    options = [f"-DKC={kc}", f"-DNSTAGE={nstage}"] + ([f"-DCL={cl}"] if kind == "cluster" else [])
+    kernel = torch.cuda._compile_kernel(source, name, compute_capability="90a" if kind == "cluster" else None,
+                                        nvcc_options=options)
+    smem = nstage * BT * (kc + 8) * 2 + (16 * nstage if kind == "cluster" else 0)
     if hasattr(kernel, "set_shared_memory_config"):
         kernel.set_shared_memory_config(smem)
     else:  # older torch: raise the dynamic shared-memory limit through the driver directly
         lib = torch.cuda._utils._get_gpu_runtime_library()
         assert lib.cuFuncSetAttribute(kernel.func, 8, smem) == 0
-    return kernel, smem
+    return kernel, smem, cl
 
 
-def launch(kernel, smem: int, p: dict, x: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor):
+def launch(variant, p: dict, x: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor):
+    kernel, smem, cl = variant
     t = x.shape[0]
-    grid = (math.ceil(p["groups"] / GPC), math.ceil(t / BT), 1)
+    sets = math.ceil(p["groups"] / GPC)
+    grid = (math.ceil(sets / cl) * cl, math.ceil(t / BT), 1)  # a cluster's CTAs all run, groups or not
     kernel(grid=grid, block=(256, 1, 1), shared_mem=smem,
            args=[x, p["wfrag"], p["cfrag"], p["step_ptr"], p["perm"], bias if bias is not None else x, out,
                  t, p["k"], p["m"], p["groups"], p["chunks"], int(bias is not None)])
@@ -167,11 +176,15 @@ CASES = [  # (out, in, tokens, sparsity)
     (4096, 4096, 4096, 0.5), (4096, 4096, 4096, 0.875), (4096, 4096, 2048, 0.75), (4096, 4096, 512, 0.75),
     (11008, 4096, 512, 0.75),
 ]
-VARIANTS = [(128, 2, "sorted"), (128, 3, "sorted"), (256, 2, "sorted"), (256, 3, "sorted"), (64, 4, "sorted"),
-            (128, 3, "quads"), (256, 2, "quads")]
+VARIANTS = [  # (kernel, KC, NSTAGE, column order, cluster size)
+    ("tm", 256, 2, "sorted", 1), ("tm", 128, 3, "sorted", 1), ("tm", 256, 3, "sorted", 1), ("tm", 64, 4, "sorted", 1),
+    ("tm", 256, 2, "quads", 1), ("tm", 128, 3, "quads", 1),
+    ("cluster", 256, 2, "quads", 1), ("cluster", 256, 2, "quads", 2), ("cluster", 128, 3, "quads", 2),
+    ("cluster", 256, 3, "quads", 2),
+]
 
 
-def diagnose(variant) -> dict:
+def diagnose(variant, kc: int) -> dict:
     """One group, one CTA: the error by (token mod 16, output position mod 8), the fragment's own
     coordinates, so that a wrong lane mapping shows which index it mixes up."""
     gen = torch.Generator().manual_seed(5)
@@ -179,9 +192,9 @@ def diagnose(variant) -> dict:
     mask, perm = random_shflbw_mask(64, 256, VEC, 0.25, generator=gen)
     w = ShflBWMatrix.from_dense(weight.cuda(), mask.cuda(), perm.cuda(), vector=VEC)
     x = torch.randn(128, 256, generator=gen).to(torch.bfloat16).cuda()
-    p = prepare(w, VARIANTS[0][0])
+    p = prepare(w, kc)
     out = torch.full((128, 64), float("nan"), device="cuda", dtype=torch.bfloat16)
-    launch(*variant, p, x, None, out)
+    launch(variant, p, x, None, out)
     torch.cuda.synchronize()
     ref = F.linear(x.float(), (weight.float() * mask).cuda())
     bad = ((out.float() - ref).abs() > 0.05 * ref.abs().max()) | ~torch.isfinite(out.float())
@@ -198,13 +211,19 @@ def diagnose(variant) -> dict:
     return {"wrong": int(bad.sum()), "by_token16_pos8": table.tolist()}
 
 
-def run_gpu(out_path: str) -> int:
+def run_gpu(out_path: str, kinds: tuple[str, ...]) -> int:
     from benchmarks.run_linear import stamp
     from benchmarks.timing import median_us, rel_error
     from shflbw.kernels.linear import linear_fwd
 
-    kernels = {v: compile_variant(v[0], v[1]) for v in VARIANTS}
-    result = {"stamp": stamp(), "rows": [], "diagnosis": diagnose(kernels[VARIANTS[0]])}
+    kernels = {}
+    for v in (v for v in VARIANTS if v[0] in kinds):
+        try:
+            kernels[v] = compile_variant(v[0], v[1], v[2], v[4])
+        except Exception as e:  # noqa: BLE001 - a variant that does not build is reported, the others run
+            print(f"variant {v} did not build: {type(e).__name__}: {str(e)[:2000]}", flush=True)
+    first = {kind: next(v for v in kernels if v[0] == kind) for kind in {v[0] for v in kernels}}
+    result = {"stamp": stamp(), "rows": [], "diagnosis": {str(v): diagnose(kernels[v], v[1]) for v in first.values()}}
     gen = torch.Generator().manual_seed(0)
     for m, k, t, sparsity in CASES:
         weight = torch.randn(m, k, generator=gen).to(torch.bfloat16)
@@ -221,12 +240,12 @@ def run_gpu(out_path: str) -> int:
         args = (w.values, w.col_idx, w.group_ptr, w.perm, bias, m)
         err = rel_error(linear_fwd(x, *args), ref)
         rows.append(("shflbw.linear", median_us(lambda: linear_fwd(x, *args), graph=True) if err < 2e-2 else None, err))
-        for (kc, nstage, order), (kernel, smem) in kernels.items():
+        for (kind, kc, nstage, order, cl), variant in kernels.items():
             p = prepare(w, kc, order)
             out = torch.full((t, m), float("nan"), device="cuda", dtype=torch.bfloat16)
-            err = rel_error(launch(kernel, smem, p, x, bias, out), ref)
-            us = median_us(lambda: launch(kernel, smem, p, x, bias, out), graph=True) if err < 2e-2 else None
-            rows.append((f"tm-kc{kc}-s{nstage}-{order} pad{p['pad']:.2f}", us, err))
+            err = rel_error(launch(variant, p, x, bias, out), ref)
+            us = median_us(lambda: launch(variant, p, x, bias, out), graph=True) if err < 2e-2 else None
+            rows.append((f"{kind}{cl}-kc{kc}-s{nstage}-{order} pad{p['pad']:.2f}", us, err))
         for name, us, err in rows:
             sp = dense_us / us if us else None
             result["rows"].append({"case": case, "variant": name, "us": us, "error": err, "speedup": sp})
@@ -261,5 +280,6 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="tm_mma.json")
     ap.add_argument("--emulate", action="store_true")
+    ap.add_argument("--kinds", default="tm,cluster", help="kernels to run: tm, cluster (default: both)")
     a = ap.parse_args()
-    sys.exit(run_emulate() if a.emulate else run_gpu(a.out))
+    sys.exit(run_emulate() if a.emulate else run_gpu(a.out, tuple(a.kinds.split(","))))

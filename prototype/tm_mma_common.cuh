@@ -1,0 +1,111 @@
+// Shared by the token-major CUDA prototypes (tm_mma.cu, tm_mma_cluster.cu); tm_mma.py puts this text
+// in front of each kernel's source before NVRTC compiles it.
+//
+// Tiling: a CTA of 8 warps covers BT = 128 tokens x GPC = 4 groups (256 permuted output rows);
+// warp w takes tokens (w & 1) * 64 .. +64 of the tile and group w >> 1, so its accumulator is a
+// 64 x 64 fp32 tile (128 registers a lane). Each group's kept columns inside a chunk of KC columns
+// form k-steps of 16 (the last one padded with zero weights): step_ptr[g * NC + c] .. [g * NC + c + 1].
+// The weights come pre-arranged in mma.m16n8k16's B-fragment order (four 16-byte loads a lane per
+// k-step) and the column offsets of each step in A-fragment order (tm_mma.py, prepare()).
+
+#ifndef KC
+#define KC 256
+#endif
+#ifndef NSTAGE
+#define NSTAGE 2
+#endif
+#define BT 128
+#define GPC 4
+#define VEC 64
+#define STRIDE (KC + 8)  // row stride in elements: (KC + 8) / 2 words = 4 mod 32, so 8 tokens hit 8 bank quads
+
+typedef unsigned short u16;
+typedef unsigned int u32;
+
+__device__ __forceinline__ u32 smem_addr(const void* p) {
+  u32 a;
+  asm volatile("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+  return a;
+}
+
+__device__ __forceinline__ void mma_bf16(float* d, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ u16 f32_to_bf16(float f) {
+  u16 h;
+  asm("cvt.rn.bf16.f32 %0, %1;\n" : "=h"(h) : "f"(f));
+  return h;
+}
+
+__device__ __forceinline__ float bf16_to_f32(u16 h) { return __uint_as_float(((u32)h) << 16); }
+
+// One warp's k-steps s_begin .. s_end of its group on the staged tile xw (its 64 tokens, row 0 first):
+// the kept columns gathered with 2-byte shared loads into A fragments, 32 MMAs a step.
+__device__ __forceinline__ void compute_steps(float (&acc)[4][8][4], const u16* xw, const uint4* __restrict__ wfrag,
+                                              const uint2* __restrict__ cfrag, int s_begin, int s_end, int lane) {
+  const int q = lane & 3, r8 = lane >> 2;
+  uint4 nb0, nb1, nb2, nb3;
+  uint2 ncc;
+  if (s_begin < s_end) {
+    const uint4* wp = wfrag + ((size_t)s_begin * 32 + lane) * 4;
+    nb0 = wp[0]; nb1 = wp[1]; nb2 = wp[2]; nb3 = wp[3];
+    ncc = cfrag[s_begin * 4 + q];
+  }
+  for (int st = s_begin; st < s_end; ++st) {
+    const u32 b[16] = {nb0.x, nb0.y, nb0.z, nb0.w, nb1.x, nb1.y, nb1.z, nb1.w,
+                       nb2.x, nb2.y, nb2.z, nb2.w, nb3.x, nb3.y, nb3.z, nb3.w};
+    const uint2 cc = ncc;
+    if (st + 1 < s_end) {  // the next k-step's fragments, in flight while this one multiplies
+      const uint4* wp = wfrag + ((size_t)(st + 1) * 32 + lane) * 4;
+      nb0 = wp[0]; nb1 = wp[1]; nb2 = wp[2]; nb3 = wp[3];
+      ncc = cfrag[(st + 1) * 4 + q];
+    }
+    const int c0 = cc.x & 0xffff, c1 = cc.x >> 16, c2 = cc.y & 0xffff, c3 = cc.y >> 16;
+#pragma unroll
+    for (int mt = 0; mt < 4; ++mt) {
+      const u16* row0 = xw + (mt * 16 + r8) * STRIDE;
+      const u16* row1 = row0 + 8 * STRIDE;
+      const u32 a0 = (u32)row0[c0] | ((u32)row0[c1] << 16);
+      const u32 a1 = (u32)row1[c0] | ((u32)row1[c1] << 16);
+      const u32 a2 = (u32)row0[c2] | ((u32)row0[c3] << 16);
+      const u32 a3 = (u32)row1[c2] | ((u32)row1[c3] << 16);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) mma_bf16(acc[mt][j], a0, a1, a2, a3, b[2 * j], b[2 * j + 1]);
+    }
+  }
+}
+
+// Accumulator (token, permuted row 8j + 2q + e of group g) -> out[token, perm[row]] (+ bias), bf16.
+__device__ __forceinline__ void store_tile(const float (&acc)[4][8][4], const int* __restrict__ perm,
+                                           const u16* __restrict__ bias, u16* __restrict__ out, int g, int tok0,
+                                           int T, int M, int has_bias, int lane) {
+  const int q = lane & 3, r8 = lane >> 2;
+  int orow[8][2];
+  float bv[8][2];
+#pragma unroll
+  for (int j = 0; j < 8; ++j)
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      const int p = g * VEC + 8 * j + 2 * q + e;
+      orow[j][e] = p < M ? perm[p] : -1;
+      bv[j][e] = (has_bias && p < M) ? bf16_to_f32(bias[orow[j][e]]) : 0.f;
+    }
+#pragma unroll
+  for (int mt = 0; mt < 4; ++mt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int tok = tok0 + mt * 16 + r8 + 8 * h;
+      if (tok >= T) continue;
+      u16* orow_ptr = out + (size_t)tok * M;
+#pragma unroll
+      for (int j = 0; j < 8; ++j)
+#pragma unroll
+        for (int e = 0; e < 2; ++e)
+          if (orow[j][e] >= 0) orow_ptr[orow[j][e]] = f32_to_bf16(acc[mt][j][2 * h + e] + bv[j][e]);
+    }
+}
