@@ -144,10 +144,11 @@ def wavefronts(p: dict) -> float:
     return sum(max(len({w for w in load if w % 4 == r}) for r in range(4)) for load in words) / len(words)
 
 
-def compile_variant(kind: str, kc: int, nstage: int, cl: int = 1):
+def compile_variant(kind: str, kc: int, nstage: int, cl: int = 1, dtype: str = "bfloat16"):
     """NVRTC build of one kernel variant: (kernel, dynamic shared bytes, cluster size)."""
     source, name = SOURCES[kind]
     options = [f"-DKC={kc}", f"-DNSTAGE={nstage}"] + ([f"-DCL={cl}"] if kind == "cluster" else [])
+    options += ["-DHALF"] if dtype == "float16" else []
     kernel = torch.cuda._compile_kernel(source, name, compute_capability="90a" if kind == "cluster" else None,
                                         nvcc_options=options)
     smem = nstage * BT * (kc + 8) * 2 + (16 * nstage if kind == "cluster" else 0)
@@ -170,17 +171,22 @@ def launch(variant, p: dict, x: torch.Tensor, bias: torch.Tensor | None, out: to
     return out
 
 
-CASES = [  # (out, in, tokens, sparsity)
-    (4000, 4088, 1000, 0.75),  # tails everywhere: correctness
-    (4096, 4096, 4096, 0.75), (11008, 4096, 4096, 0.75), (4096, 11008, 4096, 0.75), (14336, 4096, 4096, 0.75),
-    (4096, 4096, 4096, 0.5), (4096, 4096, 4096, 0.875), (4096, 4096, 2048, 0.75), (4096, 4096, 512, 0.75),
-    (11008, 4096, 512, 0.75),
+CASES = [  # (out, in, tokens, sparsity, dtype)
+    (4000, 4088, 1000, 0.75, "bfloat16"),  # tails everywhere: correctness
+    (4096, 4096, 4096, 0.75, "bfloat16"), (11008, 4096, 4096, 0.75, "bfloat16"),
+    (4096, 11008, 4096, 0.75, "bfloat16"), (14336, 4096, 4096, 0.75, "bfloat16"),
+    (4096, 4096, 4096, 0.5, "bfloat16"), (4096, 4096, 4096, 0.875, "bfloat16"), (4096, 4096, 2048, 0.75, "bfloat16"),
+    (4096, 4096, 512, 0.75, "bfloat16"), (11008, 4096, 512, 0.75, "bfloat16"),
+    (4000, 4088, 1000, 0.75, "float16"), (4096, 4096, 4096, 0.75, "float16"),
 ]
-VARIANTS = [  # (kernel, KC, NSTAGE, column order, cluster size)
-    ("tm", 256, 2, "sorted", 1), ("tm", 128, 3, "sorted", 1), ("tm", 256, 3, "sorted", 1), ("tm", 64, 4, "sorted", 1),
-    ("tm", 256, 2, "quads", 1), ("tm", 128, 3, "quads", 1),
-    ("cluster", 256, 2, "quads", 1), ("cluster", 256, 2, "quads", 2), ("cluster", 128, 3, "quads", 2),
-    ("cluster", 256, 3, "quads", 2),
+VARIANTS = [  # (kernel, KC, NSTAGE, column order, cluster size, dtype)
+    ("tm", 256, 2, "sorted", 1, "bfloat16"), ("tm", 128, 3, "sorted", 1, "bfloat16"),
+    ("tm", 256, 3, "sorted", 1, "bfloat16"), ("tm", 64, 4, "sorted", 1, "bfloat16"),
+    ("tm", 256, 2, "quads", 1, "bfloat16"), ("tm", 128, 3, "quads", 1, "bfloat16"),
+    ("tm", 256, 2, "quads", 1, "float16"),
+    ("cluster", 256, 2, "quads", 1, "bfloat16"), ("cluster", 256, 2, "quads", 2, "bfloat16"),
+    ("cluster", 128, 3, "quads", 2, "bfloat16"), ("cluster", 256, 3, "quads", 2, "bfloat16"),
+    ("cluster", 256, 2, "quads", 2, "float16"),
 ]
 
 
@@ -213,39 +219,44 @@ def diagnose(variant, kc: int) -> dict:
 
 def run_gpu(out_path: str, kinds: tuple[str, ...]) -> int:
     from benchmarks.run_linear import stamp
-    from benchmarks.timing import median_us, rel_error
+    from benchmarks.timing import GATE, median_us, rel_error
     from shflbw.kernels.linear import linear_fwd
 
     kernels = {}
     for v in (v for v in VARIANTS if v[0] in kinds):
         try:
-            kernels[v] = compile_variant(v[0], v[1], v[2], v[4])
+            kernels[v] = compile_variant(v[0], v[1], v[2], v[4], v[5])
         except Exception as e:  # noqa: BLE001 - a variant that does not build is reported, the others run
             print(f"variant {v} did not build: {type(e).__name__}: {str(e)[:2000]}", flush=True)
-    first = {kind: next(v for v in kernels if v[0] == kind) for kind in {v[0] for v in kernels}}
+    first = {kind: next(v for v in kernels if v[0] == kind and v[5] == "bfloat16") for kind in {v[0] for v in kernels}}
     result = {"stamp": stamp(), "rows": [], "diagnosis": {str(v): diagnose(kernels[v], v[1]) for v in first.values()}}
     gen = torch.Generator().manual_seed(0)
-    for m, k, t, sparsity in CASES:
-        weight = torch.randn(m, k, generator=gen).to(torch.bfloat16)
+    for m, k, t, sparsity, dtype_name in CASES:
+        dtype = getattr(torch, dtype_name)
+        weight = torch.randn(m, k, generator=gen).to(dtype)
         mask, perm = random_shflbw_mask(m, k, VEC, 1 - sparsity, generator=gen)
         weight, mask, perm = weight.cuda(), mask.cuda(), perm.cuda()
         w = ShflBWMatrix.from_dense(weight, mask, perm, vector=VEC)
-        x = torch.randn(t, k, device="cuda").to(torch.bfloat16)
-        bias = torch.randn(m, device="cuda").to(torch.bfloat16)
+        x = torch.randn(t, k, device="cuda").to(dtype)
+        bias = torch.randn(m, device="cuda").to(dtype)
         masked = (weight * mask).float()
         ref = F.linear(x.float(), masked, bias.float())
-        case = f"{m}x{k} T={t} s={sparsity}"
+        case = f"{m}x{k} T={t} s={sparsity} {dtype_name}"
         dense_us = median_us(lambda: F.linear(x, weight, bias), graph=True)
         rows = [("dense", dense_us, 0.0)]
         args = (w.values, w.col_idx, w.group_ptr, w.perm, bias, m)
         err = rel_error(linear_fwd(x, *args), ref)
-        rows.append(("shflbw.linear", median_us(lambda: linear_fwd(x, *args), graph=True) if err < 2e-2 else None, err))
-        for (kind, kc, nstage, order, cl), variant in kernels.items():
+        tol = GATE[dtype]
+        rows.append(("shflbw.linear", median_us(lambda: linear_fwd(x, *args), graph=True) if err < tol else None, err))
+        for (kind, kc, nstage, order, cl, vdtype), variant in kernels.items():
+            if vdtype != dtype_name:
+                continue
             p = prepare(w, kc, order)
-            out = torch.full((t, m), float("nan"), device="cuda", dtype=torch.bfloat16)
+            out = torch.full((t, m), float("nan"), device="cuda", dtype=dtype)
             err = rel_error(launch(variant, p, x, bias, out), ref)
-            us = median_us(lambda: launch(variant, p, x, bias, out), graph=True) if err < 2e-2 else None
+            us = median_us(lambda: launch(variant, p, x, bias, out), graph=True) if err < tol else None
             rows.append((f"{kind}{cl}-kc{kc}-s{nstage}-{order} pad{p['pad']:.2f}", us, err))
+            del p, out
         for name, us, err in rows:
             sp = dense_us / us if us else None
             result["rows"].append({"case": case, "variant": name, "us": us, "error": err, "speedup": sp})

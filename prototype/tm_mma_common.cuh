@@ -28,9 +28,18 @@ __device__ __forceinline__ u32 smem_addr(const void* p) {
   return a;
 }
 
+// The element type: bf16 unless built with -DHALF (fp16); both accumulate in fp32.
+#ifdef HALF
+#define MMA_TYPES "f16.f16"
+#define CVT_TYPE "f16"
+#else
+#define MMA_TYPES "bf16.bf16"
+#define CVT_TYPE "bf16"
+#endif
+
 __device__ __forceinline__ void mma_bf16(float* d, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1) {
   asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "mma.sync.aligned.m16n8k16.row.col.f32." MMA_TYPES ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
@@ -38,11 +47,19 @@ __device__ __forceinline__ void mma_bf16(float* d, u32 a0, u32 a1, u32 a2, u32 a
 
 __device__ __forceinline__ u16 f32_to_bf16(float f) {
   u16 h;
-  asm("cvt.rn.bf16.f32 %0, %1;\n" : "=h"(h) : "f"(f));
+  asm("cvt.rn." CVT_TYPE ".f32 %0, %1;\n" : "=h"(h) : "f"(f));
   return h;
 }
 
-__device__ __forceinline__ float bf16_to_f32(u16 h) { return __uint_as_float(((u32)h) << 16); }
+__device__ __forceinline__ float bf16_to_f32(u16 h) {
+#ifdef HALF
+  float f;
+  asm("cvt.f32.f16 %0, %1;\n" : "=f"(f) : "h"(h));
+  return f;
+#else
+  return __uint_as_float(((u32)h) << 16);
+#endif
+}
 
 // One warp's k-steps s_begin .. s_end of its group on the staged tile xw (its 64 tokens, row 0 first):
 // the kept columns gathered with 2-byte shared loads into A fragments, 32 MMAs a step.
