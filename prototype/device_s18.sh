@@ -10,8 +10,9 @@
 . "$(dirname "$0")/device_common.sh" "$@"  # budget, left(), paths, the card in $OUT/gpu.txt
 grep -q H200 "$OUT/gpu.txt" || echo "NOT AN H200: every number below is an H100 number"
 # two processes: a hang in the cluster kernel's barriers must not take the plain kernel's results with it
-timeout $(( $(left) / 3 )) python prototype/tm_mma.py --kinds tm --out "$OUT/tm_mma.json" > "$OUT/tm_mma.txt" 2>&1
+cap() { local t=$(( $(left) * 45 / 100 )); echo $(( t < $1 ? t : $1 )); }  # min($1, 45 % of what is left)
+timeout $(cap 240) python prototype/tm_mma.py --kinds tm --out "$OUT/tm_mma.json" > "$OUT/tm_mma.txt" 2>&1
 echo "tm_mma rc $? at $(( $(date +%s) - t0 )) s"; tail -n 80 "$OUT/tm_mma.txt"
-timeout $(( $(left) / 3 )) python prototype/tm_mma.py --kinds cluster --out "$OUT/tm_cluster.json" > "$OUT/tm_cluster.txt" 2>&1
+timeout $(cap 200) python prototype/tm_mma.py --kinds cluster --out "$OUT/tm_cluster.json" > "$OUT/tm_cluster.txt" 2>&1
 echo "tm_cluster rc $? at $(( $(date +%s) - t0 )) s"; grep -v "^4\|^1" "$OUT/tm_cluster.txt" | tail -n 30; grep "cluster" "$OUT/tm_cluster.txt" | tail -n 40
 [ "$(left)" -gt 120 ] && bash prototype/device_s17.sh $(( $(left) - 10 ))
