@@ -155,8 +155,12 @@ def compile_variant(kind: str, kc: int, nstage: int, cl: int = 1, dtype: str = "
     if hasattr(kernel, "set_shared_memory_config"):
         kernel.set_shared_memory_config(smem)
     else:  # older torch: raise the dynamic shared-memory limit through the driver directly
-        lib = torch.cuda._utils._get_gpu_runtime_library()
-        assert lib.cuFuncSetAttribute(kernel.func, 8, smem) == 0
+        import ctypes
+
+        getter = getattr(torch.cuda._utils, "_get_gpu_runtime_library", None) or getattr(
+            torch.cuda._utils, "_get_cuda_library", None)
+        lib = getter() if getter else ctypes.CDLL("libcuda.so.1")
+        assert lib.cuFuncSetAttribute(kernel.func, 8, smem) == 0  # 8: MAX_DYNAMIC_SHARED_SIZE_BYTES
     return kernel, smem, cl
 
 
