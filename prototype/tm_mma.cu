@@ -19,8 +19,8 @@ __device__ __forceinline__ void cp_async16(u32 dst, const void* src, int src_byt
 __device__ __forceinline__ void load_chunk(const u16* __restrict__ X, u16* xs, int t0, int c, int T, int K, int tid) {
   const int pieces_per_row = KC / 8;
 #pragma unroll
-  for (int i = 0; i < BT * KC / 8 / 256; ++i) {
-    const int p = tid + i * 256;
+  for (int i = 0; i < BT * KC / 8 / NTHREADS; ++i) {
+    const int p = tid + i * NTHREADS;
     const int row = p / pieces_per_row, pc = p % pieces_per_row;
     const int tok = t0 + row, col = c * KC + pc * 8;
     const bool ok = tok < T && col < K;
@@ -29,7 +29,7 @@ __device__ __forceinline__ void load_chunk(const u16* __restrict__ X, u16* xs, i
   }
 }
 
-extern "C" __global__ void __launch_bounds__(256, 1)
+extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_CTAS)
     shflbw_tm_mma(const u16* __restrict__ X, const uint4* __restrict__ wfrag, const uint2* __restrict__ cfrag,
                   const int* __restrict__ step_ptr, const int* __restrict__ perm, const u16* __restrict__ bias,
                   u16* __restrict__ out, int T, int K, int M, int G, int NC, int has_bias) {

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,7 +31,7 @@ from shflbw import ShflBWMatrix  # noqa: E402
 from shflbw.format.matrix import group_ids  # noqa: E402
 from shflbw.testing import random_shflbw_mask  # noqa: E402
 
-BT, GPC, VEC = 128, 4, 64
+BT, VEC = 128, 64
 _HERE = Path(__file__).parent
 COMMON = (_HERE / "tm_mma_common.cuh").read_text()
 SOURCES = {"tm": (COMMON + (_HERE / "tm_mma.cu").read_text(), "shflbw_tm_mma"),
@@ -144,32 +145,49 @@ def wavefronts(p: dict) -> float:
     return sum(max(len({w for w in load if w % 4 == r}) for r in range(4)) for load in words) / len(words)
 
 
-def compile_variant(kind: str, kc: int, nstage: int, cl: int = 1, dtype: str = "bfloat16"):
-    """NVRTC build of one kernel variant: (kernel, dynamic shared bytes, cluster size)."""
-    source, name = SOURCES[kind]
-    options = [f"-DKC={kc}", f"-DNSTAGE={nstage}"] + ([f"-DCL={cl}"] if kind == "cluster" else [])
-    options += ["-DHALF"] if dtype == "float16" else []
-    kernel = torch.cuda._compile_kernel(source, name, compute_capability="90a" if kind == "cluster" else None,
+@dataclass(frozen=True)
+class Variant:
+    kind: str  # "tm" (tm_mma.cu) or "cluster" (tm_mma_cluster.cu)
+    kc: int  # columns per staged chunk
+    nstage: int  # staged chunks in flight
+    order: str = "quads"  # column order inside a chunk (prepare)
+    cl: int = 1  # CTAs per cluster sharing the X tile (cluster kernel)
+    dtype: str = "bfloat16"
+    gpc: int = 4  # groups per CTA (2 * gpc warps)
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}{self.cl}-g{self.gpc}-kc{self.kc}-s{self.nstage}-{self.order}"
+
+    @property
+    def smem(self) -> int:
+        return self.nstage * BT * (self.kc + 8) * 2 + (16 * self.nstage if self.kind == "cluster" else 0)
+
+
+def compile_variant(v: Variant):
+    """NVRTC build of one kernel variant, its dynamic shared-memory limit raised."""
+    source, name = SOURCES[v.kind]
+    options = [f"-DKC={v.kc}", f"-DNSTAGE={v.nstage}", f"-DGPC={v.gpc}"] + ([f"-DCL={v.cl}"] if v.kind == "cluster" else [])
+    options += ["-DHALF"] if v.dtype == "float16" else []
+    kernel = torch.cuda._compile_kernel(source, name, compute_capability="90a" if v.kind == "cluster" else None,
                                         nvcc_options=options)
-    smem = nstage * BT * (kc + 8) * 2 + (16 * nstage if kind == "cluster" else 0)
     if hasattr(kernel, "set_shared_memory_config"):
-        kernel.set_shared_memory_config(smem)
+        kernel.set_shared_memory_config(v.smem)
     else:  # older torch: raise the dynamic shared-memory limit through the driver directly
         import ctypes
 
         getter = getattr(torch.cuda._utils, "_get_gpu_runtime_library", None) or getattr(
             torch.cuda._utils, "_get_cuda_library", None)
         lib = getter() if getter else ctypes.CDLL("libcuda.so.1")
-        assert lib.cuFuncSetAttribute(kernel.func, 8, smem) == 0  # 8: MAX_DYNAMIC_SHARED_SIZE_BYTES
-    return kernel, smem, cl
+        assert lib.cuFuncSetAttribute(kernel.func, 8, v.smem) == 0  # 8: MAX_DYNAMIC_SHARED_SIZE_BYTES
+    return kernel
 
 
-def launch(variant, p: dict, x: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor):
-    kernel, smem, cl = variant
+def launch(v: Variant, kernel, p: dict, x: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor):
     t = x.shape[0]
-    sets = math.ceil(p["groups"] / GPC)
-    grid = (math.ceil(sets / cl) * cl, math.ceil(t / BT), 1)  # a cluster's CTAs all run, groups or not
-    kernel(grid=grid, block=(256, 1, 1), shared_mem=smem,
+    sets = math.ceil(p["groups"] / v.gpc)
+    grid = (math.ceil(sets / v.cl) * v.cl, math.ceil(t / BT), 1)  # a cluster's CTAs all run, groups or not
+    kernel(grid=grid, block=(64 * v.gpc, 1, 1), shared_mem=v.smem,
            args=[x, p["wfrag"], p["cfrag"], p["step_ptr"], p["perm"], bias if bias is not None else x, out,
                  t, p["k"], p["m"], p["groups"], p["chunks"], int(bias is not None)])
     return out
@@ -180,21 +198,20 @@ CASES = [  # (out, in, tokens, sparsity, dtype)
     (4096, 4096, 4096, 0.75, "bfloat16"), (11008, 4096, 4096, 0.75, "bfloat16"),
     (4096, 11008, 4096, 0.75, "bfloat16"), (14336, 4096, 4096, 0.75, "bfloat16"),
     (4096, 4096, 4096, 0.5, "bfloat16"), (4096, 4096, 4096, 0.875, "bfloat16"), (4096, 4096, 2048, 0.75, "bfloat16"),
-    (4096, 4096, 512, 0.75, "bfloat16"), (11008, 4096, 512, 0.75, "bfloat16"),
+    (4096, 4096, 512, 0.75, "bfloat16"), (11008, 4096, 512, 0.75, "bfloat16"), (4096, 4096, 128, 0.75, "bfloat16"),
     (4000, 4088, 1000, 0.75, "float16"), (4096, 4096, 4096, 0.75, "float16"),
 ]
-VARIANTS = [  # (kernel, KC, NSTAGE, column order, cluster size, dtype)
-    ("tm", 256, 2, "sorted", 1, "bfloat16"), ("tm", 128, 3, "sorted", 1, "bfloat16"),
-    ("tm", 256, 3, "sorted", 1, "bfloat16"), ("tm", 64, 4, "sorted", 1, "bfloat16"),
-    ("tm", 256, 2, "quads", 1, "bfloat16"), ("tm", 128, 3, "quads", 1, "bfloat16"),
-    ("tm", 256, 2, "quads", 1, "float16"),
-    ("cluster", 256, 2, "quads", 1, "bfloat16"), ("cluster", 256, 2, "quads", 2, "bfloat16"),
-    ("cluster", 128, 3, "quads", 2, "bfloat16"), ("cluster", 256, 3, "quads", 2, "bfloat16"),
-    ("cluster", 256, 2, "quads", 2, "float16"),
+VARIANTS = [
+    Variant("tm", 256, 2, "sorted"), Variant("tm", 128, 3, "sorted"), Variant("tm", 64, 4, "sorted"),
+    Variant("tm", 256, 2), Variant("tm", 256, 3), Variant("tm", 128, 3), Variant("tm", 128, 3, gpc=2),
+    Variant("tm", 256, 2, dtype="float16"),
+    Variant("cluster", 256, 2), Variant("cluster", 256, 2, cl=2), Variant("cluster", 128, 3, cl=2),
+    Variant("cluster", 256, 3, cl=2), Variant("cluster", 128, 3, cl=2, gpc=2), Variant("cluster", 128, 4, cl=4, gpc=2),
+    Variant("cluster", 256, 2, cl=2, dtype="float16"),
 ]
 
 
-def diagnose(variant, kc: int) -> dict:
+def diagnose(v: Variant, kernel) -> dict:
     """One group, one CTA: the error by (token mod 16, output position mod 8), the fragment's own
     coordinates, so that a wrong lane mapping shows which index it mixes up."""
     gen = torch.Generator().manual_seed(5)
@@ -202,9 +219,9 @@ def diagnose(variant, kc: int) -> dict:
     mask, perm = random_shflbw_mask(64, 256, VEC, 0.25, generator=gen)
     w = ShflBWMatrix.from_dense(weight.cuda(), mask.cuda(), perm.cuda(), vector=VEC)
     x = torch.randn(128, 256, generator=gen).to(torch.bfloat16).cuda()
-    p = prepare(w, kc)
+    p = prepare(w, v.kc, v.order)
     out = torch.full((128, 64), float("nan"), device="cuda", dtype=torch.bfloat16)
-    launch(variant, p, x, None, out)
+    launch(v, kernel, p, x, None, out)
     torch.cuda.synchronize()
     ref = F.linear(x.float(), (weight.float() * mask).cuda())
     bad = ((out.float() - ref).abs() > 0.05 * ref.abs().max()) | ~torch.isfinite(out.float())
@@ -227,13 +244,13 @@ def run_gpu(out_path: str, kinds: tuple[str, ...]) -> int:
     from shflbw.kernels.linear import linear_fwd
 
     kernels = {}
-    for v in (v for v in VARIANTS if v[0] in kinds):
+    for v in (v for v in VARIANTS if v.kind in kinds):
         try:
-            kernels[v] = compile_variant(v[0], v[1], v[2], v[4], v[5])
+            kernels[v] = compile_variant(v)
         except Exception as e:  # noqa: BLE001 - a variant that does not build is reported, the others run
             print(f"variant {v} did not build: {type(e).__name__}: {str(e)[:2000]}", flush=True)
-    first = {kind: next(v for v in kernels if v[0] == kind and v[5] == "bfloat16") for kind in {v[0] for v in kernels}}
-    result = {"stamp": stamp(), "rows": [], "diagnosis": {str(v): diagnose(kernels[v], v[1]) for v in first.values()}}
+    first = {kind: next(v for v in kernels if v.kind == kind and v.dtype == "bfloat16") for kind in {v.kind for v in kernels}}
+    result = {"stamp": stamp(), "rows": [], "diagnosis": {v.name: diagnose(v, kernels[v]) for v in first.values()}}
     gen = torch.Generator().manual_seed(0)
     for m, k, t, sparsity, dtype_name in CASES:
         dtype = getattr(torch, dtype_name)
@@ -252,19 +269,19 @@ def run_gpu(out_path: str, kinds: tuple[str, ...]) -> int:
         err = rel_error(linear_fwd(x, *args), ref)
         tol = GATE[dtype]
         rows.append(("shflbw.linear", median_us(lambda: linear_fwd(x, *args), graph=True) if err < tol else None, err))
-        for (kind, kc, nstage, order, cl, vdtype), variant in kernels.items():
-            if vdtype != dtype_name:
+        for v, kernel in kernels.items():
+            if v.dtype != dtype_name:
                 continue
-            p = prepare(w, kc, order)
+            p = prepare(w, v.kc, v.order)
             out = torch.full((t, m), float("nan"), device="cuda", dtype=dtype)
-            err = rel_error(launch(variant, p, x, bias, out), ref)
-            us = median_us(lambda: launch(variant, p, x, bias, out), graph=True) if err < tol else None
-            rows.append((f"{kind}{cl}-kc{kc}-s{nstage}-{order} pad{p['pad']:.2f}", us, err))
+            err = rel_error(launch(v, kernel, p, x, bias, out), ref)
+            us = median_us(lambda: launch(v, kernel, p, x, bias, out), graph=True) if err < tol else None
+            rows.append((f"{v.name} pad{p['pad']:.2f}", us, err))
             del p, out
         for name, us, err in rows:
             sp = dense_us / us if us else None
             result["rows"].append({"case": case, "variant": name, "us": us, "error": err, "speedup": sp})
-            print(f"{case:32s} {name:26s} " + (f"{us:8.1f} us {sp:5.2f}x" if us else f"WRONG err={err:.3g}"), flush=True)
+            print(f"{case:36s} {name:36s} " + (f"{us:8.1f} us {sp:5.2f}x" if us else f"WRONG err={err:.3g}"), flush=True)
         with open(out_path, "w") as f:
             json.dump(result, f, indent=1)
     return 0

@@ -74,7 +74,7 @@ __device__ __forceinline__ void issue_chunk(const u16* __restrict__ X, u16* xs, 
     if (r < rows) bulk_copy(smem_addr(xs + r * STRIDE), X + (size_t)(t0 + r) * K + (size_t)c * KC, row_bytes, full_bar);
 }
 
-extern "C" __global__ void __cluster_dims__(CL, 1, 1) __launch_bounds__(256, 1)
+extern "C" __global__ void __cluster_dims__(CL, 1, 1) __launch_bounds__(NTHREADS, MIN_CTAS)
     shflbw_tm_cluster(const u16* __restrict__ X, const uint4* __restrict__ wfrag, const uint2* __restrict__ cfrag,
                       const int* __restrict__ step_ptr, const int* __restrict__ perm, const u16* __restrict__ bias,
                       u16* __restrict__ out, int T, int K, int M, int G, int NC, int has_bias) {

@@ -1,7 +1,8 @@
 // Shared by the token-major CUDA prototypes (tm_mma.cu, tm_mma_cluster.cu); tm_mma.py puts this text
 // in front of each kernel's source before NVRTC compiles it.
 //
-// Tiling: a CTA of 8 warps covers BT = 128 tokens x GPC = 4 groups (256 permuted output rows);
+// Tiling: a CTA of 2 * GPC warps covers BT = 128 tokens x GPC groups (GPC = 4: 256 permuted output
+// rows; GPC = 2, four warps, two CTAs a multiprocessor, for token counts too small to fill the GPU);
 // warp w takes tokens (w & 1) * 64 .. +64 of the tile and group w >> 1, so its accumulator is a
 // 64 x 64 fp32 tile (128 registers a lane). Each group's kept columns inside a chunk of KC columns
 // form k-steps of 16 (the last one padded with zero weights): step_ptr[g * NC + c] .. [g * NC + c + 1].
@@ -15,7 +16,11 @@
 #define NSTAGE 2
 #endif
 #define BT 128
+#ifndef GPC
 #define GPC 4
+#endif
+#define NTHREADS (64 * GPC)
+#define MIN_CTAS (256 / NTHREADS)  // CTAs a multiprocessor holds: 250 registers a thread fit 256 threads
 #define VEC 64
 #define STRIDE (KC + 8)  // row stride in elements: (KC + 8) / 2 words = 4 mod 32, so 8 tokens hit 8 bank quads
 
