@@ -287,6 +287,69 @@ def run_gpu(out_path: str, kinds: tuple[str, ...]) -> int:
     return 0
 
 
+def simulate_lanes(p: dict, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """The CUDA code lane by lane (compute_steps, store_tile): each lane's A registers gathered from
+    the staged tile and B registers read from wfrag as the kernel does, then mma.m16n8k16 applied by
+    the PTX ISA's fragment layout (A: element i of lane (g, t) at row g + 8 * (i // 2 % 2), column
+    2t + i % 2 + 8 * (i // 4); B: element i at row 2t + i % 2 + 8 * (i // 2), column g; C: element i
+    at row g + 8 * (i // 2), column 2t + i % 2). Slow; for small shapes."""
+    t_total, kc, stride = x.shape[0], p["kc"], p["kc"] + 8
+    sp = p["step_ptr"].long().tolist()
+    wfrag = p["wfrag"].view(torch.int16).reshape(-1, 32, 16, 2)  # [S, lane, register, half]
+    cfrag = p["cfrag"].long() & 0xFFFF
+    out = torch.full((t_total, p["m"]), float("nan"))
+    for t0 in range(0, t_total, BT):
+        for g in range(p["groups"]):
+            for slab in range(2):
+                acc = torch.zeros(4, 8, 32, 4)  # [mt, j, lane, c-element]
+                for c in range(p["chunks"]):
+                    tile = torch.zeros(BT, stride)  # the staged chunk, zeros past T and K
+                    part = x[t0:t0 + BT, c * kc:(c + 1) * kc].float()
+                    tile[:part.shape[0], :part.shape[1]] = part
+                    xw = tile[slab * 64:]
+                    for st in range(sp[g * p["chunks"] + c], sp[g * p["chunks"] + c + 1]):
+                        b_bits = wfrag[st]  # the bf16 bits each lane loads
+                        a_mat = torch.zeros(4, 16, 16)
+                        b_mat = torch.zeros(8, 16, 8)
+                        for lane in range(32):
+                            q, r8 = lane % 4, lane // 4
+                            c0, c1, c2, c3 = cfrag[st, q].tolist()  # cc.x low/high, cc.y low/high
+                            for mt in range(4):
+                                row0, row1 = mt * 16 + r8, mt * 16 + r8 + 8
+                                regs = [(xw[row0, c0], xw[row0, c1]), (xw[row1, c0], xw[row1, c1]),
+                                        (xw[row0, c2], xw[row0, c3]), (xw[row1, c2], xw[row1, c3])]
+                                for i in range(8):
+                                    a_mat[mt, r8 + 8 * (i // 2 % 2), 2 * q + i % 2 + 8 * (i // 4)] = regs[i // 2][i % 2]
+                            halves = b_bits[lane].to(torch.int32) & 0xFFFF  # [16 registers, 2]
+                            vals = (halves << 16).view(torch.float32)  # bf16 bits -> float32
+                            for j in range(8):
+                                for i in range(4):
+                                    reg = 2 * j + i // 2
+                                    b_mat[j, 2 * q + i % 2 + 8 * (i // 2), r8] = vals[reg, i % 2]
+                        for mt in range(4):
+                            for j in range(8):
+                                cmat = a_mat[mt] @ b_mat[j]  # [16, 8]
+                                for lane in range(32):
+                                    q, r8 = lane % 4, lane // 4
+                                    for i in range(4):
+                                        acc[mt, j, lane, i] += cmat[r8 + 8 * (i // 2), 2 * q + i % 2]
+                for lane in range(32):  # store_tile
+                    q, r8 = lane % 4, lane // 4
+                    for mt in range(4):
+                        for h in range(2):
+                            tok = t0 + slab * 64 + mt * 16 + r8 + 8 * h
+                            if tok >= t_total:
+                                continue
+                            for j in range(8):
+                                for e in range(2):
+                                    pos = g * VEC + 8 * j + 2 * q + e
+                                    if pos < p["m"]:
+                                        orow = int(p["perm"][pos])
+                                        bv = float(bias[orow]) if bias is not None else 0.0
+                                        out[tok, orow] = float(acc[mt, j, lane, 2 * h + e]) + bv
+    return out
+
+
 def run_emulate() -> int:
     gen = torch.Generator().manual_seed(1)
     for m, k, t, kc, empty, order in [(200, 72, 5, 64, (1,), "sorted"), (128, 300, 3, 128, (), "sorted"),
@@ -303,6 +366,19 @@ def run_emulate() -> int:
         err = ((got - ref).norm() / ref.norm()).item()
         print(f"emulate {m}x{k} T={t} kc={kc} empty={empty} {order}: rel err {err:.2e}, pad {p['pad']:.2f}, "
               f"wavefronts per load {wavefronts(p):.2f}")
+        if not err < 1e-5:
+            return 1
+    # the kernel's own lane arithmetic, on two chunks, a token tail and a group tail
+    weight = torch.randn(100, 512, generator=gen)
+    mask, perm = random_shflbw_mask(100, 512, VEC, 0.3, generator=gen)
+    w = ShflBWMatrix.from_dense(weight.to(torch.bfloat16), mask, perm, vector=VEC)
+    x = torch.randn(70, 512, generator=gen).to(torch.bfloat16)
+    bias = torch.randn(100, generator=gen).to(torch.bfloat16)
+    ref = F.linear(x.float(), weight.to(torch.bfloat16).float() * mask, bias.float())
+    for order in ("sorted", "quads"):
+        got = simulate_lanes(prepare(w, 256, order), x, bias)
+        err = ((got - ref).norm() / ref.norm()).item()
+        print(f"lane simulation 100x512 T=70 kc=256 {order}: rel err {err:.2e}")
         if not err < 1e-5:
             return 1
     return 0
