@@ -35,34 +35,25 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_CTAS)
                   u16* __restrict__ out, int T, int K, int M, int G, int NC, int has_bias) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   u16* xs = reinterpret_cast<u16*>(smem_raw);
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int slab = warp & 1;
-  const int g = blockIdx.x * GPC + (warp >> 1);
-  const int t0 = blockIdx.y * BT;
-  const bool active = g < G;
-  const int* sp = step_ptr + (active ? g : 0) * NC;
-
+  const int tid = threadIdx.x;
+  const WarpJob job = warp_job(step_ptr, G, NC);
   float acc[4][8][4];
-#pragma unroll
-  for (int mt = 0; mt < 4; ++mt)
-#pragma unroll
-    for (int j = 0; j < 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[mt][j][e] = 0.f;
+  zero_acc(acc);
 
 #pragma unroll
   for (int s = 0; s < NSTAGE - 1; ++s) {
-    if (s < NC) load_chunk(X, xs + s * BT * STRIDE, t0, s, T, K, tid);
+    if (s < NC) load_chunk(X, xs + s * BT * STRIDE, job.t0, s, T, K, tid);
     asm volatile("cp.async.commit_group;\n" ::);
   }
   for (int c = 0; c < NC; ++c) {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(NSTAGE - 2));
     __syncthreads();  // chunk c is in; every warp is done with the buffer refilled below
     const int cn = c + NSTAGE - 1;
-    if (cn < NC) load_chunk(X, xs + (cn % NSTAGE) * BT * STRIDE, t0, cn, T, K, tid);
+    if (cn < NC) load_chunk(X, xs + (cn % NSTAGE) * BT * STRIDE, job.t0, cn, T, K, tid);
     asm volatile("cp.async.commit_group;\n" ::);
-    if (active)
-      compute_steps(acc, xs + (c % NSTAGE) * BT * STRIDE + slab * 64 * STRIDE, wfrag, cfrag, sp[c], sp[c + 1], lane);
+    if (job.active)
+      compute_steps(acc, xs + (c % NSTAGE) * BT * STRIDE + job.slab * 64 * STRIDE, wfrag, cfrag, job.sp[c],
+                    job.sp[c + 1], job.lane);
   }
-  if (active) store_tile(acc, perm, bias, out, g, t0 + slab * 64, T, M, has_bias, lane);
+  if (job.active) store_tile(acc, perm, bias, out, job.g, job.t0 + job.slab * 64, T, M, has_bias, job.lane);
 }

@@ -81,12 +81,8 @@ extern "C" __global__ void __cluster_dims__(CL, 1, 1) __launch_bounds__(NTHREADS
   extern __shared__ __align__(16) unsigned char smem_raw[];
   u16* xs = reinterpret_cast<u16*>(smem_raw);
   const u32 bars = smem_addr(smem_raw + NSTAGE * BT * STRIDE * 2);  // full[0..NSTAGE), then empty[0..NSTAGE)
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int slab = warp & 1;
-  const int g = blockIdx.x * GPC + (warp >> 1);
-  const int t0 = blockIdx.y * BT;
-  const bool active = g < G;
-  const int* sp = step_ptr + (active ? g : 0) * NC;
+  const int tid = threadIdx.x;
+  const WarpJob job = warp_job(step_ptr, G, NC);
   const u32 rank = cluster_rank();
 
   if (tid == 0) {
@@ -99,30 +95,26 @@ extern "C" __global__ void __cluster_dims__(CL, 1, 1) __launch_bounds__(NTHREADS
   cluster_sync();  // every CTA's barriers exist before any copy or remote arrive targets them
 
   float acc[4][8][4];
-#pragma unroll
-  for (int mt = 0; mt < 4; ++mt)
-#pragma unroll
-    for (int j = 0; j < 8; ++j)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[mt][j][e] = 0.f;
-
-  if (warp == 0)
-    for (int s = 0; s < NSTAGE && s < NC; ++s) issue_chunk(X, xs + s * BT * STRIDE, bars + 8 * s, t0, s, T, K, rank, lane);
+  zero_acc(acc);
+  if (job.warp == 0)
+    for (int s = 0; s < NSTAGE && s < NC; ++s)
+      issue_chunk(X, xs + s * BT * STRIDE, bars + 8 * s, job.t0, s, T, K, rank, job.lane);
 
   for (int c = 0; c < NC; ++c) {
     const int s = c % NSTAGE;
     const u32 parity = (c / NSTAGE) & 1;
     mbar_wait(bars + 8 * s, parity);
-    if (active)
-      compute_steps(acc, xs + s * BT * STRIDE + slab * 64 * STRIDE, wfrag, cfrag, sp[c], sp[c + 1], lane);
+    if (job.active)
+      compute_steps(acc, xs + s * BT * STRIDE + job.slab * 64 * STRIDE, wfrag, cfrag, job.sp[c], job.sp[c + 1],
+                    job.lane);
     __syncthreads();  // every warp of this CTA is done with stage s
     if (tid == 0)
       for (u32 cta = 0; cta < CL; ++cta) mbar_arrive_cluster(bars + 8 * (NSTAGE + s), cta);
-    if (warp == 0 && c + NSTAGE < NC) {
+    if (job.warp == 0 && c + NSTAGE < NC) {
       mbar_wait(bars + 8 * (NSTAGE + s), parity);  // every CTA of the cluster is done with stage s
-      issue_chunk(X, xs + s * BT * STRIDE, bars + 8 * s, t0, c + NSTAGE, T, K, rank, lane);
+      issue_chunk(X, xs + s * BT * STRIDE, bars + 8 * s, job.t0, c + NSTAGE, T, K, rank, job.lane);
     }
   }
-  if (active) store_tile(acc, perm, bias, out, g, t0 + slab * 64, T, M, has_bias, lane);
+  if (job.active) store_tile(acc, perm, bias, out, job.g, job.t0 + job.slab * 64, T, M, has_bias, job.lane);
   cluster_sync();  // no CTA leaves while a peer may still arrive on its barriers
 }

@@ -66,6 +66,34 @@ __device__ __forceinline__ float bf16_to_f32(u16 h) {
 #endif
 }
 
+// What one warp of the CTA does: its 64-token slab of the tile, its group, that group's k-steps.
+struct WarpJob {
+  int lane, warp, slab, g, t0;
+  bool active;    // g < G (the last CTAs of a row may hold fewer groups)
+  const int* sp;  // step_ptr of this group: its k-steps of chunk c are sp[c] .. sp[c + 1]
+};
+
+__device__ __forceinline__ WarpJob warp_job(const int* __restrict__ step_ptr, int G, int NC) {
+  WarpJob j;
+  j.lane = threadIdx.x & 31;
+  j.warp = threadIdx.x >> 5;
+  j.slab = j.warp & 1;
+  j.g = blockIdx.x * GPC + (j.warp >> 1);
+  j.t0 = blockIdx.y * BT;
+  j.active = j.g < G;
+  j.sp = step_ptr + (j.active ? j.g : 0) * NC;
+  return j;
+}
+
+__device__ __forceinline__ void zero_acc(float (&acc)[4][8][4]) {
+#pragma unroll
+  for (int mt = 0; mt < 4; ++mt)
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[mt][j][e] = 0.f;
+}
+
 // One warp's k-steps s_begin .. s_end of its group on the staged tile xw (its 64 tokens, row 0 first):
 // the kept columns gathered with 2-byte shared loads into A fragments, 32 MMAs a step.
 __device__ __forceinline__ void compute_steps(float (&acc)[4][8][4], const u16* xw, const uint4* __restrict__ wfrag,
