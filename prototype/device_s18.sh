@@ -5,7 +5,8 @@
 #
 # 1. The token-major CUDA kernels (prototype/tm_mma.py: per-CTA tiles, then cluster-shared tiles),
 #    gated, beside dense and shflbw.linear: the first measurement of the lower-level route #5 allows.
-# 2. With what is left, session 17's call: on an H200 the owed re-measures then V = 32 beside
+# 2. Nsight Compute counters of three variants on one case (prototype/tm_mma_profile.py), where ncu works.
+# 3. With what is left, session 17's call: on an H200 the owed re-measures then V = 32 beside
 #    V = 64; on an H100 V = 32 beside V = 64 (prototype/device_s17.sh).
 . "$(dirname "$0")/device_common.sh" "$@"  # budget, left(), paths, the card in $OUT/gpu.txt
 grep -q H200 "$OUT/gpu.txt" || echo "NOT AN H200: every number below is an H100 number"
@@ -15,4 +16,15 @@ timeout $(cap 240) python prototype/tm_mma.py --kinds tm --out "$OUT/tm_mma.json
 echo "tm_mma rc $? at $(( $(date +%s) - t0 )) s"; tail -n 80 "$OUT/tm_mma.txt"
 timeout $(cap 200) python prototype/tm_mma.py --kinds cluster --out "$OUT/tm_cluster.json" > "$OUT/tm_cluster.txt" 2>&1
 echo "tm_cluster rc $? at $(( $(date +%s) - t0 )) s"; grep -v "^4\|^1" "$OUT/tm_cluster.txt" | tail -n 30; grep "cluster" "$OUT/tm_cluster.txt" | tail -n 40
+# What bounds them: Nsight Compute counters on one case (only where ncu reads counters: Firecracker)
+if command -v ncu > /dev/null && [ "$(left)" -gt 200 ]; then
+  timeout 90 ncu --clock-control none --kernel-name regex:shflbw_tm --csv --metrics \
+gpu__time_duration.sum,lts__t_bytes.sum.per_second,dram__bytes.sum.per_second,\
+sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active,\
+l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_ld.sum,l1tex__data_pipe_lsu_wavefronts_mem_shared_op_ld.sum,\
+smsp__warp_issue_stalled_barrier_per_warp_active.pct,smsp__warp_issue_stalled_long_scoreboard_per_warp_active.pct,\
+smsp__warp_issue_stalled_short_scoreboard_per_warp_active.pct,smsp__warp_issue_stalled_math_pipe_throttle_per_warp_active.pct \
+    python prototype/tm_mma_profile.py > "$OUT/tm_ncu.csv" 2>&1
+  echo "ncu rc $? at $(( $(date +%s) - t0 )) s"; grep -E "WRONG|rel err|==ERROR|ERR_" "$OUT/tm_ncu.csv" | head
+fi
 [ "$(left)" -gt 120 ] && bash prototype/device_s17.sh $(( $(left) - 10 ))
