@@ -56,6 +56,7 @@ def main() -> int:
         options = [f"--gpu-architecture=compute_{arch}", f"-DKC={v.kc}", f"-DNSTAGE={v.nstage}", f"-DGPC={v.gpc}"]
         options += [f"-DCL={v.cl}"] if v.kind == "cluster" else []
         options += ["-DHALF"] if v.dtype == "float16" else []
+        options += ["-DSTRADDLE"] if v.straddle else []
         try:
             ptx = nvrtc_ptx(lib, source, options)
             with tempfile.TemporaryDirectory() as d:

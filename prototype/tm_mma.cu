@@ -8,7 +8,8 @@
 // 0.1-0.44x; CONTEXT.md). Here each CTA stages a dense X tile [BT tokens, KC columns] in shared memory
 // with cp.async (16-byte copies, every X element read once per CTA) and each warp gathers its group's
 // kept columns from it with 2-byte shared loads straight into mma.sync's A fragments
-// (tm_mma_common.cuh). Built by NVRTC at run time; KC and NSTAGE come in as -D options.
+// (tm_mma_common.cuh). Built by NVRTC at run time; KC, NSTAGE, GPC (and STRADDLE, HALF) come in as
+// -D options.
 
 // Stage X[t0 : t0 + BT, c * KC : (c + 1) * KC] into one shared-memory buffer (zeros past T and K).
 __device__ __forceinline__ void cp_async16(u32 dst, const void* src, int src_bytes) {
@@ -45,14 +46,21 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_CTAS)
     if (s < NC) load_chunk(X, xs + s * BT * STRIDE, job.t0, s, T, K, tid);
     asm volatile("cp.async.commit_group;\n" ::);
   }
+#ifdef STRADDLE
+  static_assert(NSTAGE >= 3, "straddling steps keep chunks c and c + 1 staged while c + 2 loads");
+#define AHEAD 1  // chunk c + 1 must be in too
+#else
+#define AHEAD 0
+#endif
   for (int c = 0; c < NC; ++c) {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(NSTAGE - 2));
-    __syncthreads();  // chunk c is in; every warp is done with the buffer refilled below
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(NSTAGE - 2 - AHEAD));
+    __syncthreads();  // chunk c (+ 1) is in; every warp is done with the buffer refilled below
     const int cn = c + NSTAGE - 1;
     if (cn < NC) load_chunk(X, xs + (cn % NSTAGE) * BT * STRIDE, job.t0, cn, T, K, tid);
     asm volatile("cp.async.commit_group;\n" ::);
     if (job.active)
-      compute_steps(acc, xs + (c % NSTAGE) * BT * STRIDE + job.slab * 64 * STRIDE, wfrag, cfrag, job.sp[c],
+      compute_steps(acc, xs + (c % NSTAGE) * BT * STRIDE + job.slab * 64 * STRIDE,
+                    xs + ((c + 1) % NSTAGE) * BT * STRIDE + job.slab * 64 * STRIDE, wfrag, cfrag, job.sp[c],
                     job.sp[c + 1], job.lane);
   }
   if (job.active) store_tile(acc, perm, bias, out, job.g, job.t0 + job.slab * 64, T, M, has_bias, job.lane);

@@ -21,6 +21,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -54,8 +55,58 @@ def fragment_index():
 QUAD_SLOTS = torch.tensor([[0, 2, 4, 6], [1, 3, 5, 7], [8, 10, 12, 14], [9, 11, 13, 15]])
 
 
-def prepare(w: ShflBWMatrix, kc: int, order: str = "sorted") -> dict:
+def straddle_steps(col: torch.Tensor, group_ptr: torch.Tensor, kc: int):
+    """k-steps that may run over into the next chunk: each takes up to 16 of its group's next kept
+    columns that lie in the chunk of its first one or the chunk after, so a step is padded only
+    where its group's columns thin out (fewer than 16 in two chunks) or end. Returns each entry's
+    (step, slot) and each step's (group, first chunk). Host loop over steps (packing is one-time)."""
+    cols = col.cpu().numpy()
+    ptr = group_ptr.cpu().numpy()
+    step_of = np.empty(cols.size, dtype=np.int64)
+    slot_of = np.empty(cols.size, dtype=np.int64)
+    groups, bases = [], []
+    for g in range(ptr.size - 1):
+        a, b = int(ptr[g]), int(ptr[g + 1])
+        gc = cols[a:b]
+        i = 0
+        while i < b - a:
+            base = int(gc[i]) // kc
+            j = min(i + 16, int(np.searchsorted(gc, (base + 2) * kc)))
+            step_of[a + i:a + j] = len(groups)
+            slot_of[a + i:a + j] = np.arange(j - i)
+            groups.append(g)
+            bases.append(base)
+            i = j
+    as_long = lambda v: torch.as_tensor(np.asarray(v, dtype=np.int64), device=col.device)  # noqa: E731
+    return as_long(step_of), as_long(slot_of), as_long(groups), as_long(bases)
+
+
+def quad_positions(cell: torch.Tensor, residue: torch.Tensor, n_cells) -> torch.Tensor:
+    """Each entry's position inside its cell (entries of a cell contiguous, in order) after dealing
+    the cell's columns round-robin by residue: positions 4i .. 4i + 3 take residues 0, 1, 2, 3 while
+    each lasts, so consecutive quads of positions hold distinct residues as far as the counts allow."""
+    nnz, dev = cell.numel(), cell.device
+    n_cells = int(n_cells)
+    key2 = cell * 4 + residue
+    by_residue = torch.sort(key2, stable=True).indices
+    start2 = torch.zeros(n_cells * 4 + 1, dtype=torch.long, device=dev)
+    start2[1:] = torch.bincount(key2, minlength=n_cells * 4).cumsum(0)
+    rank2 = torch.empty(nnz, dtype=torch.long, device=dev)
+    rank2[by_residue] = torch.arange(nnz, device=dev) - start2[key2[by_residue]]
+    new_pos = torch.sort(cell * 4 * (nnz + 1) + rank2 * 4 + residue, stable=True).indices
+    cell_start = torch.zeros(n_cells + 1, dtype=torch.long, device=dev)
+    cell_start[1:] = torch.bincount(cell, minlength=n_cells).cumsum(0)
+    pos = torch.empty(nnz, dtype=torch.long, device=dev)
+    pos[new_pos] = torch.arange(nnz, device=dev) - cell_start[cell[new_pos]]
+    return pos
+
+
+def prepare(w: ShflBWMatrix, kc: int, order: str = "sorted", straddle: bool = False) -> dict:
     """The kernel's operands: k-steps of 16 kept columns per (group, chunk of kc columns).
+
+    ``straddle``: steps may take columns of the next chunk too (straddle_steps; kernels built with
+    -DSTRADDLE keep two chunks staged), instead of padding each (group, chunk)'s last step:
+    at 75 %, KC = 256 the padding adds 11 % to the MMAs and the weight bytes, at 87.5 % 23 %.
 
     ``order="quads"`` reorders each (group, chunk)'s columns so that the four read by one load fall
     in different shared-memory bank quads: with a row stride of 4 words mod 32, the 8 token rows of a
@@ -78,17 +129,17 @@ def prepare(w: ShflBWMatrix, kc: int, order: str = "sorted") -> dict:
     cell_start = torch.zeros_like(step_ptr)
     cell_start[1:] = count.cumsum(0)
     rank = torch.arange(nnz, device=dev) - cell_start[key]
-    if order == "quads":
-        residue = ((col - chunk * kc) // 2) % 4
-        key2 = key * 4 + residue
-        by_residue = torch.sort(key2, stable=True).indices
-        start2 = torch.zeros(n_groups * n_chunks * 4 + 1, dtype=torch.long, device=dev)
-        start2[1:] = torch.bincount(key2, minlength=n_groups * n_chunks * 4).cumsum(0)
-        rank2 = torch.empty_like(rank)
-        rank2[by_residue] = torch.arange(nnz, device=dev) - start2[key2[by_residue]]
-        new_pos = torch.sort(key * 4 * (k + 1) + rank2 * 4 + residue, stable=True).indices
-        rank = torch.empty_like(rank)
-        rank[new_pos] = torch.arange(nnz, device=dev) - cell_start[key[new_pos]]
+    if straddle:
+        step, slot, step_group, step_base = straddle_steps(col, w.group_ptr, kc)
+        step_ptr = torch.zeros(n_groups * n_chunks + 1, dtype=torch.long, device=dev)
+        step_ptr[1:] = torch.bincount(step_group * n_chunks + step_base, minlength=n_groups * n_chunks).cumsum(0)
+        chunk = step_base[step]  # offsets count from the step's first chunk: 0 .. 2 * kc - 1
+        if order == "quads":  # within each step only (the buffers' bank maps agree: stage size = 0 mod 32 words)
+            slot = QUAD_SLOTS.to(dev).flatten()[quad_positions(step, ((col - chunk * kc) // 2) % 4, step.max() + 1)]
+        elif order != "sorted":
+            raise ValueError(f"order must be 'sorted' or 'quads', got {order!r}")
+    elif order == "quads":
+        rank = quad_positions(key, ((col - chunk * kc) // 2) % 4, n_groups * n_chunks)
         step = step_ptr[key] + rank // 16
         slot = QUAD_SLOTS.to(dev).flatten()[rank % 16]
     elif order == "sorted":
@@ -108,7 +159,8 @@ def prepare(w: ShflBWMatrix, kc: int, order: str = "sorted") -> dict:
     wfrag = w16[:, kk.to(dev), nn.to(dev)].contiguous()  # [S, 32, 8, 4]
     cfrag = cols16[:, slots.to(dev)].to(torch.int16).contiguous()  # [S, 4, 4]
     return {"wfrag": wfrag, "cfrag": cfrag, "step_ptr": step_ptr.to(torch.int32), "perm": w.perm.to(torch.int32),
-            "m": m, "k": k, "groups": n_groups, "chunks": n_chunks, "kc": kc, "pad": n_steps * 16 / max(nnz, 1)}
+            "m": m, "k": k, "groups": n_groups, "chunks": n_chunks, "kc": kc, "pad": n_steps * 16 / max(nnz, 1),
+            "straddle": straddle}
 
 
 def emulate(p: dict, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -119,8 +171,8 @@ def emulate(p: dict, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor
     sp = p["step_ptr"].long()
     for g in range(p["groups"]):
         for c in range(p["chunks"]):
-            xc = torch.zeros(t, p["kc"])
-            part = x[:, c * p["kc"]:(c + 1) * p["kc"]].float()
+            xc = torch.zeros(t, 2 * p["kc"])  # this chunk and the next (straddling steps read both)
+            part = x[:, c * p["kc"]:(c + 2) * p["kc"]].float()
             xc[:, :part.shape[1]] = part
             for st in range(int(sp[g * p["chunks"] + c]), int(sp[g * p["chunks"] + c + 1])):
                 b = torch.zeros(16, VEC)
@@ -154,10 +206,11 @@ class Variant:
     cl: int = 1  # CTAs per cluster sharing the X tile (cluster kernel)
     dtype: str = "bfloat16"
     gpc: int = 4  # groups per CTA (2 * gpc warps)
+    straddle: bool = False  # k-steps may run into the next chunk (no padding per chunk)
 
     @property
     def name(self) -> str:
-        return f"{self.kind}{self.cl}-g{self.gpc}-kc{self.kc}-s{self.nstage}-{self.order}"
+        return f"{self.kind}{self.cl}-g{self.gpc}-kc{self.kc}-s{self.nstage}-{self.order}" + ("-str" if self.straddle else "")
 
     @property
     def smem(self) -> int:
@@ -169,6 +222,7 @@ def compile_variant(v: Variant):
     source, name = SOURCES[v.kind]
     options = [f"-DKC={v.kc}", f"-DNSTAGE={v.nstage}", f"-DGPC={v.gpc}"] + ([f"-DCL={v.cl}"] if v.kind == "cluster" else [])
     options += ["-DHALF"] if v.dtype == "float16" else []
+    options += ["-DSTRADDLE"] if v.straddle else []
     kernel = torch.cuda._compile_kernel(source, name, compute_capability="90a" if v.kind == "cluster" else None,
                                         nvcc_options=options)
     if hasattr(kernel, "set_shared_memory_config"):
@@ -204,10 +258,11 @@ CASES = [  # (out, in, tokens, sparsity, dtype)
 VARIANTS = [
     Variant("tm", 256, 2, "sorted"), Variant("tm", 128, 3, "sorted"), Variant("tm", 64, 4, "sorted"),
     Variant("tm", 256, 2), Variant("tm", 256, 3), Variant("tm", 128, 3), Variant("tm", 128, 3, gpc=2),
-    Variant("tm", 256, 2, dtype="float16"),
+    Variant("tm", 256, 2, dtype="float16"), Variant("tm", 128, 3, straddle=True), Variant("tm", 256, 3, straddle=True),
     Variant("cluster", 256, 2), Variant("cluster", 256, 2, cl=2), Variant("cluster", 128, 3, cl=2),
     Variant("cluster", 256, 3, cl=2), Variant("cluster", 128, 3, cl=2, gpc=2), Variant("cluster", 128, 4, cl=4, gpc=2),
-    Variant("cluster", 256, 2, cl=2, dtype="float16"),
+    Variant("cluster", 256, 2, cl=2, dtype="float16"), Variant("cluster", 128, 3, cl=2, straddle=True),
+    Variant("cluster", 256, 3, cl=2, straddle=True),
 ]
 
 
@@ -219,7 +274,7 @@ def diagnose(v: Variant, kernel) -> dict:
     mask, perm = random_shflbw_mask(64, 256, VEC, 0.25, generator=gen)
     w = ShflBWMatrix.from_dense(weight.cuda(), mask.cuda(), perm.cuda(), vector=VEC)
     x = torch.randn(128, 256, generator=gen).to(torch.bfloat16).cuda()
-    p = prepare(w, v.kc, v.order)
+    p = prepare(w, v.kc, v.order, v.straddle)
     out = torch.full((128, 64), float("nan"), device="cuda", dtype=torch.bfloat16)
     launch(v, kernel, p, x, None, out)
     torch.cuda.synchronize()
@@ -272,7 +327,7 @@ def run_gpu(out_path: str, kinds: tuple[str, ...]) -> int:
         for v, kernel in kernels.items():
             if v.dtype != dtype_name:
                 continue
-            p = prepare(w, v.kc, v.order)
+            p = prepare(w, v.kc, v.order, v.straddle)
             out = torch.full((t, m), float("nan"), device="cuda", dtype=dtype)
             err = rel_error(launch(v, kernel, p, x, bias, out), ref)
             us = median_us(lambda: launch(v, kernel, p, x, bias, out), graph=True) if err < tol else None
@@ -303,10 +358,16 @@ def simulate_lanes(p: dict, x: torch.Tensor, bias: torch.Tensor | None) -> torch
             for slab in range(2):
                 acc = torch.zeros(4, 8, 32, 4)  # [mt, j, lane, c-element]
                 for c in range(p["chunks"]):
-                    tile = torch.zeros(BT, stride)  # the staged chunk, zeros past T and K
-                    part = x[t0:t0 + BT, c * kc:(c + 1) * kc].float()
-                    tile[:part.shape[0], :part.shape[1]] = part
-                    xw = tile[slab * 64:]
+                    tiles = []  # the staged chunks c and c + 1 (zeros past T and K), as the kernel's buffers
+                    for cc in (c, c + 1):
+                        tile = torch.zeros(BT, stride)
+                        part = x[t0:t0 + BT, cc * kc:(cc + 1) * kc].float()
+                        tile[:part.shape[0], :part.shape[1]] = part
+                        tiles.append(tile[slab * 64:])
+
+                    def xv(row, off):  # the kernel's address: off < KC in chunk c's buffer, else chunk c + 1's
+                        return tiles[0][row, off] if off < kc else tiles[1][row, off - kc]
+
                     for st in range(sp[g * p["chunks"] + c], sp[g * p["chunks"] + c + 1]):
                         b_bits = wfrag[st]  # the bf16 bits each lane loads
                         a_mat = torch.zeros(4, 16, 16)
@@ -316,8 +377,8 @@ def simulate_lanes(p: dict, x: torch.Tensor, bias: torch.Tensor | None) -> torch
                             c0, c1, c2, c3 = cfrag[st, q].tolist()  # cc.x low/high, cc.y low/high
                             for mt in range(4):
                                 row0, row1 = mt * 16 + r8, mt * 16 + r8 + 8
-                                regs = [(xw[row0, c0], xw[row0, c1]), (xw[row1, c0], xw[row1, c1]),
-                                        (xw[row0, c2], xw[row0, c3]), (xw[row1, c2], xw[row1, c3])]
+                                regs = [(xv(row0, c0), xv(row0, c1)), (xv(row1, c0), xv(row1, c1)),
+                                        (xv(row0, c2), xv(row0, c3)), (xv(row1, c2), xv(row1, c3))]
                                 for i in range(8):
                                     a_mat[mt, r8 + 8 * (i // 2 % 2), 2 * q + i % 2 + 8 * (i // 4)] = regs[i // 2][i % 2]
                             halves = b_bits[lane].to(torch.int32) & 0xFFFF  # [16 registers, 2]
@@ -352,19 +413,22 @@ def simulate_lanes(p: dict, x: torch.Tensor, bias: torch.Tensor | None) -> torch
 
 def run_emulate() -> int:
     gen = torch.Generator().manual_seed(1)
-    for m, k, t, kc, empty, order in [(200, 72, 5, 64, (1,), "sorted"), (128, 300, 3, 128, (), "sorted"),
-                                      (64, 40, 2, 64, (0,), "sorted"), (200, 300, 5, 64, (1,), "quads"),
-                                      (130, 520, 3, 256, (), "quads")]:
+    for m, k, t, kc, empty, order, straddle in [
+            (200, 72, 5, 64, (1,), "sorted", False), (128, 300, 3, 128, (), "sorted", False),
+            (64, 40, 2, 64, (0,), "sorted", False), (200, 300, 5, 64, (1,), "quads", False),
+            (130, 520, 3, 256, (), "quads", False), (200, 300, 5, 64, (1,), "sorted", True),
+            (130, 1100, 3, 256, (), "sorted", True), (130, 1100, 3, 256, (2,), "quads", True)]:
         weight = torch.randn(m, k, generator=gen)
         mask, perm = random_shflbw_mask(m, k, VEC, 0.3, generator=gen, empty_groups=empty)
         w = ShflBWMatrix.from_dense(weight.to(torch.bfloat16), mask, perm, vector=VEC)
         x = torch.randn(t, k, generator=gen).to(torch.bfloat16)
         bias = torch.randn(m, generator=gen)
-        p = prepare(w, kc, order)
+        p = prepare(w, kc, order, straddle)
         ref = F.linear(x.float(), (weight.to(torch.bfloat16).float() * mask), bias)
         got = emulate(p, x, bias)
         err = ((got - ref).norm() / ref.norm()).item()
-        print(f"emulate {m}x{k} T={t} kc={kc} empty={empty} {order}: rel err {err:.2e}, pad {p['pad']:.2f}, "
+        print(f"emulate {m}x{k} T={t} kc={kc} empty={empty} {order}{' straddle' if straddle else ''}: "
+              f"rel err {err:.2e}, pad {p['pad']:.2f}, "
               f"wavefronts per load {wavefronts(p):.2f}")
         if not err < 1e-5:
             return 1
@@ -375,10 +439,10 @@ def run_emulate() -> int:
     x = torch.randn(70, 512, generator=gen).to(torch.bfloat16)
     bias = torch.randn(100, generator=gen).to(torch.bfloat16)
     ref = F.linear(x.float(), weight.to(torch.bfloat16).float() * mask, bias.float())
-    for order in ("sorted", "quads"):
-        got = simulate_lanes(prepare(w, 256, order), x, bias)
+    for order, straddle, kc in (("sorted", False, 256), ("quads", False, 256), ("quads", True, 128)):
+        got = simulate_lanes(prepare(w, kc, order, straddle), x, bias)
         err = ((got - ref).norm() / ref.norm()).item()
-        print(f"lane simulation 100x512 T=70 kc=256 {order}: rel err {err:.2e}")
+        print(f"lane simulation 100x512 T=70 kc={kc} {order}{' straddle' if straddle else ''}: rel err {err:.2e}")
         if not err < 1e-5:
             return 1
     return 0

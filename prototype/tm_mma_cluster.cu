@@ -11,7 +11,9 @@
 // a CTA's producer waits on its own before multicasting the next chunk into everyone's stage s).
 // Rows past T and columns past K are not copied: their stale contents only reach outputs that are
 // never stored (tokens past T) or columns no k-step reads (past K). With CL = 1 it is the same
-// kernel with plain bulk copies. Built by NVRTC for sm_90a; KC, NSTAGE, CL come in as -D options.
+// kernel with plain bulk copies. With STRADDLE (steps reading chunks c and c + 1) iteration c waits for
+// chunk c + 1 and still releases chunk c. Built by NVRTC for sm_90a; KC, NSTAGE, GPC, CL (and STRADDLE,
+// HALF) come in as -D options.
 
 #ifndef CL
 #define CL 2
@@ -103,10 +105,16 @@ extern "C" __global__ void __cluster_dims__(CL, 1, 1) __launch_bounds__(NTHREADS
   for (int c = 0; c < NC; ++c) {
     const int s = c % NSTAGE;
     const u32 parity = (c / NSTAGE) & 1;
+#ifdef STRADDLE  // steps of chunk c read chunk c + 1 too
+    if (c == 0) mbar_wait(bars, 0);
+    if (c + 1 < NC) mbar_wait(bars + 8 * ((c + 1) % NSTAGE), ((c + 1) / NSTAGE) & 1);
+#else
     mbar_wait(bars + 8 * s, parity);
+#endif
     if (job.active)
-      compute_steps(acc, xs + s * BT * STRIDE + job.slab * 64 * STRIDE, wfrag, cfrag, job.sp[c], job.sp[c + 1],
-                    job.lane);
+      compute_steps(acc, xs + s * BT * STRIDE + job.slab * 64 * STRIDE,
+                    xs + ((c + 1) % NSTAGE) * BT * STRIDE + job.slab * 64 * STRIDE, wfrag, cfrag, job.sp[c],
+                    job.sp[c + 1], job.lane);
     __syncthreads();  // every warp of this CTA is done with stage s
     if (tid == 0)
       for (u32 cta = 0; cta < CL; ++cta) mbar_arrive_cluster(bars + 8 * (NSTAGE + s), cta);

@@ -94,10 +94,22 @@ __device__ __forceinline__ void zero_acc(float (&acc)[4][8][4]) {
       for (int e = 0; e < 4; ++e) acc[mt][j][e] = 0.f;
 }
 
-// One warp's k-steps s_begin .. s_end of its group on the staged tile xw (its 64 tokens, row 0 first):
+// Where column offset `off` of a step lives: with STRADDLE a step's offsets run over two chunks
+// (0 .. 2 * KC - 1: chunk c's buffer, then chunk c + 1's), else one (0 .. KC - 1).
+__device__ __forceinline__ const u16* column(const u16* xw0, const u16* xw1, int off) {
+#ifdef STRADDLE
+  return off < KC ? xw0 + off : xw1 + (off - KC);
+#else
+  return xw0 + off;
+#endif
+}
+
+// One warp's k-steps s_begin .. s_end of its group on the staged tiles xw0 (chunk c) and xw1
+// (chunk c + 1, read by straddling steps only), both at the warp's first token row:
 // the kept columns gathered with 2-byte shared loads into A fragments, 32 MMAs a step.
-__device__ __forceinline__ void compute_steps(float (&acc)[4][8][4], const u16* xw, const uint4* __restrict__ wfrag,
-                                              const uint2* __restrict__ cfrag, int s_begin, int s_end, int lane) {
+__device__ __forceinline__ void compute_steps(float (&acc)[4][8][4], const u16* xw0, const u16* xw1,
+                                              const uint4* __restrict__ wfrag, const uint2* __restrict__ cfrag,
+                                              int s_begin, int s_end, int lane) {
   const int q = lane & 3, r8 = lane >> 2;
   uint4 nb0, nb1, nb2, nb3;
   uint2 ncc;
@@ -115,15 +127,18 @@ __device__ __forceinline__ void compute_steps(float (&acc)[4][8][4], const u16* 
       nb0 = wp[0]; nb1 = wp[1]; nb2 = wp[2]; nb3 = wp[3];
       ncc = cfrag[(st + 1) * 4 + q];
     }
-    const int c0 = cc.x & 0xffff, c1 = cc.x >> 16, c2 = cc.y & 0xffff, c3 = cc.y >> 16;
+    // this lane's four columns (slots 2q, 2q + 1, 2q + 8, 2q + 9) at its token row r8
+    const u16* p0 = column(xw0, xw1, cc.x & 0xffff) + r8 * STRIDE;
+    const u16* p1 = column(xw0, xw1, cc.x >> 16) + r8 * STRIDE;
+    const u16* p2 = column(xw0, xw1, cc.y & 0xffff) + r8 * STRIDE;
+    const u16* p3 = column(xw0, xw1, cc.y >> 16) + r8 * STRIDE;
 #pragma unroll
     for (int mt = 0; mt < 4; ++mt) {
-      const u16* row0 = xw + (mt * 16 + r8) * STRIDE;
-      const u16* row1 = row0 + 8 * STRIDE;
-      const u32 a0 = (u32)row0[c0] | ((u32)row0[c1] << 16);
-      const u32 a1 = (u32)row1[c0] | ((u32)row1[c1] << 16);
-      const u32 a2 = (u32)row0[c2] | ((u32)row0[c3] << 16);
-      const u32 a3 = (u32)row1[c2] | ((u32)row1[c3] << 16);
+      const int r0 = mt * 16 * STRIDE, r1 = r0 + 8 * STRIDE;  // token rows r8 and r8 + 8 of m-tile mt
+      const u32 a0 = (u32)p0[r0] | ((u32)p1[r0] << 16);
+      const u32 a1 = (u32)p0[r1] | ((u32)p1[r1] << 16);
+      const u32 a2 = (u32)p2[r0] | ((u32)p3[r0] << 16);
+      const u32 a3 = (u32)p2[r1] | ((u32)p3[r1] << 16);
 #pragma unroll
       for (int j = 0; j < 8; ++j) mma_bf16(acc[mt][j], a0, a1, a2, a3, b[2 * j], b[2 * j + 1]);
     }

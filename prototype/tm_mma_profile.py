@@ -23,7 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tm_mma  # noqa: E402
 from tm_mma import VEC, Variant, compile_variant, launch, prepare  # noqa: E402
 
-PROFILED = [Variant("tm", 256, 2, "sorted"), Variant("tm", 256, 2), Variant("cluster", 256, 2, cl=2)]
+PROFILED = [Variant("tm", 256, 2, "sorted"), Variant("tm", 256, 2), Variant("cluster", 256, 2, cl=2),
+            Variant("cluster", 256, 3, cl=2, straddle=True)]
 
 
 def main() -> int:
@@ -36,7 +37,7 @@ def main() -> int:
     ref = F.linear(x.float(), (weight.float() * mask).cuda())
     for v in PROFILED:
         kernel = compile_variant(v)
-        p = prepare(w, v.kc, v.order)
+        p = prepare(w, v.kc, v.order, v.straddle)
         out = torch.full((t, m), float("nan"), device="cuda", dtype=torch.bfloat16)
         launch(v, kernel, p, x, None, out)
         torch.cuda.synchronize()
