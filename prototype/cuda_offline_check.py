@@ -57,6 +57,7 @@ def main() -> int:
         options += [f"-DCL={v.cl}"] if v.kind == "cluster" else []
         options += ["-DHALF"] if v.dtype == "float16" else []
         options += ["-DSTRADDLE"] if v.straddle else []
+        options += ["-DGROUP_OUT"] if v.out != "scatter" else []
         try:
             ptx = nvrtc_ptx(lib, source, options)
             with tempfile.TemporaryDirectory() as d:

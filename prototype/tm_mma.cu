@@ -63,5 +63,5 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_CTAS)
                     xs + ((c + 1) % NSTAGE) * BT * STRIDE + job.slab * 64 * STRIDE, wfrag, cfrag, job.sp[c],
                     job.sp[c + 1], job.lane);
   }
-  if (job.active) store_tile(acc, perm, bias, out, job.g, job.t0 + job.slab * 64, T, M, has_bias, job.lane);
+  if (job.active) store_tile(acc, perm, bias, out, job.g, job.t0 + job.slab * 64, T, M, G, has_bias, job.lane);
 }

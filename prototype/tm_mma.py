@@ -207,10 +207,14 @@ class Variant:
     dtype: str = "bfloat16"
     gpc: int = 4  # groups per CTA (2 * gpc warps)
     straddle: bool = False  # k-steps may run into the next chunk (no padding per chunk)
+    # "scatter": F.linear's layout, each element stored through perm; "group": group order (what a
+    # consumer that folds the permutation reads); "permute": group order, then tm_permute.cu
+    out: str = "scatter"
 
     @property
     def name(self) -> str:
-        return f"{self.kind}{self.cl}-g{self.gpc}-kc{self.kc}-s{self.nstage}-{self.order}" + ("-str" if self.straddle else "")
+        return (f"{self.kind}{self.cl}-g{self.gpc}-kc{self.kc}-s{self.nstage}-{self.order}"
+                + ("-str" if self.straddle else "") + ("" if self.out == "scatter" else f"-{self.out}"))
 
     @property
     def smem(self) -> int:
@@ -223,18 +227,40 @@ def compile_variant(v: Variant):
     options = [f"-DKC={v.kc}", f"-DNSTAGE={v.nstage}", f"-DGPC={v.gpc}"] + ([f"-DCL={v.cl}"] if v.kind == "cluster" else [])
     options += ["-DHALF"] if v.dtype == "float16" else []
     options += ["-DSTRADDLE"] if v.straddle else []
+    options += ["-DGROUP_OUT"] if v.out != "scatter" else []
     kernel = torch.cuda._compile_kernel(source, name, compute_capability="90a" if v.kind == "cluster" else None,
                                         nvcc_options=options)
+    allow_shared(kernel, v.smem)
+    return kernel
+
+
+def allow_shared(kernel, nbytes: int) -> None:
+    """Raise a kernel's dynamic shared-memory limit (past 48 KB it must be asked for)."""
     if hasattr(kernel, "set_shared_memory_config"):
-        kernel.set_shared_memory_config(v.smem)
-    else:  # older torch: raise the dynamic shared-memory limit through the driver directly
+        kernel.set_shared_memory_config(nbytes)
+    else:  # older torch: through the driver directly
         import ctypes
 
         getter = getattr(torch.cuda._utils, "_get_gpu_runtime_library", None) or getattr(
             torch.cuda._utils, "_get_cuda_library", None)
         lib = getter() if getter else ctypes.CDLL("libcuda.so.1")
-        assert lib.cuFuncSetAttribute(kernel.func, 8, v.smem) == 0  # 8: MAX_DYNAMIC_SHARED_SIZE_BYTES
+        assert lib.cuFuncSetAttribute(kernel.func, 8, nbytes) == 0  # 8: MAX_DYNAMIC_SHARED_SIZE_BYTES
+
+
+PERMUTE_ROWS, PERMUTE_MAX_P = 4, 16384  # tm_permute.cu's rows per CTA; the widest group-order row
+
+
+def compile_permute():
+    kernel = torch.cuda._compile_kernel((_HERE / "tm_permute.cu").read_text(), "shflbw_permute_cols")
+    allow_shared(kernel, PERMUTE_ROWS * PERMUTE_MAX_P * 2)
     return kernel
+
+
+def permute_cols(kernel, src: torch.Tensor, inv: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+    t, width = src.shape
+    kernel(grid=(math.ceil(t / PERMUTE_ROWS), 1, 1), block=(256, 1, 1), shared_mem=PERMUTE_ROWS * width * 2,
+           args=[src, inv, dst, t, width, dst.shape[1]])
+    return dst
 
 
 def launch(v: Variant, kernel, p: dict, x: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor):
@@ -259,10 +285,12 @@ VARIANTS = [
     Variant("tm", 256, 2, "sorted"), Variant("tm", 128, 3, "sorted"), Variant("tm", 64, 4, "sorted"),
     Variant("tm", 256, 2), Variant("tm", 256, 3), Variant("tm", 128, 3), Variant("tm", 128, 3, gpc=2),
     Variant("tm", 256, 2, dtype="float16"), Variant("tm", 128, 3, straddle=True), Variant("tm", 256, 3, straddle=True),
+    Variant("tm", 256, 2, out="group"), Variant("tm", 256, 2, out="permute"), Variant("tm", 256, 3, straddle=True, out="permute"),
     Variant("cluster", 256, 2), Variant("cluster", 256, 2, cl=2), Variant("cluster", 128, 3, cl=2),
     Variant("cluster", 256, 3, cl=2), Variant("cluster", 128, 3, cl=2, gpc=2), Variant("cluster", 128, 4, cl=4, gpc=2),
     Variant("cluster", 256, 2, cl=2, dtype="float16"), Variant("cluster", 128, 3, cl=2, straddle=True),
-    Variant("cluster", 256, 3, cl=2, straddle=True),
+    Variant("cluster", 256, 3, cl=2, straddle=True), Variant("cluster", 256, 2, cl=2, out="group"),
+    Variant("cluster", 256, 2, cl=2, out="permute"), Variant("cluster", 256, 3, cl=2, straddle=True, out="permute"),
 ]
 
 
@@ -304,7 +332,9 @@ def run_gpu(out_path: str, kinds: tuple[str, ...]) -> int:
             kernels[v] = compile_variant(v)
         except Exception as e:  # noqa: BLE001 - a variant that does not build is reported, the others run
             print(f"variant {v} did not build: {type(e).__name__}: {str(e)[:2000]}", flush=True)
-    first = {kind: next(v for v in kernels if v.kind == kind and v.dtype == "bfloat16") for kind in {v.kind for v in kernels}}
+    permute = compile_permute() if any(v.out == "permute" for v in kernels) else None
+    first = {kind: next(v for v in kernels if v.kind == kind and v.dtype == "bfloat16" and v.out == "scatter")
+             for kind in {v.kind for v in kernels}}
     result = {"stamp": stamp(), "rows": [], "diagnosis": {v.name: diagnose(v, kernels[v]) for v in first.values()}}
     gen = torch.Generator().manual_seed(0)
     for m, k, t, sparsity, dtype_name in CASES:
@@ -324,15 +354,28 @@ def run_gpu(out_path: str, kinds: tuple[str, ...]) -> int:
         err = rel_error(linear_fwd(x, *args), ref)
         tol = GATE[dtype]
         rows.append(("shflbw.linear", median_us(lambda: linear_fwd(x, *args), graph=True) if err < tol else None, err))
+        width = w.num_groups * VEC
+        ref_g = torch.zeros(t, width, device="cuda")  # group order: column p holds original row perm[p]
+        ref_g[:, :m] = ref[:, w.perm.long()]
+        inv = torch.empty(m, dtype=torch.int32, device="cuda")
+        inv[w.perm.long()] = torch.arange(m, dtype=torch.int32, device="cuda")
         for v, kernel in kernels.items():
             if v.dtype != dtype_name:
                 continue
             p = prepare(w, v.kc, v.order, v.straddle)
-            out = torch.full((t, m), float("nan"), device="cuda", dtype=dtype)
-            err = rel_error(launch(v, kernel, p, x, bias, out), ref)
-            us = median_us(lambda: launch(v, kernel, p, x, bias, out), graph=True) if err < tol else None
+            out = torch.full((t, m if v.out != "group" else width), float("nan"), device="cuda", dtype=dtype)
+            if v.out == "permute":
+                out_g = torch.empty(t, width, device="cuda", dtype=dtype)
+
+                def run(v=v, kernel=kernel, p=p, out=out, out_g=out_g):
+                    return permute_cols(permute, launch(v, kernel, p, x, bias, out_g), inv, out)
+            else:
+                def run(v=v, kernel=kernel, p=p, out=out):
+                    return launch(v, kernel, p, x, bias, out)
+            err = rel_error(run(), ref_g if v.out == "group" else ref)
+            us = median_us(run, graph=True) if err < tol else None
             rows.append((f"{v.name} pad{p['pad']:.2f}", us, err))
-            del p, out
+            del p, out, run
         for name, us, err in rows:
             sp = dense_us / us if us else None
             result["rows"].append({"case": case, "variant": name, "us": us, "error": err, "speedup": sp})
@@ -342,7 +385,7 @@ def run_gpu(out_path: str, kinds: tuple[str, ...]) -> int:
     return 0
 
 
-def simulate_lanes(p: dict, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def simulate_lanes(p: dict, x: torch.Tensor, bias: torch.Tensor | None, group_out: bool = False) -> torch.Tensor:
     """The CUDA code lane by lane (compute_steps, store_tile): each lane's A registers gathered from
     the staged tile and B registers read from wfrag as the kernel does, then mma.m16n8k16 applied by
     the PTX ISA's fragment layout (A: element i of lane (g, t) at row g + 8 * (i // 2 % 2), column
@@ -352,7 +395,7 @@ def simulate_lanes(p: dict, x: torch.Tensor, bias: torch.Tensor | None) -> torch
     sp = p["step_ptr"].long().tolist()
     wfrag = p["wfrag"].view(torch.int16).reshape(-1, 32, 16, 2)  # [S, lane, register, half]
     cfrag = p["cfrag"].long() & 0xFFFF
-    out = torch.full((t_total, p["m"]), float("nan"))
+    out = torch.full((t_total, p["groups"] * VEC if group_out else p["m"]), float("nan"))
     for t0 in range(0, t_total, BT):
         for g in range(p["groups"]):
             for slab in range(2):
@@ -404,10 +447,13 @@ def simulate_lanes(p: dict, x: torch.Tensor, bias: torch.Tensor | None) -> torch
                             for j in range(8):
                                 for e in range(2):
                                     pos = g * VEC + 8 * j + 2 * q + e
-                                    if pos < p["m"]:
-                                        orow = int(p["perm"][pos])
-                                        bv = float(bias[orow]) if bias is not None else 0.0
-                                        out[tok, orow] = float(acc[mt, j, lane, 2 * h + e]) + bv
+                                    orow = int(p["perm"][pos]) if pos < p["m"] else -1
+                                    bv = float(bias[orow]) if bias is not None and orow >= 0 else 0.0
+                                    value = float(acc[mt, j, lane, 2 * h + e]) + bv
+                                    if group_out:  # GROUP_OUT: every position, padding rows included
+                                        out[tok, g * VEC + 8 * j + 2 * q + e] = value
+                                    elif orow >= 0:
+                                        out[tok, orow] = value
     return out
 
 
@@ -445,6 +491,14 @@ def run_emulate() -> int:
         print(f"lane simulation 100x512 T=70 kc={kc} {order}{' straddle' if straddle else ''}: rel err {err:.2e}")
         if not err < 1e-5:
             return 1
+    p = prepare(w, 256, "quads")
+    got = simulate_lanes(p, x, bias, group_out=True)
+    ref_g = torch.zeros(70, p["groups"] * VEC)
+    ref_g[:, :100] = ref[:, perm]
+    err = ((got - ref_g).norm() / ref_g.norm()).item()
+    print(f"lane simulation, group-order output: rel err {err:.2e}")
+    if not err < 1e-5:
+        return 1
     return 0
 
 

@@ -123,6 +123,6 @@ extern "C" __global__ void __cluster_dims__(CL, 1, 1) __launch_bounds__(NTHREADS
       issue_chunk(X, xs + s * BT * STRIDE, bars + 8 * s, job.t0, c + NSTAGE, T, K, rank, job.lane);
     }
   }
-  if (job.active) store_tile(acc, perm, bias, out, job.g, job.t0 + job.slab * 64, T, M, has_bias, job.lane);
+  if (job.active) store_tile(acc, perm, bias, out, job.g, job.t0 + job.slab * 64, T, M, G, has_bias, job.lane);
   cluster_sync();  // no CTA leaves while a peer may still arrive on its barriers
 }
