@@ -3,8 +3,11 @@
 #
 #   run(): SHFLBW_COMMIT=<commit> bash prototype/device_s18.sh [BUDGET_S]
 #
-# 1. The token-major CUDA kernels (prototype/tm_mma.py: per-CTA tiles, then cluster-shared tiles),
-#    gated, beside dense and shflbw.linear: the first measurement of the lower-level route #5 allows.
+# 1. The token-major CUDA kernels (prototype/tm_mma.py: per-CTA tiles, then cluster-shared tiles;
+#    outputs stored through the permutation, in group order, or in group order then permuted by a
+#    second pass), gated, beside dense and shflbw.linear: the first measurement of the lower-level
+#    route #5 allows. Before any device call: python prototype/tm_mma.py --emulate (CPU) and
+#    prototype/cuda_offline_check.py (builds every variant without a GPU).
 # 2. Nsight Compute counters of three variants on one case (prototype/tm_mma_profile.py), where ncu works.
 # 3. With what is left, session 17's call: on an H200 the owed re-measures then V = 32 beside
 #    V = 64; on an H100 V = 32 beside V = 64 (prototype/device_s17.sh).
