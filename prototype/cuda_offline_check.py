@@ -50,7 +50,9 @@ def main() -> int:
     ptxas = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
     lib = ctypes.CDLL(args.nvrtc)
     failed = 0
-    for v in tm_mma.VARIANTS:
+    import tm_mlp
+
+    for v in tm_mma.VARIANTS + [v for pair in tm_mlp.PAIRS for v in pair]:
         arch = "90a" if v.kind == "cluster" else "90"
         source, _ = tm_mma.SOURCES[v.kind]
         options = [f"--gpu-architecture=compute_{arch}", f"-DKC={v.kc}", f"-DNSTAGE={v.nstage}", f"-DGPC={v.gpc}"]
@@ -58,6 +60,7 @@ def main() -> int:
         options += ["-DHALF"] if v.dtype == "float16" else []
         options += ["-DSTRADDLE"] if v.straddle else []
         options += ["-DGROUP_OUT"] if v.out != "scatter" else []
+        options += ["-DGELU"] if v.gelu else []
         try:
             ptx = nvrtc_ptx(lib, source, options)
             with tempfile.TemporaryDirectory() as d:

@@ -8,8 +8,9 @@
 #    second pass), gated, beside dense and shflbw.linear: the first measurement of the lower-level
 #    route #5 allows. Before any device call: python prototype/tm_mma.py --emulate (CPU) and
 #    prototype/cuda_offline_check.py (builds every variant without a GPU).
-# 2. Nsight Compute counters of three variants on one case (prototype/tm_mma_profile.py), where ncu works.
-# 3. With what is left, session 17's call: on an H200 the owed re-measures then V = 32 beside
+# 2. Nsight Compute counters of four variants on one case (prototype/tm_mma_profile.py), where ncu works.
+# 3. The MLP block token-major end to end with those kernels (prototype/tm_mlp.py).
+# 4. With what is left, session 17's call: on an H200 the owed re-measures then V = 32 beside
 #    V = 64; on an H100 V = 32 beside V = 64 (prototype/device_s17.sh).
 . "$(dirname "$0")/device_common.sh" "$@"  # budget, left(), paths, the card in $OUT/gpu.txt
 grep -q H200 "$OUT/gpu.txt" || echo "NOT AN H200: every number below is an H100 number"
@@ -34,5 +35,10 @@ smsp__warp_issue_stalled_short_scoreboard_per_warp_active.pct,smsp__warp_issue_s
       python prototype/tm_mma_profile.py > "$OUT/tm_ncu_sol.txt" 2>&1
     echo "ncu SpeedOfLight rc $? at $(( $(date +%s) - t0 )) s"
   fi
+fi
+# The MLP block token-major end to end (fc1 in group order with GELU, fc2 over it, one permute pass)
+if [ "$(left)" -gt 120 ]; then
+  timeout $(cap 150) python prototype/tm_mlp.py --out "$OUT/tm_mlp.json" > "$OUT/tm_mlp.txt" 2>&1
+  echo "tm_mlp rc $? at $(( $(date +%s) - t0 )) s"; tail -n 30 "$OUT/tm_mlp.txt"
 fi
 [ "$(left)" -gt 120 ] && bash prototype/device_s17.sh $(( $(left) - 10 ))

@@ -210,11 +210,13 @@ class Variant:
     # "scatter": F.linear's layout, each element stored through perm; "group": group order (what a
     # consumer that folds the permutation reads); "permute": group order, then tm_permute.cu
     out: str = "scatter"
+    gelu: bool = False  # GELU (tanh form) in the epilogue, for an MLP block's first layer
 
     @property
     def name(self) -> str:
         return (f"{self.kind}{self.cl}-g{self.gpc}-kc{self.kc}-s{self.nstage}-{self.order}"
-                + ("-str" if self.straddle else "") + ("" if self.out == "scatter" else f"-{self.out}"))
+                + ("-str" if self.straddle else "") + ("" if self.out == "scatter" else f"-{self.out}")
+                + ("-gelu" if self.gelu else ""))
 
     @property
     def smem(self) -> int:
@@ -228,6 +230,7 @@ def compile_variant(v: Variant):
     options += ["-DHALF"] if v.dtype == "float16" else []
     options += ["-DSTRADDLE"] if v.straddle else []
     options += ["-DGROUP_OUT"] if v.out != "scatter" else []
+    options += ["-DGELU"] if v.gelu else []
     kernel = torch.cuda._compile_kernel(source, name, compute_capability="90a" if v.kind == "cluster" else None,
                                         nvcc_options=options)
     allow_shared(kernel, v.smem)

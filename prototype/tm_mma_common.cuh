@@ -145,7 +145,20 @@ __device__ __forceinline__ void compute_steps(float (&acc)[4][8][4], const u16* 
   }
 }
 
-// Accumulator (token, permuted row 8j + 2q + e of group g) -> out, bf16 (+ bias of the original row):
+// The epilogue's activation: GELU's tanh form through the hardware tanh with -DGELU (as the Triton
+// kernels run it: within 4.7e-4 of the erf form, kernels/spmm.py), else none.
+__device__ __forceinline__ float act(float x) {
+#ifdef GELU
+  float t;
+  const float u = 0.7978845608f * (x + 0.044715f * x * x * x);
+  asm("tanh.approx.f32 %0, %1;\n" : "=f"(t) : "f"(u));
+  return 0.5f * x * (1.f + t);
+#else
+  return x;
+#endif
+}
+
+// Accumulator (token, permuted row 8j + 2q + e of group g) -> out, act(. + bias of the original row):
 // - default: out[token, perm[row]], the F.linear layout. Each 2-byte store lands in its own 32-byte
 //   sector (the rows of a group are scattered); the Triton kernel storing this way ran at 0.69x of
 //   dense against 1.57x in group order (4096^2, T = 4096, 75 %, linear.py's docstring).
@@ -175,15 +188,15 @@ __device__ __forceinline__ void store_tile(const float (&acc)[4][8][4], const in
       u16* orow_ptr = out + (size_t)tok * G * VEC + g * VEC + 2 * q;
 #pragma unroll
       for (int j = 0; j < 8; ++j)
-        *reinterpret_cast<u32*>(orow_ptr + 8 * j) = (u32)f32_to_bf16(acc[mt][j][2 * h] + bv[j][0]) |
-                                                    ((u32)f32_to_bf16(acc[mt][j][2 * h + 1] + bv[j][1]) << 16);
+        *reinterpret_cast<u32*>(orow_ptr + 8 * j) = (u32)f32_to_bf16(act(acc[mt][j][2 * h] + bv[j][0])) |
+                                                    ((u32)f32_to_bf16(act(acc[mt][j][2 * h + 1] + bv[j][1])) << 16);
 #else
       u16* orow_ptr = out + (size_t)tok * M;
 #pragma unroll
       for (int j = 0; j < 8; ++j)
 #pragma unroll
         for (int e = 0; e < 2; ++e)
-          if (orow[j][e] >= 0) orow_ptr[orow[j][e]] = f32_to_bf16(acc[mt][j][2 * h + e] + bv[j][e]);
+          if (orow[j][e] >= 0) orow_ptr[orow[j][e]] = f32_to_bf16(act(acc[mt][j][2 * h + e] + bv[j][e]));
 #endif
     }
 }
