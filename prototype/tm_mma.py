@@ -335,9 +335,9 @@ def run_gpu(out_path: str, kinds: tuple[str, ...]) -> int:
         except Exception as e:  # noqa: BLE001 - a variant that does not build is reported, the others run
             print(f"variant {v} did not build: {type(e).__name__}: {str(e)[:2000]}", flush=True)
     permute = compile_permute() if any(v.out == "permute" for v in kernels) else None
-    first = {kind: next(v for v in kernels if v.kind == kind and v.dtype == "bfloat16" and v.out == "scatter")
-             for kind in {v.kind for v in kernels}}
-    result = {"stamp": stamp(), "rows": [], "diagnosis": {v.name: diagnose(v, kernels[v]) for v in first.values()}}
+    first = [next((v for v in kernels if v.kind == kind and v.dtype == "bfloat16" and v.out == "scatter"), None)
+             for kind in sorted({v.kind for v in kernels})]
+    result = {"stamp": stamp(), "rows": [], "diagnosis": {v.name: diagnose(v, kernels[v]) for v in first if v}}
     gen = torch.Generator().manual_seed(0)
     for m, k, t, sparsity, dtype_name in CASES:
         dtype = getattr(torch, dtype_name)
