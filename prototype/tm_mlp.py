@@ -40,6 +40,7 @@ PAIRS = [  # (fc1 variant, fc2 variant)
     (Variant("cluster", 256, 2, cl=2, out="group", gelu=True), Variant("cluster", 256, 2, cl=2)),
 ]
 CASES = [(4096, 16384), (4096, 11008)]  # (model dim, hidden)
+DEVICE = "cuda"  # tm_mma.dry_run() sets "cpu"
 
 
 def fold_columns(w2: torch.Tensor, mask2: torch.Tensor, perm2: torch.Tensor, perm1: torch.Tensor, width: int):
@@ -102,8 +103,8 @@ def run_gpu(out_path: str, tokens: list[int], sparsities: list[float]) -> int:
     result = {"stamp": stamp(), "rows": []}
     for (d, hidden), t, s in itertools.product(CASES, tokens, sparsities):
         gen = torch.Generator().manual_seed(0)
-        w1, w2, m1, m2, b1, b2, packed1, packed2 = block(gen, d, hidden, s, "cuda")
-        x = torch.randn(t, d, device="cuda", dtype=torch.bfloat16)
+        w1, w2, m1, m2, b1, b2, packed1, packed2 = block(gen, d, hidden, s, DEVICE)
+        x = torch.randn(t, d, device=DEVICE, dtype=torch.bfloat16)
         ref = reference(x, w1 * m1, w2 * m2, b1, b2)
         ref_dense = reference(x, w1, w2, b1, b2)
         case = f"D{d}-H{hidden}-T{t}-s{s}"
@@ -113,16 +114,16 @@ def run_gpu(out_path: str, tokens: list[int], sparsities: list[float]) -> int:
             err = rel_error(fn(), ref_dense)
             rows.append((name, median_us(fn, graph=True) if err < 2e-2 else None, err))
         width1 = packed1.num_groups * VEC
-        inv2 = torch.empty(d, dtype=torch.int32, device="cuda")
-        inv2[packed2.perm.long()] = torch.arange(d, dtype=torch.int32, device="cuda")
+        inv2 = torch.empty(d, dtype=torch.int32, device=DEVICE)
+        inv2[packed2.perm.long()] = torch.arange(d, dtype=torch.int32, device=DEVICE)
         for v1, v2 in PAIRS:
             if v1 not in kernels or v2 not in kernels:
                 continue
             pk1 = tm_mma.prepare(packed1, v1.kc, v1.order, v1.straddle)
             pk2 = tm_mma.prepare(packed2, v2.kc, v2.order, v2.straddle)
-            h_g = torch.full((t, width1), float("nan"), device="cuda", dtype=torch.bfloat16)
-            y = torch.full((t, d), float("nan"), device="cuda", dtype=torch.bfloat16)
-            y_g = torch.empty(t, packed2.num_groups * VEC, device="cuda", dtype=torch.bfloat16)
+            h_g = torch.full((t, width1), float("nan"), device=DEVICE, dtype=torch.bfloat16)
+            y = torch.full((t, d), float("nan"), device=DEVICE, dtype=torch.bfloat16)
+            y_g = torch.empty(t, packed2.num_groups * VEC, device=DEVICE, dtype=torch.bfloat16)
 
             def run(v1=v1, v2=v2, pk1=pk1, pk2=pk2, h_g=h_g, y=y, y_g=y_g):
                 tm_mma.launch(v1, kernels[v1], pk1, x, b1, h_g)

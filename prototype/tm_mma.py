@@ -1,7 +1,9 @@
 """Experiment (session 18): the token-major CUDA kernel of tm_mma.cu beside dense and shflbw.linear.
 
     python prototype/tm_mma.py --out tm_mma.json          # on a GPU: gate, then time
-    python prototype/tm_mma.py --emulate                  # anywhere: checks the fragment packing
+    python prototype/tm_mma.py --emulate                  # anywhere: packing + lane-level simulation
+    python prototype/tm_mma.py --dry-run                  # anywhere: this harness and tm_mlp.py's,
+                                                          # kernels emulated, times faked
 
 Why: issue #5's token-major bar (2.0x at 75 %, T >= 2048) is unmet at V = 64 (1.52-1.89x on the
 H200, 1.19-1.52x on the H100) because the Triton path transposes X and the output around a
@@ -33,6 +35,7 @@ from shflbw.format.matrix import group_ids  # noqa: E402
 from shflbw.testing import random_shflbw_mask  # noqa: E402
 
 BT, VEC = 128, 64
+DEVICE = "cuda"  # dry_run() sets "cpu"
 _HERE = Path(__file__).parent
 COMMON = (_HERE / "tm_mma_common.cuh").read_text()
 SOURCES = {"tm": (COMMON + (_HERE / "tm_mma.cu").read_text(), "shflbw_tm_mma"),
@@ -302,18 +305,19 @@ def diagnose(v: Variant, kernel) -> dict:
     gen = torch.Generator().manual_seed(5)
     weight = torch.randn(64, 256, generator=gen).to(torch.bfloat16)
     mask, perm = random_shflbw_mask(64, 256, VEC, 0.25, generator=gen)
-    w = ShflBWMatrix.from_dense(weight.cuda(), mask.cuda(), perm.cuda(), vector=VEC)
-    x = torch.randn(128, 256, generator=gen).to(torch.bfloat16).cuda()
+    w = ShflBWMatrix.from_dense(weight.to(DEVICE), mask.to(DEVICE), perm.to(DEVICE), vector=VEC)
+    x = torch.randn(128, 256, generator=gen).to(torch.bfloat16).to(DEVICE)
     p = prepare(w, v.kc, v.order, v.straddle)
-    out = torch.full((128, 64), float("nan"), device="cuda", dtype=torch.bfloat16)
+    out = torch.full((128, 64), float("nan"), device=DEVICE, dtype=torch.bfloat16)
     launch(v, kernel, p, x, None, out)
-    torch.cuda.synchronize()
-    ref = F.linear(x.float(), (weight.float() * mask).cuda())
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+    ref = F.linear(x.float(), (weight.float() * mask).to(DEVICE))
     bad = ((out.float() - ref).abs() > 0.05 * ref.abs().max()) | ~torch.isfinite(out.float())
     inv = torch.empty(64, dtype=torch.long)
     inv[perm] = torch.arange(64)  # original row -> permuted position
-    pos = inv.cuda()[None, :].expand(128, 64)
-    tok = torch.arange(128, device="cuda")[:, None].expand(128, 64)
+    pos = inv.to(DEVICE)[None, :].expand(128, 64)
+    tok = torch.arange(128, device=DEVICE)[:, None].expand(128, 64)
     table = torch.zeros(16, 8)
     for a in range(16):
         for b in range(8):
@@ -343,10 +347,10 @@ def run_gpu(out_path: str, kinds: tuple[str, ...]) -> int:
         dtype = getattr(torch, dtype_name)
         weight = torch.randn(m, k, generator=gen).to(dtype)
         mask, perm = random_shflbw_mask(m, k, VEC, 1 - sparsity, generator=gen)
-        weight, mask, perm = weight.cuda(), mask.cuda(), perm.cuda()
+        weight, mask, perm = weight.to(DEVICE), mask.to(DEVICE), perm.to(DEVICE)
         w = ShflBWMatrix.from_dense(weight, mask, perm, vector=VEC)
-        x = torch.randn(t, k, device="cuda").to(dtype)
-        bias = torch.randn(m, device="cuda").to(dtype)
+        x = torch.randn(t, k, device=DEVICE).to(dtype)
+        bias = torch.randn(m, device=DEVICE).to(dtype)
         masked = (weight * mask).float()
         ref = F.linear(x.float(), masked, bias.float())
         case = f"{m}x{k} T={t} s={sparsity} {dtype_name}"
@@ -357,17 +361,17 @@ def run_gpu(out_path: str, kinds: tuple[str, ...]) -> int:
         tol = GATE[dtype]
         rows.append(("shflbw.linear", median_us(lambda: linear_fwd(x, *args), graph=True) if err < tol else None, err))
         width = w.num_groups * VEC
-        ref_g = torch.zeros(t, width, device="cuda")  # group order: column p holds original row perm[p]
+        ref_g = torch.zeros(t, width, device=DEVICE)  # group order: column p holds original row perm[p]
         ref_g[:, :m] = ref[:, w.perm.long()]
-        inv = torch.empty(m, dtype=torch.int32, device="cuda")
-        inv[w.perm.long()] = torch.arange(m, dtype=torch.int32, device="cuda")
+        inv = torch.empty(m, dtype=torch.int32, device=DEVICE)
+        inv[w.perm.long()] = torch.arange(m, dtype=torch.int32, device=DEVICE)
         for v, kernel in kernels.items():
             if v.dtype != dtype_name:
                 continue
             p = prepare(w, v.kc, v.order, v.straddle)
-            out = torch.full((t, m if v.out != "group" else width), float("nan"), device="cuda", dtype=dtype)
+            out = torch.full((t, m if v.out != "group" else width), float("nan"), device=DEVICE, dtype=dtype)
             if v.out == "permute":
-                out_g = torch.empty(t, width, device="cuda", dtype=dtype)
+                out_g = torch.empty(t, width, device=DEVICE, dtype=dtype)
 
                 def run(v=v, kernel=kernel, p=p, out=out, out_g=out_g):
                     return permute_cols(permute, launch(v, kernel, p, x, bias, out_g), inv, out)
@@ -459,6 +463,68 @@ def simulate_lanes(p: dict, x: torch.Tensor, bias: torch.Tensor | None, group_ou
     return out
 
 
+class EmulatedKernel:
+    """Stands in for a compiled variant in dry_run(): the kernel's arguments in, emulate()'s result out
+    in the layout the build options say (scatter, group order, GELU)."""
+
+    def __init__(self, v: Variant):
+        self.v = v
+
+    def __call__(self, grid, block, shared_mem, args):
+        x, wfrag, cfrag, step_ptr, perm, bias, out, t, k, m, groups, chunks, has_bias = args
+        p = {"wfrag": wfrag, "cfrag": cfrag, "step_ptr": step_ptr, "perm": perm, "m": m, "k": k,
+             "groups": groups, "chunks": chunks, "kc": self.v.kc}
+        y = emulate(p, x, bias if has_bias else None)  # [t, m], original order, bias added
+        y = F.gelu(y, approximate="tanh") if self.v.gelu else y
+        if self.v.out == "scatter":
+            out.copy_(y)
+        else:
+            y_g = torch.zeros(t, groups * VEC)
+            y_g[:, :m] = y[:, perm.long()]
+            out.copy_(y_g)  # padding rows: act(0) = 0
+
+
+class EmulatedPermute:
+    def __call__(self, grid, block, shared_mem, args):
+        src, inv, dst, t, width, m = args
+        dst.copy_(src[:, inv.long()])
+
+
+def dry_run() -> int:
+    """The GPU harness (run_gpu, tm_mlp.run_gpu) on the CPU with small shapes: kernels emulated,
+    times faked, so a slip in its own code is found here and not in a scarce device call."""
+    global DEVICE, CASES
+    import benchmarks.run_linear
+    import benchmarks.timing
+    import tm_mlp
+
+    DEVICE, tm_mlp.DEVICE = "cpu", "cpu"
+    CASES = [(200, 136, 70, 0.75, "bfloat16"), (128, 256, 130, 0.5, "float16")]
+    tm_mlp.CASES = [(64, 200)]
+    # this module runs as __main__, and tm_mlp imports it again as tm_mma: patch both copies
+    for module in {sys.modules[__name__], sys.modules.get("tm_mma")} - {None}:
+        module.DEVICE = "cpu"
+        module.compile_variant = EmulatedKernel
+        module.compile_permute = EmulatedPermute
+    benchmarks.timing.median_us = lambda fn, graph=False, rep=100: (fn(), 1.0)[1]
+    benchmarks.run_linear.stamp = lambda: {"dry_run": True}
+    import shflbw.kernels.linear
+    from shflbw.ops.reference import linear_fwd_ref
+
+    shflbw.kernels.linear.linear_fwd = linear_fwd_ref
+    torch.compile = lambda fn, **kw: fn
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        rc = run_gpu(os.path.join(d, "tm.json"), ("tm", "cluster"))
+        rows = json.load(open(os.path.join(d, "tm.json")))["rows"]
+        rc |= tm_mlp.run_gpu(os.path.join(d, "mlp.json"), [70], [0.75])
+        rows += json.load(open(os.path.join(d, "mlp.json")))["rows"]
+    wrong = [r for r in rows if r["us"] is None]
+    print(f"dry run: {len(rows)} rows, {len(wrong)} wrong" + "".join(f"\n  {r['case']} {r['variant']}" for r in wrong))
+    return rc or int(bool(wrong))
+
+
 def run_emulate() -> int:
     gen = torch.Generator().manual_seed(1)
     for m, k, t, kc, empty, order, straddle in [
@@ -509,5 +575,8 @@ if __name__ == "__main__":
     ap.add_argument("--out", default="tm_mma.json")
     ap.add_argument("--emulate", action="store_true")
     ap.add_argument("--kinds", default="tm,cluster", help="kernels to run: tm, cluster (default: both)")
+    ap.add_argument("--dry-run", action="store_true", help="the harness on the CPU, kernels emulated")
     a = ap.parse_args()
+    if a.dry_run:
+        sys.exit(dry_run())
     sys.exit(run_emulate() if a.emulate else run_gpu(a.out, tuple(a.kinds.split(","))))
