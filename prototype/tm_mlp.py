@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import os
 import sys
 
@@ -134,13 +133,7 @@ def run_gpu(out_path: str, tokens: list[int], sparsities: list[float]) -> int:
             err = rel_error(run(), ref)
             rows.append((f"{v1.name} + {v2.name}", median_us(run, graph=True) if err < 2e-2 else None, err))
             del pk1, pk2, h_g, y, y_g, run
-        base = min(us for _, us, _ in rows[:2] if us)
-        for name, us, err in rows:
-            sp = base / us if us else None
-            result["rows"].append({"case": case, "variant": name, "us": us, "error": err, "speedup": sp})
-            print(f"{case:26s} {name:72s} " + (f"{us:8.1f} us {sp:5.2f}x" if us else f"WRONG err={err:.3g}"), flush=True)
-        with open(out_path, "w") as f:
-            json.dump(result, f, indent=1)
+        tm_mma.record(result, case, rows, min(us for _, us, _ in rows[:2] if us), out_path, width=72)
     return 0
 
 

@@ -382,13 +382,18 @@ def run_gpu(out_path: str, kinds: tuple[str, ...]) -> int:
             us = median_us(run, graph=True) if err < tol else None
             rows.append((f"{v.name} pad{p['pad']:.2f}", us, err))
             del p, out, run
-        for name, us, err in rows:
-            sp = dense_us / us if us else None
-            result["rows"].append({"case": case, "variant": name, "us": us, "error": err, "speedup": sp})
-            print(f"{case:36s} {name:36s} " + (f"{us:8.1f} us {sp:5.2f}x" if us else f"WRONG err={err:.3g}"), flush=True)
-        with open(out_path, "w") as f:
-            json.dump(result, f, indent=1)
+        record(result, case, rows, dense_us, out_path)
     return 0
+
+
+def record(result: dict, case: str, rows: list, base_us: float, out_path: str, width: int = 36) -> None:
+    """Append one case's (variant, us, error) rows with speedups against base_us, print them, save all."""
+    for name, us, err in rows:
+        sp = base_us / us if us else None
+        result["rows"].append({"case": case, "variant": name, "us": us, "error": err, "speedup": sp})
+        print(f"{case:36s} {name:{width}s} " + (f"{us:8.1f} us {sp:5.2f}x" if us else f"WRONG err={err:.3g}"), flush=True)
+    with open(out_path, "w") as f:
+        json.dump(result, f, indent=1)
 
 
 def simulate_lanes(p: dict, x: torch.Tensor, bias: torch.Tensor | None, group_out: bool = False) -> torch.Tensor:
