@@ -52,15 +52,18 @@ def main() -> int:
     failed = 0
     import tm_mlp
 
+    builds = [("tm_permute", "90", (tm_mma._HERE / "tm_permute.cu").read_text(), [])]
     for v in tm_mma.VARIANTS + [v for pair in tm_mlp.PAIRS for v in pair]:
         arch = "90a" if v.kind == "cluster" else "90"
-        source, _ = tm_mma.SOURCES[v.kind]
-        options = [f"--gpu-architecture=compute_{arch}", f"-DKC={v.kc}", f"-DNSTAGE={v.nstage}", f"-DGPC={v.gpc}"]
+        options = [f"-DKC={v.kc}", f"-DNSTAGE={v.nstage}", f"-DGPC={v.gpc}"]
         options += [f"-DCL={v.cl}"] if v.kind == "cluster" else []
         options += ["-DHALF"] if v.dtype == "float16" else []
         options += ["-DSTRADDLE"] if v.straddle else []
         options += ["-DGROUP_OUT"] if v.out != "scatter" else []
         options += ["-DGELU"] if v.gelu else []
+        builds.append((f"{v.name} {v.dtype}", arch, tm_mma.SOURCES[v.kind][0], options))
+    for name, arch, source, options in builds:
+        options = [f"--gpu-architecture=compute_{arch}"] + options
         try:
             ptx = nvrtc_ptx(lib, source, options)
             with tempfile.TemporaryDirectory() as d:
@@ -73,10 +76,10 @@ def main() -> int:
                 raise RuntimeError(r.stderr)
             info = " ".join(line.split("info    :")[-1].strip() for line in r.stderr.splitlines()
                             if "registers" in line or "spill" in line)
-            print(f"{v.name} {v.dtype}: {info}")
+            print(f"{name}: {info}")
         except RuntimeError as e:
             failed += 1
-            print(f"{v.name} {v.dtype}: FAILED\n{e}")
+            print(f"{name}: FAILED\n{e}")
     return 1 if failed else 0
 
 
