@@ -55,13 +55,7 @@ def main() -> int:
     builds = [("tm_permute", "90", (tm_mma._HERE / "tm_permute.cu").read_text(), [])]
     for v in tm_mma.VARIANTS + [v for pair in tm_mlp.PAIRS for v in pair]:
         arch = "90a" if v.kind == "cluster" else "90"
-        options = [f"-DKC={v.kc}", f"-DNSTAGE={v.nstage}", f"-DGPC={v.gpc}"]
-        options += [f"-DCL={v.cl}"] if v.kind == "cluster" else []
-        options += ["-DHALF"] if v.dtype == "float16" else []
-        options += ["-DSTRADDLE"] if v.straddle else []
-        options += ["-DGROUP_OUT"] if v.out != "scatter" else []
-        options += ["-DGELU"] if v.gelu else []
-        builds.append((f"{v.name} {v.dtype}", arch, tm_mma.SOURCES[v.kind][0], options))
+        builds.append((f"{v.name} {v.dtype}", arch, tm_mma.SOURCES[v.kind][0], tm_mma.build_options(v)))
     for name, arch, source, options in builds:
         options = [f"--gpu-architecture=compute_{arch}"] + options
         try:

@@ -226,18 +226,55 @@ class Variant:
         return self.nstage * BT * (self.kc + 8) * 2 + (16 * self.nstage if self.kind == "cluster" else 0)
 
 
-def compile_variant(v: Variant):
-    """NVRTC build of one kernel variant, its dynamic shared-memory limit raised."""
-    source, name = SOURCES[v.kind]
+def build_options(v: Variant) -> list[str]:
+    """The -D options that select a variant in the CUDA sources."""
     options = [f"-DKC={v.kc}", f"-DNSTAGE={v.nstage}", f"-DGPC={v.gpc}"] + ([f"-DCL={v.cl}"] if v.kind == "cluster" else [])
     options += ["-DHALF"] if v.dtype == "float16" else []
     options += ["-DSTRADDLE"] if v.straddle else []
     options += ["-DGROUP_OUT"] if v.out != "scatter" else []
     options += ["-DGELU"] if v.gelu else []
-    kernel = torch.cuda._compile_kernel(source, name, compute_capability="90a" if v.kind == "cluster" else None,
-                                        nvcc_options=options)
-    allow_shared(kernel, v.smem)
+    return options
+
+
+def compile_variant(v: Variant):
+    """NVRTC build of one kernel variant, its dynamic shared-memory limit raised."""
+    source, name = SOURCES[v.kind]
+    return build(source, name, "90a" if v.kind == "cluster" else None, build_options(v), v.smem)
+
+
+def build(source: str, name: str, arch: str | None, options: list[str], smem: int):
+    """torch.cuda._compile_kernel (NVRTC, in torch's CUDA wheels); where this torch lacks it, CuPy's
+    RawModule (also NVRTC; the device image carries CuPy). Either way a callable
+    kernel(grid=, block=, args=, shared_mem=) launching on torch's current stream."""
+    try:
+        kernel = torch.cuda._compile_kernel(source, name, compute_capability=arch, nvcc_options=options)
+    except (AttributeError, TypeError) as e:
+        print(f"torch.cuda._compile_kernel unusable here ({type(e).__name__}: {e}); building with CuPy", flush=True)
+        return CupyKernel(source, name, arch, options, smem)
+    allow_shared(kernel, smem)
     return kernel
+
+
+class CupyKernel:
+    def __init__(self, source: str, name: str, arch: str | None, options: list[str], smem: int):
+        import cupy
+
+        major, minor = torch.cuda.get_device_capability()
+        target = f"--gpu-architecture=sm_{arch or f'{major}{minor}'}"
+        module = cupy.RawModule(code=source, options=tuple(options) + (target,), backend="nvrtc")
+        self.kernel = module.get_function(name)
+        self.kernel.max_dynamic_shared_size_bytes = smem
+        self.cupy = cupy
+
+    def __call__(self, grid, block, args, shared_mem=0):
+        import numpy
+
+        cp = self.cupy
+        # pointers as 8-byte integers (no __cuda_array_interface__ round trip, which may synchronise
+        # streams and so break graph capture); the kernels' int parameters as 4-byte integers
+        cargs = [numpy.uint64(a.data_ptr()) if isinstance(a, torch.Tensor) else numpy.int32(a) for a in args]
+        with cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream):
+            self.kernel(grid, block, tuple(cargs), shared_mem=shared_mem)
 
 
 def allow_shared(kernel, nbytes: int) -> None:
@@ -257,9 +294,7 @@ PERMUTE_ROWS, PERMUTE_MAX_P = 4, 16384  # tm_permute.cu's rows per CTA; the wide
 
 
 def compile_permute():
-    kernel = torch.cuda._compile_kernel((_HERE / "tm_permute.cu").read_text(), "shflbw_permute_cols")
-    allow_shared(kernel, PERMUTE_ROWS * PERMUTE_MAX_P * 2)
-    return kernel
+    return build((_HERE / "tm_permute.cu").read_text(), "shflbw_permute_cols", None, [], PERMUTE_ROWS * PERMUTE_MAX_P * 2)
 
 
 def permute_cols(kernel, src: torch.Tensor, inv: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
