@@ -6,8 +6,9 @@
 # 1. The token-major CUDA kernels (prototype/tm_mma.py: per-CTA tiles, then cluster-shared tiles;
 #    outputs stored through the permutation, in group order, or in group order then permuted by a
 #    second pass), gated, beside dense and shflbw.linear: the first measurement of the lower-level
-#    route #5 allows. Before any device call: python prototype/tm_mma.py --emulate (CPU) and
-#    prototype/cuda_offline_check.py (builds every variant without a GPU).
+#    route #5 allows. Before any device call, on the CPU: python prototype/tm_mma.py --emulate and
+#    --dry-run, prototype/cuda_offline_check.py (builds every variant without a GPU) and
+#    prototype/cluster_protocol_check.py (the cluster kernel's barriers under random schedules).
 # 2. Nsight Compute counters of four variants on one case (prototype/tm_mma_profile.py), where ncu works.
 # 3. The MLP block token-major end to end with those kernels (prototype/tm_mlp.py).
 # 4. With what is left, session 17's call: on an H200 the owed re-measures then V = 32 beside
