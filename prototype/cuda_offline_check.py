@@ -52,7 +52,9 @@ def main() -> int:
     failed = 0
     import tm_mlp
 
-    builds = [("tm_permute", "90", (tm_mma._HERE / "tm_permute.cu").read_text(), [])]
+    permute = (tm_mma._HERE / "tm_permute.cu").read_text()
+    builds = [("tm_permute", "90", permute, []), ("tm_permute finish", "90", permute, ["-DFINISH"]),
+              ("tm_permute finish fp16", "90", permute, ["-DFINISH", "-DHALF"])]
     for v in tm_mma.VARIANTS + [v for pair in tm_mlp.PAIRS for v in pair]:
         arch = "90a" if v.kind == "cluster" else "90"
         builds.append((f"{v.name} {v.dtype}", arch, tm_mma.SOURCES[v.kind][0], tm_mma.build_options(v)))

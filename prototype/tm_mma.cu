@@ -41,22 +41,27 @@ extern "C" __global__ void __launch_bounds__(NTHREADS, MIN_CTAS)
   float acc[4][8][4];
   zero_acc(acc);
 
-#pragma unroll
-  for (int s = 0; s < NSTAGE - 1; ++s) {
-    if (s < NC) load_chunk(X, xs + s * BT * STRIDE, job.t0, s, T, K, tid);
-    asm volatile("cp.async.commit_group;\n" ::);
-  }
 #ifdef STRADDLE
   static_assert(NSTAGE >= 3, "straddling steps keep chunks c and c + 1 staged while c + 2 loads");
 #define AHEAD 1  // chunk c + 1 must be in too
 #else
 #define AHEAD 0
 #endif
-  for (int c = 0; c < NC; ++c) {
+  // Split-K over gridDim.z (SPLITK builds; 1 elsewhere): this CTA's chunks c_begin .. c_end - 1, and
+  // with STRADDLE the chunk after them, which its last steps read.
+  const int c_begin = blockIdx.z * NC / gridDim.z, c_end = (blockIdx.z + 1) * NC / gridDim.z;
+  const int c_load_end = min(c_end + AHEAD, NC);
+#pragma unroll
+  for (int i = 0; i < NSTAGE - 1; ++i) {
+    const int cc = c_begin + i;
+    if (cc < c_load_end) load_chunk(X, xs + (cc % NSTAGE) * BT * STRIDE, job.t0, cc, T, K, tid);
+    asm volatile("cp.async.commit_group;\n" ::);
+  }
+  for (int c = c_begin; c < c_end; ++c) {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(NSTAGE - 2 - AHEAD));
     __syncthreads();  // chunk c (+ 1) is in; every warp is done with the buffer refilled below
     const int cn = c + NSTAGE - 1;
-    if (cn < NC) load_chunk(X, xs + (cn % NSTAGE) * BT * STRIDE, job.t0, cn, T, K, tid);
+    if (cn < c_load_end) load_chunk(X, xs + (cn % NSTAGE) * BT * STRIDE, job.t0, cn, T, K, tid);
     asm volatile("cp.async.commit_group;\n" ::);
     if (job.active)
       compute_steps(acc, xs + (c % NSTAGE) * BT * STRIDE + job.slab * 64 * STRIDE,

@@ -212,14 +212,18 @@ class Variant:
     straddle: bool = False  # k-steps may run into the next chunk (no padding per chunk)
     # "scatter": F.linear's layout, each element stored through perm; "group": group order (what a
     # consumer that folds the permutation reads); "permute": group order, then tm_permute.cu
+    # "splitk": gridDim.z = splits CTAs share a tile's chunks, adding float32 sums atomically into a
+    # zeroed group-order buffer that tm_permute.cu (FINISH) biases, casts and permutes
     out: str = "scatter"
     gelu: bool = False  # GELU (tanh form) in the epilogue, for an MLP block's first layer
+    splits: int = 1
+    max_tokens: int | None = None  # run only on cases with at most this many tokens
 
     @property
     def name(self) -> str:
         return (f"{self.kind}{self.cl}-g{self.gpc}-kc{self.kc}-s{self.nstage}-{self.order}"
                 + ("-str" if self.straddle else "") + ("" if self.out == "scatter" else f"-{self.out}")
-                + ("-gelu" if self.gelu else ""))
+                + ("-gelu" if self.gelu else "") + (f"-x{self.splits}" if self.splits > 1 else ""))
 
     @property
     def smem(self) -> int:
@@ -231,7 +235,8 @@ def build_options(v: Variant) -> list[str]:
     options = [f"-DKC={v.kc}", f"-DNSTAGE={v.nstage}", f"-DGPC={v.gpc}"] + ([f"-DCL={v.cl}"] if v.kind == "cluster" else [])
     options += ["-DHALF"] if v.dtype == "float16" else []
     options += ["-DSTRADDLE"] if v.straddle else []
-    options += ["-DGROUP_OUT"] if v.out != "scatter" else []
+    options += ["-DGROUP_OUT"] if v.out in ("group", "permute") else []
+    options += ["-DSPLITK"] if v.out == "splitk" else []
     options += ["-DGELU"] if v.gelu else []
     return options
 
@@ -290,24 +295,29 @@ def allow_shared(kernel, nbytes: int) -> None:
         assert lib.cuFuncSetAttribute(kernel.func, 8, nbytes) == 0  # 8: MAX_DYNAMIC_SHARED_SIZE_BYTES
 
 
-PERMUTE_ROWS, PERMUTE_MAX_P = 4, 16384  # tm_permute.cu's rows per CTA; the widest group-order row
+PERMUTE_ROWS, PERMUTE_MAX_P = {False: 4, True: 2}, 16384  # tm_permute.cu's rows per CTA (FINISH: 2); widest row
 
 
-def compile_permute():
-    return build((_HERE / "tm_permute.cu").read_text(), "shflbw_permute_cols", None, [], PERMUTE_ROWS * PERMUTE_MAX_P * 2)
+def compile_permute(finish: bool = False, half: bool = False):
+    options = (["-DFINISH"] if finish else []) + (["-DHALF"] if half else [])
+    return build((_HERE / "tm_permute.cu").read_text(), "shflbw_permute_cols", None, options,
+                 PERMUTE_ROWS[finish] * PERMUTE_MAX_P * (4 if finish else 2))
 
 
-def permute_cols(kernel, src: torch.Tensor, inv: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+def permute_cols(kernel, src: torch.Tensor, inv: torch.Tensor, dst: torch.Tensor,
+                 bias: torch.Tensor | None = None) -> torch.Tensor:
+    """dst[t, m] = src[t, inv[m]]; from a float32 src (the FINISH build) plus bias[m], rounded."""
     t, width = src.shape
-    kernel(grid=(math.ceil(t / PERMUTE_ROWS), 1, 1), block=(256, 1, 1), shared_mem=PERMUTE_ROWS * width * 2,
-           args=[src, inv, dst, t, width, dst.shape[1]])
+    rows = PERMUTE_ROWS[src.dtype == torch.float32]
+    kernel(grid=(math.ceil(t / rows), 1, 1), block=(256, 1, 1), shared_mem=rows * width * src.element_size(),
+           args=[src, inv, dst, t, width, dst.shape[1], bias if bias is not None else dst, int(bias is not None)])
     return dst
 
 
 def launch(v: Variant, kernel, p: dict, x: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor):
     t = x.shape[0]
     sets = math.ceil(p["groups"] / v.gpc)
-    grid = (math.ceil(sets / v.cl) * v.cl, math.ceil(t / BT), 1)  # a cluster's CTAs all run, groups or not
+    grid = (math.ceil(sets / v.cl) * v.cl, math.ceil(t / BT), v.splits)  # a cluster's CTAs all run, groups or not
     kernel(grid=grid, block=(64 * v.gpc, 1, 1), shared_mem=v.smem,
            args=[x, p["wfrag"], p["cfrag"], p["step_ptr"], p["perm"], bias if bias is not None else x, out,
                  t, p["k"], p["m"], p["groups"], p["chunks"], int(bias is not None)])
@@ -320,12 +330,17 @@ CASES = [  # (out, in, tokens, sparsity, dtype)
     (4096, 11008, 4096, 0.75, "bfloat16"), (14336, 4096, 4096, 0.75, "bfloat16"),
     (4096, 4096, 4096, 0.5, "bfloat16"), (4096, 4096, 4096, 0.875, "bfloat16"), (4096, 4096, 2048, 0.75, "bfloat16"),
     (4096, 4096, 512, 0.75, "bfloat16"), (11008, 4096, 512, 0.75, "bfloat16"), (4096, 4096, 128, 0.75, "bfloat16"),
+    (4096, 11008, 256, 0.75, "bfloat16"),
     (4000, 4088, 1000, 0.75, "float16"), (4096, 4096, 4096, 0.75, "float16"),
 ]
 VARIANTS = [
     Variant("tm", 256, 2, "sorted"), Variant("tm", 256, 2), Variant("tm", 256, 3), Variant("tm", 128, 3), Variant("tm", 128, 3, gpc=2),
     Variant("tm", 256, 2, dtype="float16"), Variant("tm", 128, 3, straddle=True), Variant("tm", 256, 3, straddle=True),
     Variant("tm", 256, 2, out="group"), Variant("tm", 256, 2, out="permute"), Variant("tm", 256, 3, straddle=True, out="permute"),
+    Variant("tm", 128, 3, gpc=2, out="permute", max_tokens=512),
+    Variant("tm", 128, 3, gpc=2, out="splitk", splits=2, max_tokens=512),
+    Variant("tm", 128, 3, gpc=2, out="splitk", splits=4, max_tokens=512),
+    Variant("tm", 128, 3, out="splitk", splits=4, max_tokens=512),
     Variant("cluster", 256, 2), Variant("cluster", 256, 2, cl=2), Variant("cluster", 128, 3, cl=2),
     Variant("cluster", 256, 3, cl=2), Variant("cluster", 128, 3, cl=2, gpc=2), Variant("cluster", 128, 4, cl=4, gpc=2),
     Variant("cluster", 256, 2, cl=2, dtype="float16"), Variant("cluster", 128, 3, cl=2, straddle=True),
@@ -374,6 +389,7 @@ def run_gpu(out_path: str, kinds: tuple[str, ...]) -> int:
         except Exception as e:  # noqa: BLE001 - a variant that does not build is reported, the others run
             print(f"variant {v} did not build: {type(e).__name__}: {str(e)[:2000]}", flush=True)
     permute = compile_permute() if any(v.out == "permute" for v in kernels) else None
+    finish = {d: compile_permute(True, d == "float16") for d in {v.dtype for v in kernels if v.out == "splitk"}}
     first = [next((v for v in kernels if v.kind == kind and v.dtype == "bfloat16" and v.out == "scatter"), None)
              for kind in sorted({v.kind for v in kernels})]
     result = {"stamp": stamp(), "rows": [], "diagnosis": {v.name: diagnose(v, kernels[v]) for v in first if v}}
@@ -401,11 +417,17 @@ def run_gpu(out_path: str, kinds: tuple[str, ...]) -> int:
         inv = torch.empty(m, dtype=torch.int32, device=DEVICE)
         inv[w.perm.long()] = torch.arange(m, dtype=torch.int32, device=DEVICE)
         for v, kernel in kernels.items():
-            if v.dtype != dtype_name:
+            if v.dtype != dtype_name or (v.max_tokens and t > v.max_tokens):
                 continue
             p = prepare(w, v.kc, v.order, v.straddle)
             out = torch.full((t, m if v.out != "group" else width), float("nan"), device=DEVICE, dtype=dtype)
-            if v.out == "permute":
+            if v.out == "splitk":
+                sums = torch.empty(t, width, device=DEVICE, dtype=torch.float32)
+
+                def run(v=v, kernel=kernel, p=p, out=out, sums=sums):
+                    sums.zero_()
+                    return permute_cols(finish[v.dtype], launch(v, kernel, p, x, bias, sums), inv, out, bias)
+            elif v.out == "permute":
                 out_g = torch.empty(t, width, device=DEVICE, dtype=dtype)
 
                 def run(v=v, kernel=kernel, p=p, out=out, out_g=out_g):
@@ -514,6 +536,10 @@ class EmulatedKernel:
         x, wfrag, cfrag, step_ptr, perm, bias, out, t, k, m, groups, chunks, has_bias = args
         p = {"wfrag": wfrag, "cfrag": cfrag, "step_ptr": step_ptr, "perm": perm, "m": m, "k": k,
              "groups": groups, "chunks": chunks, "kc": self.v.kc}
+        if self.v.out == "splitk":  # every split's float32 sums added into the zeroed buffer, no bias
+            y = emulate(p, x, None)
+            out[:, :m] += y[:, perm.long()]
+            return
         y = emulate(p, x, bias if has_bias else None)  # [t, m], original order, bias added
         y = F.gelu(y, approximate="tanh") if self.v.gelu else y
         if self.v.out == "scatter":
@@ -525,9 +551,12 @@ class EmulatedKernel:
 
 
 class EmulatedPermute:
+    def __init__(self, finish: bool = False, half: bool = False):
+        pass
+
     def __call__(self, grid, block, shared_mem, args):
-        src, inv, dst, t, width, m = args
-        dst.copy_(src[:, inv.long()])
+        src, inv, dst, t, width, m, bias, has_bias = args
+        dst.copy_(src[:, inv.long()].float() + (bias.float() if has_bias else 0))
 
 
 def dry_run() -> int:
@@ -539,7 +568,7 @@ def dry_run() -> int:
     import tm_mlp
 
     DEVICE, tm_mlp.DEVICE = "cpu", "cpu"
-    CASES = [(200, 136, 70, 0.75, "bfloat16"), (128, 256, 130, 0.5, "float16")]
+    CASES = [(200, 136, 70, 0.75, "bfloat16"), (128, 256, 130, 0.5, "float16"), (136, 520, 300, 0.75, "bfloat16")]
     tm_mlp.CASES = [(64, 200)]
     # this module runs as __main__, and tm_mlp imports it again as tm_mma: patch both copies
     for module in {sys.modules[__name__], sys.modules.get("tm_mma")} - {None}:

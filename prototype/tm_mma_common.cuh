@@ -164,6 +164,9 @@ __device__ __forceinline__ float act(float x) {
 //   dense against 1.57x in group order (4096^2, T = 4096, 75 %, linear.py's docstring).
 // - GROUP_OUT: out[token, g * 64 + row] (ld = G * 64), rows in group order, two columns a 4-byte
 //   store; a separate pass (shflbw_permute_cols) or a consumer that reads group order restores it.
+// - SPLITK: float32 partial sums added (atomically) into out[token, g * 64 + row] of a zeroed float32
+//   buffer in group order; no bias, no activation: the finishing pass (tm_permute.cu, FINISH) adds
+//   the bias, casts and restores F.linear's order.
 __device__ __forceinline__ void store_tile(const float (&acc)[4][8][4], const int* __restrict__ perm,
                                            const u16* __restrict__ bias, u16* __restrict__ out, int g, int tok0,
                                            int T, int M, int G, int has_bias, int lane) {
@@ -184,7 +187,14 @@ __device__ __forceinline__ void store_tile(const float (&acc)[4][8][4], const in
     for (int h = 0; h < 2; ++h) {
       const int tok = tok0 + mt * 16 + r8 + 8 * h;
       if (tok >= T) continue;
-#ifdef GROUP_OUT
+#if defined(SPLITK)
+      float* orow_ptr = reinterpret_cast<float*>(out) + (size_t)tok * G * VEC + g * VEC + 2 * q;
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        atomicAdd(orow_ptr + 8 * j, acc[mt][j][2 * h]);
+        atomicAdd(orow_ptr + 8 * j + 1, acc[mt][j][2 * h + 1]);
+      }
+#elif defined(GROUP_OUT)
       u16* orow_ptr = out + (size_t)tok * G * VEC + g * VEC + 2 * q;
 #pragma unroll
       for (int j = 0; j < 8; ++j)
