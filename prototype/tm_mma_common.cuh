@@ -5,7 +5,9 @@
 // rows; GPC = 2, four warps, two CTAs a multiprocessor, for token counts too small to fill the GPU);
 // warp w takes tokens (w & 1) * 64 .. +64 of the tile and group w >> 1, so its accumulator is a
 // 64 x 64 fp32 tile (128 registers a lane). Each group's kept columns inside a chunk of KC columns
-// form k-steps of 16 (the last one padded with zero weights): step_ptr[g * NC + c] .. [g * NC + c + 1].
+// form k-steps of 16 (the last one padded with zero weights; with STRADDLE a step may run into the
+// next chunk, padding only where the group's columns thin out): step_ptr[g * NC + c] .. [g * NC + c + 1]
+// are the steps that start in chunk c.
 // The weights come pre-arranged in mma.m16n8k16's B-fragment order (four 16-byte loads a lane per
 // k-step) and the column offsets of each step in A-fragment order (tm_mma.py, prepare()).
 
