@@ -20,6 +20,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import tm_build  # noqa: E402
 import tm_mma  # noqa: E402
 
 
@@ -52,12 +53,12 @@ def main() -> int:
     failed = 0
     import tm_mlp
 
-    permute = (tm_mma._HERE / "tm_permute.cu").read_text()
+    permute = (tm_build._HERE / "tm_permute.cu").read_text()
     builds = [("tm_permute", "90", permute, []), ("tm_permute finish", "90", permute, ["-DFINISH"]),
               ("tm_permute finish fp16", "90", permute, ["-DFINISH", "-DHALF"])]
     for v in tm_mma.VARIANTS + [v for pair in tm_mlp.PAIRS for v in pair]:
         arch = "90a" if v.kind == "cluster" else "90"
-        builds.append((f"{v.name} {v.dtype}", arch, tm_mma.SOURCES[v.kind][0], tm_mma.build_options(v)))
+        builds.append((f"{v.name} {v.dtype}", arch, tm_build.SOURCES[v.kind][0], tm_build.build_options(v)))
     for name, arch, source, options in builds:
         options = [f"--gpu-architecture=compute_{arch}"] + options
         try:

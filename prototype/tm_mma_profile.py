@@ -18,10 +18,13 @@ import sys
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)), os.path.join(_ROOT, "src")]
 
-import tm_mma  # noqa: E402
-from tm_mma import VEC, Variant, compile_variant, launch, prepare  # noqa: E402
+from shflbw import ShflBWMatrix  # noqa: E402
+from shflbw.testing import random_shflbw_mask  # noqa: E402
+from tm_build import Variant, compile_variant, launch  # noqa: E402
+from tm_pack import VEC, prepare  # noqa: E402
 
 PROFILED = [Variant("tm", 256, 2, "sorted"), Variant("tm", 256, 2), Variant("cluster", 256, 2, cl=2),
             Variant("cluster", 256, 3, cl=2, straddle=True)]
@@ -31,8 +34,8 @@ def main() -> int:
     gen = torch.Generator().manual_seed(0)
     m = k = t = 4096
     weight = torch.randn(m, k, generator=gen).to(torch.bfloat16)
-    mask, perm = tm_mma.random_shflbw_mask(m, k, VEC, 0.25, generator=gen)
-    w = tm_mma.ShflBWMatrix.from_dense(weight.cuda(), mask.cuda(), perm.cuda(), vector=VEC)
+    mask, perm = random_shflbw_mask(m, k, VEC, 0.25, generator=gen)
+    w = ShflBWMatrix.from_dense(weight.cuda(), mask.cuda(), perm.cuda(), vector=VEC)
     x = torch.randn(t, k, device="cuda").to(torch.bfloat16)
     ref = F.linear(x.float(), (weight.float() * mask).cuda())
     for v in PROFILED:
