@@ -70,6 +70,11 @@ def test_prune_checkpoint_bad_inputs(tmp_path):
 
     with pytest.raises(SystemExit, match="not a Hugging Face model directory"):
         main(["prune", str(tmp_path), "-o", str(tmp_path / "o")])
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "keep.txt").write_text("x")
+    with pytest.raises(SystemExit, match="-o: .*not a shflbw model directory"):  # before any pruning
+        main(["prune", str(tmp_path), "-o", str(tmp_path / "mine")])
+    assert (tmp_path / "mine" / "keep.txt").read_text() == "x"
 
 
 WORDS = "the a cat dog sat on mat ran fast slow red blue big small house tree bird sang loud quiet".split()

@@ -194,6 +194,46 @@ def test_bad_inputs(tmp_path):
         shflbw.load(str(tmp_path / "ok"), _model())
 
 
+def test_save_replaces_only_an_earlier_save_or_an_empty_directory(tmp_path):
+    model = shflbw.compress_(shflbw.sparsify_(_model(), shflbw.ShflBWConfig(vector=32, time_budget=2), progress=False))
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "results.csv").write_text("a,b")
+    # the user's file, the user's folder, and the folder the user works in: each refused, each untouched
+    for target in (tmp_path / "notes.txt", tmp_path / "work"):
+        with pytest.raises(ValueError, match="only overwrites an earlier shflbw save or an empty directory"):
+            shflbw.save(model, str(target))
+    cwd = os.getcwd()
+    os.chdir(tmp_path / "work")
+    try:
+        with pytest.raises(ValueError, match="not a shflbw model directory"):
+            shflbw.save(model, ".")
+    finally:
+        os.chdir(cwd)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "work" / "results.csv").read_text() == "a,b"
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt", "work"]  # no temporary directory left behind
+    # an empty folder and an earlier save are replaced
+    (tmp_path / "empty").mkdir()
+    shflbw.save(model, str(tmp_path / "empty"))
+    shflbw.save(model, str(tmp_path / "empty"))
+    assert sorted(os.listdir(tmp_path / "empty")) == ["model.safetensors", "shflbw.json"]
+
+
+def test_model_api_type_errors(tmp_path):
+    model = _model()
+    with pytest.raises(TypeError, match="config must be a shflbw.ShflBWConfig, got dict"):
+        shflbw.sparsify_(model, {"sparsity": 0.5})
+    shflbw.compress_(shflbw.sparsify_(model, shflbw.ShflBWConfig(vector=32, time_budget=2), progress=False))
+    with pytest.raises(ValueError, match="already compressed"):
+        shflbw.compress_(model)
+    with pytest.raises(TypeError, match="model must be an nn.Module"):
+        shflbw.compress_("model")
+    shflbw.save(model, str(tmp_path / "c"))
+    with pytest.raises(TypeError, match="skeleton must be the model"):
+        shflbw.load(str(tmp_path / "c"), "TinyBlock")
+
+
 def test_failed_save_keeps_the_previous_directory(tmp_path, monkeypatch):
     model = shflbw.compress_(shflbw.sparsify_(_model(), shflbw.ShflBWConfig(vector=32, time_budget=2), progress=False))
     shflbw.save(model, str(tmp_path / "c"))

@@ -78,6 +78,9 @@ def test_importance_is_used():
         ({"pattern": "diagonal"}, "pattern must be one of"),
         ({"importance": torch.ones(3, 3)}, "importance must be"),
         ({"importance": -torch.ones(64, 32)}, "non-negative"),
+        ({"weight": torch.ones(0, 32)}, "empty"),
+        ({"pattern": "2:4", "sparsity": 0.75}, "prunes exactly 0.5"),  # never a silent 50 %
+        ({"pattern": "1:4", "sparsity": 0.5}, "pass sparsity=0.75"),
     ],
 )
 def test_bad_arguments(kwargs, msg):

@@ -109,6 +109,14 @@ def test_missing_file(tmp_path):
         ShflBWMatrix.load(str(tmp_path / "nope.safetensors"))
 
 
+def test_save_onto_a_directory_is_refused(tmp_path):
+    w, _ = _saved(tmp_path)
+    (tmp_path / "d").mkdir()
+    with pytest.raises(ValueError, match="is a directory"):
+        w.save(str(tmp_path / "d"))
+    assert (tmp_path / "d").is_dir() and not any((tmp_path / "d").iterdir())
+
+
 def test_failed_save_leaves_existing_file_intact(tmp_path, monkeypatch):
     w, path = _saved(tmp_path)
     before = open(path, "rb").read()

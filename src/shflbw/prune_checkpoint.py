@@ -78,6 +78,7 @@ def prune_checkpoint(checkpoint: str, config_path: str | None, out: str, calibra
     import torch
 
     import shflbw
+    from shflbw.nn.serialization import refuse_foreign_target
     from shflbw.recover.recipes import ONESHOT_ALLOCATE, ONESHOT_FIT_BIAS
 
     # None: the one-shot recipe's measured choice (recover.recipes), as `shflbw eval` resolves it
@@ -95,6 +96,10 @@ def prune_checkpoint(checkpoint: str, config_path: str | None, out: str, calibra
             dcfg = DistillConfig(steps=distill_steps, lr=DISTILL_LR, time_budget=distill_minutes * 60)
         except ValueError as e:
             raise SystemExit(f"--distill-steps / --distill-minutes: {e}") from None
+    try:  # checked before minutes of pruning, not at the save
+        refuse_foreign_target(os.path.abspath(out))
+    except ValueError as e:
+        raise SystemExit(f"-o: {e}") from None
     if not os.path.isdir(checkpoint) or not os.path.isfile(os.path.join(checkpoint, "config.json")):
         raise SystemExit(f"{checkpoint!r} is not a Hugging Face model directory (no config.json); "
                          "a bare safetensors file has no architecture to rebuild")

@@ -83,6 +83,8 @@ def atomic_write(path: str, write) -> None:
 def save_matrix(w: ShflBWMatrix, path: str) -> None:
     from safetensors.torch import save_file
 
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a directory: give the matrix a file name such as layer.safetensors")
     w.validate()
     tensors = {n: t.detach().contiguous().cpu() for n, t in w.tensors().items()}
     metadata = matrix_metadata(w, tensors)

@@ -31,8 +31,13 @@ def compress_(model: nn.Module, regions: bool = True, defer_layernorm: bool = Fa
     ``defer_layernorm`` (with regions): BERT-style layers hand the attention tail's LayerNorm on to
     the MLP and the MLP tail (shflbw.nn.deferred_norm; experimental, off by default).
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
     masked = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d)) and mask_of(m) is not None]
     if not masked:
+        if any(isinstance(m, (ShflBWLinear, ShflBWConv2d)) for m in model.modules()):
+            raise ValueError("the model is already compressed and has no masked layer left: to prune again, "
+                             "shflbw.decompress_(model) first, then shflbw.sparsify_(model, config)")
         raise ValueError("no masked layer found: call shflbw.sparsify_(model, config) first")
     for name, mod in masked:
         p = mask_of(mod)

@@ -93,9 +93,12 @@ def sparsify_(
     ``sparsity`` overrides the config's global sparsity (what a gradual schedule passes). Calling
     it again re-searches the masks from the current dense weights. Returns the model.
     """
-    config = config or ShflBWConfig()
+    config = ShflBWConfig() if config is None else config
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if not isinstance(config, ShflBWConfig):
+        raise TypeError(f"config must be a shflbw.ShflBWConfig, got {type(config).__name__} "
+                        "(ShflBWConfig(**d) or ShflBWConfig.from_json(text) builds one)")
     layers = selected_layers(model, config, filter_fn)
     norms = None
     if config.importance == "activation":

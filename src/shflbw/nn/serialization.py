@@ -35,7 +35,8 @@ def save(model: nn.Module, directory: str, config: ShflBWConfig | None = None,
     """Write ``model`` (compressed) to ``directory``. MLP regions are stored as their per-layer
     modules (the model is unfused for the write and fused again after) and re-fused by ``load``.
     ``extra(path)`` may write more files into the directory before it replaces ``directory`` (a
-    Hugging Face config, a report): if it raises, nothing at ``directory`` changes."""
+    Hugging Face config, a report): if it raises, nothing at ``directory`` changes. An existing
+    ``directory`` is replaced whole, so it must be an earlier save or empty (ValueError otherwise)."""
     from shflbw.nn.deferred_norm import has_deferred_norms
     from shflbw.nn.regions import fuse_regions_, unfuse_regions_
 
@@ -71,6 +72,7 @@ def _save(model: nn.Module, directory: str, config: ShflBWConfig | None, regions
     meta = {"format": FORMAT, "version": VERSION, "layers": layers, "regions": regions, "deferred_layernorm": deferred,
             "config": None if config is None else json.loads(config.to_json())}
     directory = os.path.abspath(directory)
+    refuse_foreign_target(directory)
     parent = os.path.dirname(directory)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".shflbw-save-", dir=parent)
@@ -92,10 +94,36 @@ def _save(model: nn.Module, directory: str, config: ShflBWConfig | None, regions
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def is_model_directory(directory: str) -> bool:
+    """Whether ``directory`` holds a header written by :func:`save` (its weights may be damaged)."""
+    try:
+        with open(os.path.join(directory, META)) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT
+
+
+def refuse_foreign_target(directory: str) -> None:
+    """A save replaces its target whole, so it may only replace an earlier save or an empty folder:
+    ``save(model, ".")`` must not delete the user's working directory."""
+    if not os.path.lexists(directory):
+        return
+    if os.path.isdir(directory) and not os.path.islink(directory) and (
+            not os.listdir(directory) or is_model_directory(directory)):
+        return
+    kind = ("a symbolic link" if os.path.islink(directory) else
+            "a directory that is not a shflbw model directory" if os.path.isdir(directory) else "a file")
+    raise ValueError(f"{directory} is {kind}; save replaces its target whole, so it only overwrites an earlier "
+                     "shflbw save or an empty directory: choose a new path or remove it first")
+
+
 def load(directory: str, skeleton: nn.Module, device: torch.device | str | None = None) -> nn.Module:
     """Restore a model saved by :func:`save` into ``skeleton`` (the same architecture, dense or on the meta device)."""
     from safetensors.torch import load_file
 
+    if not isinstance(skeleton, nn.Module):
+        raise TypeError(f"skeleton must be the model (an nn.Module) to load into, got {type(skeleton).__name__}")
     meta_path, weights_path = os.path.join(directory, META), os.path.join(directory, WEIGHTS)
     for p in (meta_path, weights_path):
         if not os.path.isfile(p):

@@ -29,6 +29,8 @@ class PruneResult:
 def _check(weight, sparsity, vector, importance):
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or not weight.dtype.is_floating_point:
         raise ValueError(f"weight must be a 2-D float tensor, got {getattr(weight, 'shape', type(weight).__name__)}")
+    if weight.numel() == 0:
+        raise ValueError(f"weight is empty (shape {tuple(weight.shape)}): there is nothing to prune")
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
         raise ValueError(f"sparsity must be a number in [0, 1), got {sparsity!r}")
     if not bool(torch.isfinite(weight).all()):
@@ -98,6 +100,9 @@ def prune(
         n, mm = (2, 4) if pattern == "n:m" else (int(nm[1]), int(nm[2]))
         if not 0 < n <= mm:
             raise ValueError(f"n:m needs 0 < n <= m, got {n}:{mm}")
+        if abs(float(sparsity) - (1 - n / mm)) > 1e-6:  # the pattern fixes the sparsity: never return another
+            raise ValueError(f"pattern {n}:{mm} prunes exactly {1 - n / mm:g} of the weights, but sparsity={sparsity!r} "
+                             f"was asked: pass sparsity={1 - n / mm:g}")
         mask, perm = patterns.n_of_m(imp, n, mm), identity
     if column_block > 1:
         mask = mask.repeat_interleave(column_block, dim=1)
