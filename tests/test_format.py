@@ -72,6 +72,11 @@ def test_to_dtype_and_nbytes():
     h = w.to(dtype=torch.bfloat16)
     assert h.dtype == torch.bfloat16 and h.perm.dtype == torch.int32
     assert torch.equal(h.to_dense(), (weight * mask).to(torch.bfloat16))
+    assert torch.equal(w.to(torch.float16).to_dense(), (weight * mask).half())  # dtype first, as tensors take it
+    with pytest.raises(TypeError, match="two dtypes"):
+        w.to(torch.float16, torch.bfloat16)
+    with pytest.raises(TypeError, match="dtype must be"):
+        w.to(torch.int8)
     nnz = w.nnz_vectors
     assert w.nbytes == 4 * 128 + 4 * 3 + 4 * nnz + 4 * 64 * nnz
     assert "V=64" in repr(w) and "sparsity=75.0%" in repr(w)

@@ -349,7 +349,12 @@ class ShflBWMatrix:
 
     # ------------------------------------------------------------------ conversions
     def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "ShflBWMatrix":
-        """Move to a device and/or cast the values (indices stay int32)."""
+        """Move to a device and/or cast the values (indices stay int32). As with tensors, a dtype may
+        come first: ``w.to(torch.bfloat16)``."""
+        if isinstance(device, torch.dtype):
+            if dtype is not None:
+                raise TypeError(f"to() got two dtypes ({device} and {dtype})")
+            device, dtype = None, device
         if dtype is not None and dtype not in FLOAT_DTYPES:
             raise TypeError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
         out = ShflBWMatrix(
