@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from shflbw.cli import main
 
 
@@ -40,13 +42,19 @@ def test_bench_without_gpu_says_so(capsys):
     assert "needs a CUDA GPU" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("args,msg", [(["--sparsity", "abc"], "comma-separated numbers"),
+                                      (["--sparsity", "0.5,1.5"], r"in \(0, 1\), got 1.5"),
+                                      (["--vector", "24"], "multiple of 16")])
+def test_demo_bad_arguments_are_named_before_any_work(args, msg):
+    with pytest.raises(SystemExit, match=msg):
+        main(["demo", *args])
+
+
 def test_bench_unknown_kind():
     assert main(["bench", "attention"]) == 2
 
 
 def test_prune_checkpoint_round_trip(tmp_path, capsys):
-    import pytest
-
     transformers = pytest.importorskip("transformers")
     import torch
 
@@ -66,8 +74,6 @@ def test_prune_checkpoint_round_trip(tmp_path, capsys):
 
 
 def test_prune_checkpoint_bad_inputs(tmp_path):
-    import pytest
-
     with pytest.raises(SystemExit, match="not a Hugging Face model directory"):
         main(["prune", str(tmp_path), "-o", str(tmp_path / "o")])
     (tmp_path / "mine").mkdir()
@@ -109,7 +115,6 @@ def test_prune_checkpoint_oneshot_recipe_beats_magnitude(tmp_path, capsys):
     # model closer to the dense one than magnitude masks at the same overall sparsity, on other text.
     import json
 
-    import pytest
 
     transformers = pytest.importorskip("transformers")
     import torch
@@ -151,7 +156,6 @@ def test_prune_checkpoint_oneshot_recipe_beats_magnitude(tmp_path, capsys):
 def test_prune_checkpoint_activation_importance_reads_calibration(tmp_path, capsys):
     import json
 
-    import pytest
 
     transformers = pytest.importorskip("transformers")
     hf = tmp_path / "hf"
@@ -166,8 +170,6 @@ def test_prune_checkpoint_activation_importance_reads_calibration(tmp_path, caps
 
 
 def test_prune_checkpoint_calibration_errors(tmp_path):
-    import pytest
-
     transformers = pytest.importorskip("transformers")
     hf, bare = tmp_path / "hf", tmp_path / "bare"
     _tiny_bert_with_tokenizer(hf, transformers)
@@ -198,7 +200,6 @@ def test_prune_checkpoint_calibration_errors(tmp_path):
 def test_prune_checkpoint_decoder_tokenizer_without_pad(tmp_path, capsys):
     # Decoder tokenizers often have an end-of-text token and no padding token: the calibration
     # batches pad with the former (the attention mask hides it) instead of failing.
-    import pytest
 
     transformers = pytest.importorskip("transformers")
     import torch
@@ -223,7 +224,6 @@ def test_prune_checkpoint_stopped_while_writing_keeps_the_previous_output(tmp_pa
     # directory: a run stopped while writing them leaves OUT as it was.
     import os
 
-    import pytest
 
     transformers = pytest.importorskip("transformers")
     hf = tmp_path / "hf"
@@ -248,7 +248,6 @@ def test_prune_checkpoint_distill_recipe(tmp_path, capsys, monkeypatch):
     # calibration text with the masks fixed; the saved model keeps the config's sparsity exactly.
     import json
 
-    import pytest
 
     transformers = pytest.importorskip("transformers")
     import torch
@@ -293,7 +292,6 @@ def test_prune_checkpoint_distill_recipe(tmp_path, capsys, monkeypatch):
 def test_prune_oneshot_options_default_to_the_recipe_constants(tmp_path, monkeypatch):
     # `shflbw prune --recipe oneshot` takes --fit-bias / --allocate from recover.recipes unless told,
     # as `shflbw eval` does; the recipe itself is stubbed (the test above runs it for real).
-    import pytest
 
     transformers = pytest.importorskip("transformers")
     import shflbw.prune_checkpoint as pc

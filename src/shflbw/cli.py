@@ -22,7 +22,7 @@ def _cmd_example(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from shflbw.demo import run_demo
 
-    sparsities = tuple(float(v) for v in args.sparsity.split(","))
+    sparsities = _floats(args.sparsity, "sparsity")
     for s in sparsities:
         if not 0 < s < 1:
             raise SystemExit(f"--sparsity values must be in (0, 1), got {s}")
