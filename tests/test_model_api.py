@@ -145,6 +145,10 @@ def test_gradual_schedule_reaches_final_sparsity():
     seen = [sched.step(model) for _ in range(4)]
     assert seen[0] is None and seen[1] is not None and seen[1] < 0.75 and seen[3] == pytest.approx(0.75)
     assert float((model.fc1.weight == 0).float().mean()) == pytest.approx(0.75, abs=0.01)
+    with pytest.raises(ValueError, match="initial sparsity"):
+        shflbw.CubicSparsitySchedule(cfg, total_steps=4, initial=0.9)
+    with pytest.raises(TypeError, match="ShflBWConfig"):
+        shflbw.CubicSparsitySchedule({"sparsity": 0.75}, total_steps=4)
 
 
 def test_config_json_round_trip_and_overrides():

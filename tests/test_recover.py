@@ -75,6 +75,10 @@ def test_bad_arguments():
         oneshot_prune_(_mlp(), cfg, [torch.randn(4, 64)], progress=False, target="teacher")
     with pytest.raises(ValueError, match="score"):
         oneshot_prune_(_mlp(), cfg, [torch.randn(4, 64)], progress=False, score="taylor")
+    with pytest.raises(TypeError, match="iterable of batches.*NoneType"):
+        oneshot_prune_(_mlp(), cfg, None, progress=False)
+    with pytest.raises(TypeError, match="iterable of batches.*Tensor"):  # not one batch per row
+        oneshot_prune_(_mlp(), cfg, torch.randn(4, 64), progress=False)
 
 
 def _layer_problem(m=70, k=48, vector=16, seed=5):

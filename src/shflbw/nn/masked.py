@@ -139,8 +139,12 @@ class CubicSparsitySchedule:
 
     def __init__(self, config: ShflBWConfig, total_steps: int, every: int = 100, initial: float = 0.0,
                  calibration: Iterable | None = None):
+        if not isinstance(config, ShflBWConfig):
+            raise TypeError(f"config must be a shflbw.ShflBWConfig, got {type(config).__name__}")
         if total_steps <= 0 or every <= 0:
             raise ValueError("total_steps and every must be positive")
+        if not 0 <= initial <= config.sparsity:
+            raise ValueError(f"initial sparsity must be in [0, config.sparsity = {config.sparsity}], got {initial}")
         self.config, self.total, self.every, self.initial = config, total_steps, every, initial
         self.calibration = calibration
         self.steps = 0
