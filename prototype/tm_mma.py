@@ -11,6 +11,15 @@ feature-major kernel (57 us of 165 at 4096^2 on the H100). tm_mma.cu gathers fro
 token-major tile instead. Before it is timed, every variant's output (NaN-poisoned first) is
 compared with F.linear on the masked weight in float32; a wrong one reports no time. Times are
 CUDA-graph replays (median of do_bench), dense first, in one process.
+
+What the first run decides (written before it, in session 18):
+- integrate: if the best variant with F.linear's output order (through perm, or group order then
+  tm_permute.cu) beats shflbw.linear at T >= 512 on the same card, it moves into
+  src/shflbw/kernels/ as the sm_90 token-major path, the Triton path kept as its fallback;
+- the next bound: cluster-of-2 faster than per-CTA means X's L2 bytes bound it (multicast the
+  weights along token tiles next); a busy tensor pipe in the ncu counters means wgmma next;
+- the pattern: if even group order stays under 2.0x at 4096^2, T = 4096, 75 %, this route does
+  not reach #5's token-major bar at V = 64 either, and that goes to the steering with the numbers.
 """
 
 from __future__ import annotations
