@@ -1,10 +1,13 @@
-"""Benchmark token-major shflbw.linear against dense F.linear (cuBLAS) and torch 2:4 on one GPU.
+"""Benchmark token-major shflbw.linear against dense F.linear (cuBLAS), torch 2:4 and torch BSR on one GPU.
 
-    python benchmarks/run_linear.py --suite quick --out results.json [--sweep] [--chain 8]
+    python benchmarks/run_linear.py --suite quick --out results.json [--sweep] [--chain 8] [--dense-compiled]
 
 Every row is gated: a variant whose output is wrong against the fp32 dense product on the masked
 weight reports no time. T <= 16 rows are timed as CUDA-graph replays on both sides; ``--chain N``
 adds both sides per layer inside one graph of N layers with their own weight copies (timing.chain_us).
+The other libraries' rows (benchmarks/baselines.py): torch 2:4 at 50 % (T >= 32), torch BSR with
+--bsr-block tiles at every sparsity, and with --dense-compiled dense F.linear under torch.compile
+(max-autotune; it compiles every shape, which is why it is not on by default).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.baselines import bsr_candidates, dense_compiled_candidates, semi_structured_candidates  # noqa: E402
 from benchmarks.cases import LinearCase, suite  # noqa: E402
 from benchmarks.timing import format_row, gated, gated_chain, median_us  # noqa: E402
 from shflbw import ShflBWMatrix  # noqa: E402
@@ -80,7 +84,7 @@ def problem(case: LinearCase):
     return _packed_cache[key]
 
 
-def run_case(case: LinearCase, sweep: bool, chain: int = 0) -> list[dict]:
+def run_case(case: LinearCase, sweep: bool, chain: int = 0, bsr_block: int = 64, dense_compiled: bool = False) -> list[dict]:
     dtype = getattr(torch, case.dtype)
     weight, masked, w = problem(case)
     x = torch.randn(case.tokens, case.in_features, device="cuda").to(dtype)
@@ -88,6 +92,8 @@ def run_case(case: LinearCase, sweep: bool, chain: int = 0) -> list[dict]:
     graph = case.tokens <= 16
     m = case.out_features
     rows = [gated("dense", lambda: F.linear(x, weight), F.linear(x.float(), weight.float()), dtype, graph)]
+    if dense_compiled:
+        rows.extend(other_library("dense-compiled", lambda: dense_compiled_candidates(x, weight), dtype, graph))
     args = (w.values, w.col_idx, w.group_ptr, w.perm, None, m)
     rows.append(gated("shflbw", lambda: linear_fwd(x, *args), ref, dtype, graph))
     if not graph:
@@ -127,7 +133,8 @@ def run_case(case: LinearCase, sweep: bool, chain: int = 0) -> list[dict]:
 
         rows.append(gated("group-order-out", group_order, ref_g, dtype))
     if case.sparsity == 0.5 and case.tokens >= 32:
-        rows.extend(semi_structured(x, weight, dtype))
+        rows.extend(other_library("torch-2:4", lambda: semi_structured_candidates(x, weight), dtype, graph))
+    rows.extend(other_library(f"torch-bsr{bsr_block}", lambda: bsr_candidates(x, weight, case.sparsity, bsr_block), dtype, graph))
     dense_us = rows[0]["us"]
     dense_graph_us = next((r["us"] for r in rows if r["variant"] == "dense-graph"), None)
     dense_chain_us = next((r["us"] for r in rows if r["variant"].startswith("dense-chain")), None)
@@ -153,24 +160,21 @@ def chained(x, weight, w, ref, dtype, n: int) -> list[dict]:
             gated_chain(f"shflbw-chain{n}", sparse_fns, ref, dtype)]
 
 
-def semi_structured(x, weight, dtype) -> dict:
-    """torch 2:4 (cuSPARSELt) on a 2:4 magnitude mask of the same weight."""
+def other_library(name: str, build, dtype, graph: bool) -> list[dict]:
+    """Gate and time another library's candidates (benchmarks/baselines.py) as the shflbw rows are
+    timed (graph replays where ``graph``). A build or call this torch, card or shape cannot run is
+    an 'unavailable' row: not every shape and build runs 2:4 or BSR, nor captures them in a graph."""
     try:
-        from torch.sparse import to_sparse_semi_structured
-
-        w4 = weight.view(-1, 4)
-        keep = w4.abs().argsort(dim=1)[:, 2:]
-        mask = torch.zeros_like(w4, dtype=torch.bool).scatter_(1, keep, True).view_as(weight)
-        wm = weight * mask
-        ws = to_sparse_semi_structured(wm)
-        ref = F.linear(x.float(), wm.float())
-        rows = [gated("torch-2:4", lambda: F.linear(x, ws), ref, dtype)]
-        # The sparse operand first (W @ X^T, feature-major out), the order cuSPARSELt serves natively.
-        xt = x.t().contiguous()
-        rows.append(gated("torch-2:4-wxT", lambda: torch.mm(ws, xt), ref.t(), dtype))
-        return rows
-    except Exception as e:  # not every shape / build runs 2:4
-        return [{"variant": "torch-2:4", "us": None, "status": f"unavailable: {type(e).__name__}: {str(e)[:80]}"}]
+        candidates = build()
+    except Exception as e:
+        return [{"variant": name, "us": None, "status": f"unavailable: {type(e).__name__}: {str(e)[:80]}"}]
+    rows = []
+    for variant, fn, ref in candidates:
+        try:
+            rows.append(gated(variant, fn, ref, dtype, graph))
+        except Exception as e:
+            rows.append({"variant": variant, "us": None, "status": f"unavailable: {type(e).__name__}: {str(e)[:80]}"})
+    return rows
 
 
 def micro() -> list[dict]:
@@ -207,6 +211,10 @@ def main() -> int:
     ap.add_argument("--chain", type=int, default=0, metavar="N",
                     help="T <= 16: also time each side per layer inside one CUDA graph of N layers with their own "
                          "weight copies (as a decode server replays a model step); 0: off")
+    ap.add_argument("--bsr-block", type=int, default=64, help="torch BSR baseline tile size (default: %(default)s)")
+    ap.add_argument("--dense-compiled", action="store_true",
+                    help="also time dense F.linear under torch.compile(mode='max-autotune-no-cudagraphs'); "
+                         "it autotunes every shape anew")
     ap.add_argument("--out", default="bench_linear.json")
     args = ap.parse_args()
     keep_tokens = None if args.tokens is None else {int(t) for t in args.tokens.split(",")}
@@ -224,7 +232,7 @@ def main() -> int:
         for v in map(int, args.vectors.split(",")):
             for dt in args.dtypes.split(","):
                 c = LinearCase(case.out_features, case.in_features, case.tokens, case.sparsity, v, dt)
-                for r in run_case(c, args.sweep, args.chain):
+                for r in run_case(c, args.sweep, args.chain, args.bsr_block, args.dense_compiled):
                     result["rows"].append(r)
                     print(format_row(c.name, r), flush=True)
                 with open(args.out, "w") as f:
