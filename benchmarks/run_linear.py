@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.baselines import bsr_candidates, dense_compiled_candidates, semi_structured_candidates  # noqa: E402
 from benchmarks.cases import LinearCase, suite  # noqa: E402
+from benchmarks.roofline import Ceilings, ceiling_pct  # noqa: E402
 from benchmarks.timing import format_row, gated, gated_chain, median_us  # noqa: E402
 from shflbw import ShflBWMatrix  # noqa: E402
 from shflbw.kernels.configs import DECODE_MAX_TOKENS  # noqa: E402
@@ -67,6 +68,7 @@ def stamp() -> dict:
     }
 
 
+DEVICE = "cuda"  # the CPU test of run_case sets "cpu" (kernels under TRITON_INTERPRET=1, times faked)
 _packed_cache: dict = {}
 
 
@@ -76,18 +78,19 @@ def problem(case: LinearCase):
         _packed_cache.clear()
         dtype = getattr(torch, case.dtype)
         gen = torch.Generator().manual_seed(0)
-        weight = torch.randn(case.out_features, case.in_features, generator=gen).to(dtype).cuda()
+        weight = torch.randn(case.out_features, case.in_features, generator=gen).to(dtype).to(DEVICE)
         mask, perm = random_shflbw_mask(case.out_features, case.in_features, case.vector, 1 - case.sparsity, generator=gen)
-        mask, perm = mask.cuda(), perm.cuda()
+        mask, perm = mask.to(DEVICE), perm.to(DEVICE)
         w = ShflBWMatrix.from_dense(weight, mask, perm, vector=case.vector)
         _packed_cache[key] = (weight, (weight * mask), w)
     return _packed_cache[key]
 
 
-def run_case(case: LinearCase, sweep: bool, chain: int = 0, bsr_block: int = 64, dense_compiled: bool = False) -> list[dict]:
+def run_case(case: LinearCase, sweep: bool, chain: int = 0, bsr_block: int = 64, dense_compiled: bool = False,
+             ceilings: Ceilings | None = None) -> list[dict]:
     dtype = getattr(torch, case.dtype)
     weight, masked, w = problem(case)
-    x = torch.randn(case.tokens, case.in_features, device="cuda").to(dtype)
+    x = torch.randn(case.tokens, case.in_features, device=DEVICE).to(dtype)
     ref = F.linear(x.float(), masked.float())
     graph = case.tokens <= 16
     m = case.out_features
@@ -123,12 +126,12 @@ def run_case(case: LinearCase, sweep: bool, chain: int = 0, bsr_block: int = 64,
             rows.append(gated("decode-path", lambda: linear_fwd(x, *args, path="decode", decode_config=DecodeConfig(64, 8)), ref, dtype))
         # What folding the permutation into the consumer would give: transpose + kernel, group-order output.
         padded = w.num_groups * w.vector
-        ref_g = torch.zeros(case.tokens, padded, device="cuda")
+        ref_g = torch.zeros(case.tokens, padded, device=DEVICE)
         ref_g[:, :m] = ref[:, w.perm.long()]
         cfg0 = spmm_config(w.vector, case.tokens, dtype)
 
         def group_order():
-            out_g = torch.empty(case.tokens, padded, dtype=dtype, device="cuda")
+            out_g = torch.empty(case.tokens, padded, dtype=dtype, device=DEVICE)
             return launch_spmm(w.values, w.col_idx, w.group_ptr, w.perm, transpose(x), None, out_g, (1, padded), cfg0, permute_out=False)
 
         rows.append(gated("group-order-out", group_order, ref_g, dtype))
@@ -144,6 +147,8 @@ def run_case(case: LinearCase, sweep: bool, chain: int = 0, bsr_block: int = 64,
             base = dense_chain_us
         r.update(case=case.name, speedup=(base / r["us"]) if r["us"] and base else None)
         r["tflops"] = (2 * case.tokens * m * case.in_features / r["us"] / 1e6) if r["us"] else None
+        r["ceiling_pct"] = ceiling_pct(r["variant"], r["us"], case.tokens, m, case.in_features, case.sparsity,
+                                       dtype.itemsize, ceilings)
     return rows
 
 
@@ -177,18 +182,23 @@ def other_library(name: str, build, dtype, graph: bool) -> list[dict]:
     return rows
 
 
+def measure_ceilings() -> tuple[Ceilings, list[dict]]:
+    """This card's copy and matmul rates (benchmarks/roofline.py), and their rows."""
+    a = torch.randn(2**28 // 2, device="cuda", dtype=torch.bfloat16)
+    b = torch.empty_like(a)
+    copy_us = median_us(lambda: b.copy_(a))
+    p = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    mm_us = median_us(lambda: p @ p)
+    ceil = Ceilings(bytes_per_us=2 * 2**28 / copy_us, flops_per_us=2 * 8192**3 / mm_us)
+    return ceil, [{"variant": "copy 512MB", "us": copy_us, "TB/s": ceil.bytes_per_us / 1e6},
+                  {"variant": "dense 8192^3", "us": mm_us, "TFLOP/s": ceil.flops_per_us / 1e6}]
+
+
 def micro() -> list[dict]:
-    """Ceilings and the transpose on its own."""
+    """The transpose on its own, beside torch's."""
     from shflbw.kernels.transpose import transpose
 
     out = []
-    a = torch.randn(2**28 // 2, device="cuda", dtype=torch.bfloat16)
-    b = torch.empty_like(a)
-    us = median_us(lambda: b.copy_(a))
-    out.append({"variant": "copy 512MB", "us": us, "TB/s": 2 * a.numel() * 2 / us / 1e6})
-    p = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
-    us = median_us(lambda: p @ p)
-    out.append({"variant": "dense 8192^3", "us": us, "TFLOP/s": 2 * 8192**3 / us / 1e6})
     for t, k in [(4096, 4096), (8192, 4096), (4096, 11008), (512, 4096)]:
         x = torch.randn(t, k, device="cuda", dtype=torch.bfloat16)
         assert torch.equal(transpose(x), x.t().contiguous())
@@ -204,7 +214,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suite", default="quick")
     ap.add_argument("--sweep", action="store_true", help="also time the hand-picked config list")
-    ap.add_argument("--micro", action="store_true", help="also measure copy/matmul ceilings and the transpose")
+    ap.add_argument("--micro", action="store_true", help="also time the transpose beside torch's")
     ap.add_argument("--vectors", default="64", help="comma-separated V values (default: 64)")
     ap.add_argument("--dtypes", default="bfloat16")
     ap.add_argument("--tokens", default=None, help="comma-separated token counts: keep only these cases of the suite")
@@ -222,17 +232,17 @@ def main() -> int:
         print("benchmarks need a CUDA GPU; none found", file=sys.stderr)
         return 2
     result = {"stamp": stamp(), "rows": []}
-    if args.micro:
-        for r in micro():
-            print(json.dumps(r))
-            result["rows"].append(r)
+    ceilings, ceiling_rows = measure_ceilings()  # for each row's ceiling_pct
+    for r in ceiling_rows + (micro() if args.micro else []):
+        print(json.dumps(r))
+        result["rows"].append(r)
     for case in suite(args.suite):
         if keep_tokens is not None and case.tokens not in keep_tokens:
             continue
         for v in map(int, args.vectors.split(",")):
             for dt in args.dtypes.split(","):
                 c = LinearCase(case.out_features, case.in_features, case.tokens, case.sparsity, v, dt)
-                for r in run_case(c, args.sweep, args.chain, args.bsr_block, args.dense_compiled):
+                for r in run_case(c, args.sweep, args.chain, args.bsr_block, args.dense_compiled, ceilings):
                     result["rows"].append(r)
                     print(format_row(c.name, r), flush=True)
                 with open(args.out, "w") as f:

@@ -41,6 +41,8 @@ def main(path: str) -> None:
         ours = [r for k, r in v.items() if is_ours(k) and r.get("speedup")]
         best = max(ours, key=lambda r: r["speedup"]) if ours else None
         best_s = f"{best['variant']} {best['speedup']:.2f}x" if best else ""
+        if best and best.get("ceiling_pct"):  # runs since session 19 carry it (benchmarks/roofline.py)
+            best_s += f", {best['ceiling_pct']:.0f} % of ceiling"
         print(f"| {case.replace('-bfloat16', '')} | {v['dense']['us']:.1f} | " + " | ".join(cells) + f" | {best_s} |")
 
 

@@ -69,14 +69,14 @@ def test_table_shows_baseline_columns_and_never_calls_them_ours(tmp_path, capsys
                 "status": "ok"}
 
     data = {"stamp": {"gpu": "test", "torch": "x", "triton": "y", "commit": "z"},
-            "rows": [row("dense", 100.0, 1.0), row("shflbw", 60.0, 1.67), row("dense-compiled", 95.0, 1.05),
+            "rows": [row("dense", 100.0, 1.0), dict(row("shflbw", 60.0, 1.67), ceiling_pct=41.2), row("dense-compiled", 95.0, 1.05),
                      row("torch-bsr64", 40.0, 2.5), row("torch-bsr64-wxT", 30.0, 3.33)]}
     path = tmp_path / "r.json"
     path.write_text(json.dumps(data))
     table.main(str(path))
     header, _, line = capsys.readouterr().out.strip().splitlines()[-3:]
     assert "dense-compiled" in header and "torch-bsr64" in header and "torch-bsr64-wxT" in header
-    assert line.endswith("| shflbw 1.67x |")  # BSR's 3.33x is a baseline, not the best shflbw variant
+    assert line.endswith("| shflbw 1.67x, 41 % of ceiling |")  # BSR's 3.33x is a baseline, not the best shflbw variant
 
 
 def test_compile_static_compiles_once_per_shape():
@@ -91,3 +91,50 @@ def test_compile_static_compiles_once_per_shape():
     assert torch.equal(fa(a), f(a))
     fb = compile_static(f, b.shape)
     assert fb is not fa and torch.equal(fb(b), f(b))
+
+
+def test_ceiling_fraction_of_a_row():
+    from benchmarks.roofline import Ceilings, ceiling_pct, floor_us
+
+    ceil = Ceilings(bytes_per_us=4.0e6, flops_per_us=700.0e6)  # 4 TB/s, 700 TFLOP/s
+    # 4096^2, T = 4096, dense bf16: 137.4 GFLOP -> 196.3 us at 700 TFLOP/s (the bytes take 25 us)
+    assert floor_us(4096, 4096, 4096, 1.0, 2, ceil) == pytest.approx(2 * 4096**3 / 700e6)
+    # T = 1, 75 %: the weight's kept quarter, 8.4 MB, at 4 TB/s -> 2.1 us (the flops take 0.01 us)
+    assert floor_us(1, 4096, 4096, 0.25, 2, ceil) == pytest.approx(2 * (4096 * 4096 / 4 + 4096 + 4096) / 4e6)
+    # a sparse row is held to the sparse work, a dense one to the dense work
+    assert ceiling_pct("shflbw", 100.0, 4096, 4096, 4096, 0.75, 2, ceil) == pytest.approx(
+        100 * 2 * 4096**3 / 4 / 700e6 / 100.0)
+    assert ceiling_pct("dense-graph", 250.0, 4096, 4096, 4096, 0.75, 2, ceil) == pytest.approx(
+        100 * 2 * 4096**3 / 700e6 / 250.0)
+    assert ceiling_pct("shflbw", None, 1, 64, 64, 0.5, 2, ceil) is None  # a WRONG row has no time
+    with pytest.raises(ValueError, match="density"):
+        floor_us(1, 64, 64, 0.0, 2, ceil)
+
+
+@pytest.mark.parametrize("tokens,sparsity,dtype", [(1, 0.75, "bfloat16"), (40, 0.5, "float32")])
+def test_run_case_gates_every_row_on_cpu(tokens, sparsity, dtype, monkeypatch):
+    """run_linear.run_case end to end with the kernels under the interpreter and the times faked:
+    every row is gated and right, or says why it could not run (no crash costs device time)."""
+    run_linear = pytest.importorskip("benchmarks.run_linear")
+    from benchmarks import timing
+    from benchmarks.cases import LinearCase
+    from benchmarks.roofline import Ceilings
+
+    monkeypatch.setattr(run_linear, "DEVICE", "cpu")
+    monkeypatch.setattr(timing, "median_us", lambda fn, graph=False, rep=100: 10.0)
+    case = LinearCase(128, 64, tokens, sparsity, 32, dtype)
+    rows = run_linear.run_case(case, sweep=False, chain=2, bsr_block=32, ceilings=Ceilings(4e6, 7e8))
+    by = {r["variant"]: r for r in rows}
+    assert not [r for r in rows if r["status"] == "WRONG"]
+    assert by["dense"]["status"] == by["shflbw"]["status"] == "ok"
+    assert by["shflbw"]["speedup"] == pytest.approx(1.0) and by["shflbw"]["ceiling_pct"] > 0
+    if tokens <= 16:
+        assert by["shflbw-chain2"]["status"] == "ok"
+    else:
+        assert {"shflbw-graph", "transpose-scatter", "spmm-feature-major", "group-order-out"} <= by.keys()
+        assert all(by[v]["status"] == "ok" for v in ("shflbw-graph", "transpose-scatter", "spmm-feature-major",
+                                                     "group-order-out"))
+        assert by["torch-2:4"]["status"].startswith("unavailable")  # cuSPARSELt: CUDA only
+    # torch's CPU BSR product has float32 only: bfloat16 says why it did not run
+    assert by["torch-bsr32"]["status"] == "ok" if dtype == "float32" else by["torch-bsr32"]["status"].startswith(
+        "unavailable: NotImplementedError")

@@ -5,7 +5,6 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 import shflbw
 from shflbw.nn.deferred_norm import link_deferred_norms_, unlink_deferred_norms_
