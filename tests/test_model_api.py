@@ -138,6 +138,23 @@ def test_activation_importance_needs_and_uses_calibration():
     assert shflbw.nn.convert.is_masked(model.q)
 
 
+def test_layer_types_choose_which_module_types_are_pruned():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 32, 3), nn.ReLU(), nn.Flatten(), nn.Linear(32 * 6 * 6, 64), nn.ReLU(),
+                          nn.Linear(64, 64))
+    shflbw.sparsify_(model, shflbw.ShflBWConfig(vector=16, time_budget=2, layer_types=("linear",)), progress=False)
+    assert not shflbw.nn.convert.is_masked(model[0])
+    assert shflbw.nn.convert.is_masked(model[3]) and shflbw.nn.convert.is_masked(model[5])
+    with pytest.raises(ValueError, match=r"selects no layer \(layer_types=\('conv2d',\).*'0 \(linear\)'"):
+        shflbw.sparsify_(nn.Sequential(nn.Linear(32, 32)), shflbw.ShflBWConfig(layer_types=("conv2d",)), progress=False)
+    with pytest.raises(ValueError, match="layer_types must be a non-empty subset"):
+        shflbw.ShflBWConfig(layer_types=("embedding",))
+    with pytest.raises(ValueError, match="layer_types must be a non-empty subset"):
+        shflbw.ShflBWConfig(layer_types=())
+    with pytest.raises(TypeError, match="layer_types must be a sequence of strings"):
+        shflbw.ShflBWConfig(layer_types="linear")
+
+
 def test_gradual_schedule_reaches_final_sparsity():
     model = _model()
     cfg = shflbw.ShflBWConfig(sparsity=0.75, vector=32, time_budget=2)
@@ -152,9 +169,10 @@ def test_gradual_schedule_reaches_final_sparsity():
 
 
 def test_config_json_round_trip_and_overrides():
-    cfg = shflbw.ShflBWConfig(sparsity=0.5, vector=32, overrides={"fc*": {"sparsity": 0.875, "vector": 64}})
+    cfg = shflbw.ShflBWConfig(sparsity=0.5, vector=32, overrides={"fc*": {"sparsity": 0.875, "vector": 64}},
+                              layer_types=["conv2d"])
     back = shflbw.ShflBWConfig.from_json(cfg.to_json())
-    assert back == cfg
+    assert back == cfg and back.layer_types == ("conv2d",)
     assert back.for_layer("fc1") == (0.875, 64) and back.for_layer("q") == (0.5, 32)
 
 

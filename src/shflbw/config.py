@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass, field
 
 IMPORTANCE = ("magnitude", "activation")
+LAYER_TYPES = ("linear", "conv2d")  # nn.Linear; nn.Conv2d with groups = 1 and zero padding
 # Skipped unless named in ``include``: embeddings and output heads carry most of a model's
 # sensitivity and little of its compute (torchao and SparseML skip them by default too).
 DEFAULT_EXCLUDE = ("*embed*", "*lm_head*", "*classifier*", "*pooler*", "*head")
@@ -40,17 +41,20 @@ class ShflBWConfig:
     overrides: dict[str, LayerOverride] = field(default_factory=dict)  # pattern -> per-layer settings
     time_budget: float | None = 30.0  # seconds of permutation search per layer
     keep_kernels: bool = False  # Conv2d: keep or prune whole R x S kernels of an input channel together
+    layer_types: tuple[str, ...] = LAYER_TYPES  # which module types the patterns may select
 
     def __post_init__(self):
         _check_sparsity(self.sparsity)
         _check_vector(self.vector)
         if self.importance not in IMPORTANCE:
             raise ValueError(f"importance must be one of {IMPORTANCE}, got {self.importance!r}")
-        for name in ("include", "exclude"):
+        for name in ("include", "exclude", "layer_types"):
             value = getattr(self, name)
             if isinstance(value, str) or not all(isinstance(p, str) for p in value):
-                raise TypeError(f"{name} must be a sequence of name patterns (strings), got {value!r}")
+                raise TypeError(f"{name} must be a sequence of strings, got {value!r}")
             object.__setattr__(self, name, tuple(value))
+        if not self.layer_types or set(self.layer_types) - set(LAYER_TYPES):
+            raise ValueError(f"layer_types must be a non-empty subset of {LAYER_TYPES}, got {self.layer_types!r}")
         fixed = {}
         for pattern, o in self.overrides.items():
             o = LayerOverride(**o) if isinstance(o, dict) else o
@@ -79,7 +83,7 @@ class ShflBWConfig:
 
     def to_json(self) -> str:
         d = dataclasses.asdict(self)
-        d["include"], d["exclude"] = list(self.include), list(self.exclude)
+        d["include"], d["exclude"], d["layer_types"] = list(self.include), list(self.exclude), list(self.layer_types)
         return json.dumps(d, indent=1, sort_keys=True)
 
     @classmethod
@@ -93,8 +97,7 @@ class ShflBWConfig:
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"unknown config keys: {sorted(unknown)}")
-        if "include" in d:
-            d["include"] = tuple(d["include"])
-        if "exclude" in d:
-            d["exclude"] = tuple(d["exclude"])
+        for name in ("include", "exclude", "layer_types"):
+            if isinstance(d.get(name), list):
+                d[name] = tuple(d[name])
         return cls(**d)

@@ -62,14 +62,21 @@ def selected_layers(model: nn.Module, config: ShflBWConfig, filter_fn: Callable 
     chosen = {
         name: mod
         for name, mod in model.named_modules()
-        if prunable(mod) and config.selects(name) and (filter_fn is None or filter_fn(mod, name))
+        if prunable(mod) and layer_type(mod) in config.layer_types and config.selects(name)
+        and (filter_fn is None or filter_fn(mod, name))
     }
     if not chosen:
         raise ValueError(
-            f"the config selects no nn.Linear / nn.Conv2d layer (include={config.include}, exclude={config.exclude}); "
-            f"layer names look like {[n for n, m in model.named_modules() if prunable(m)][:3]}"
+            f"the config selects no layer (layer_types={config.layer_types}, include={config.include}, "
+            f"exclude={config.exclude}); prunable layers are named like "
+            f"{[f'{n} ({layer_type(m)})' for n, m in model.named_modules() if prunable(m)][:3]}"
         )
     return chosen
+
+
+def layer_type(mod: nn.Module) -> str:
+    """The config's name for a prunable module's type (ShflBWConfig.layer_types)."""
+    return "conv2d" if isinstance(mod, nn.Conv2d) else "linear"
 
 
 def prunable(mod: nn.Module) -> bool:
