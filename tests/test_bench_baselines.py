@@ -135,6 +135,7 @@ def test_run_case_gates_every_row_on_cpu(tokens, sparsity, dtype, monkeypatch):
         assert all(by[v]["status"] == "ok" for v in ("shflbw-graph", "transpose-scatter", "spmm-feature-major",
                                                      "group-order-out"))
         assert by["torch-2:4"]["status"].startswith("unavailable")  # cuSPARSELt: CUDA only
-    # torch's CPU BSR product has float32 only: bfloat16 says why it did not run
-    assert by["torch-bsr32"]["status"] == "ok" if dtype == "float32" else by["torch-bsr32"]["status"].startswith(
-        "unavailable: NotImplementedError")
+    if tokens <= 16:  # graph replays: BSR is left out, saying why
+        assert by["torch-bsr32"]["status"].startswith("not timed: T <= 16")
+    else:
+        assert by["torch-bsr32"]["status"] == "ok"
