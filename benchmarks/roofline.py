@@ -17,7 +17,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Ceilings:
     bytes_per_us: float  # device copy rate, read + write counted
-    flops_per_us: float  # dense bf16 matmul rate
+    flops_per_us: float  # dense bf16 matmul rate (fp16's on Hopper too; the registry has no fp32 cases)
 
 
 def floor_us(tokens: int, out_features: int, in_features: int, density: float, element_bytes: int,
