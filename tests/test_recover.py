@@ -195,3 +195,23 @@ def test_fit_bias_never_fits_worse_on_the_same_mask():
     a = oneshot_prune_(copy.deepcopy(nobias), cfg, calib, progress=False, fit_bias=True)
     b = oneshot_prune_(copy.deepcopy(nobias), cfg, calib, progress=False, fit_bias=False)
     assert torch.equal(a[0].weight, b[0].weight)
+
+
+@pytest.mark.parametrize("fit_bias", [False, True])
+def test_oneshot_on_a_model_already_in_masked_mode_keeps_its_refit(fit_bias):
+    # In masked mode a layer's weight is computed (weight * mask) on each access; the refit used to
+    # be written into that temporary and lost, leaving the old weights under the new mask.
+    base = _mlp()
+    masked = shflbw.sparsify_(copy.deepcopy(base), shflbw.ShflBWConfig(sparsity=0.25, vector=16, time_budget=1),
+                              progress=False)
+    plain = copy.deepcopy(base)  # the same function, not in masked mode
+    with torch.no_grad():
+        for i in (0, 2):
+            plain[i].weight.copy_(masked[i].weight)
+    cfg = shflbw.ShflBWConfig(sparsity=0.5, vector=16, time_budget=None)
+    calib = [torch.randn(32, 64, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    a = oneshot_prune_(masked, cfg, calib, progress=False, fit_bias=fit_bias)
+    b = oneshot_prune_(plain, cfg, calib, progress=False, fit_bias=fit_bias)
+    x = torch.randn(16, 64)
+    with torch.no_grad():
+        assert torch.allclose(a(x), b(x), rtol=0, atol=1e-6)

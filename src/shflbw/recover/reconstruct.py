@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from shflbw.config import ShflBWConfig
-from shflbw.nn.masked import selected_layers, set_mask
+from shflbw.nn.masked import dense_weight, selected_layers, set_mask
 from shflbw.prune import prune
 from shflbw.recover.group_obs import damped_inverse, damping, greedy_group_obs
 from shflbw.recover.regroup import regroup_for_refit
@@ -216,7 +216,10 @@ def oneshot_prune_(
         for name in stage:
             mod = layers[name]
             sparsity, vector = config.for_layer(name)
-            w = mod.weight.detach()
+            w = mod.weight.detach()  # what the layer computes with (masked, if it already is)
+            # Where the refit must be written: the stored weight. In masked mode mod.weight is
+            # computed (weight * mask) each access, and a write into it was silently lost.
+            stored = dense_weight(mod).data
             h, c = hs[name], cs.get(name)
             with_bias = fit_bias and reconstruct and mod.bias is not None
             if with_bias:
@@ -245,15 +248,15 @@ def oneshot_prune_(
                                                            damp, c)
                 else:
                     new, mask = greedy_group_obs(w, h, r.perm, vector, keep, damp, c, hinv=hinv)
-                mod.weight.data.copy_(new)
+                stored.copy_(new)
             elif reconstruct:
                 if pattern in ("shfl_bw", "vector"):
                     new = reconstruct_group_lstsq(w, mask, r.perm, vector, h, damp, c)
                 else:
                     new = _rowwise_lstsq(w, mask, h, damp, c)
-                mod.weight.data.copy_(new)
+                stored.copy_(new)
             if with_bias:  # b' = b + W mu_d - W' mu_p: the intercept of the centred refit
-                mod.bias.data.add_((shift - mod.weight.detach().double() @ mu_p).to(mod.bias.dtype))
+                mod.bias.data.add_((shift - stored.double() @ mu_p).to(mod.bias.dtype))
             set_mask(mod, mask, perm.to(w.device), vector)
     return model
 
