@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from shflbw.config import ShflBWConfig
+from shflbw.nn.hf_conv1d import is_conv1d, swap_conv1d_
 from shflbw.prune import prune
 from shflbw.prune.calibration import activation_importance, collect_input_norms
 
@@ -42,10 +43,15 @@ def mask_of(module: nn.Module) -> ShflBWMask | None:
 
 
 def dense_weight(module: nn.Module) -> torch.Tensor:
-    """The unmasked weight of a (possibly masked) layer."""
-    if mask_of(module) is not None:
-        return module.parametrizations.weight.original
-    return module.weight
+    """The unmasked weight of a (possibly masked) layer: its stored tensor, or a view of it (a
+    Conv1D's transposed weight, hf_conv1d.py), so writes into it land."""
+    if not parametrize.is_parametrized(module, "weight"):
+        return module.weight
+    w = module.parametrizations.weight.original
+    for p in module.parametrizations.weight:
+        if not isinstance(p, ShflBWMask):
+            w = p(w)
+    return w
 
 
 def set_mask(module: nn.Module, mask: torch.Tensor, perm: torch.Tensor, vector: int) -> None:
@@ -59,23 +65,31 @@ def set_mask(module: nn.Module, mask: torch.Tensor, perm: torch.Tensor, vector: 
 
 
 def selected_layers(model: nn.Module, config: ShflBWConfig, filter_fn: Callable | None = None) -> dict[str, nn.Module]:
+    """The prunable layers ``config`` (and ``filter_fn(module, name)``) selects, by name. Hugging Face
+    Conv1D layers among them are first replaced in ``model`` by the equivalent nn.Linear (hf_conv1d.py)."""
+    def wanted(mod, name):
+        return (layer_type(mod) in config.layer_types and config.selects(name)
+                and (filter_fn is None or filter_fn(mod, name)))
+
+    swapped = [name for name, mod in model.named_modules() if is_conv1d(mod) and wanted(mod, name)]
+    swap_conv1d_(model, swapped)  # filter_fn has judged the Conv1D: its Linear is not asked again
     chosen = {
         name: mod
         for name, mod in model.named_modules()
-        if prunable(mod) and layer_type(mod) in config.layer_types and config.selects(name)
-        and (filter_fn is None or filter_fn(mod, name))
+        if prunable(mod) and (name in swapped or wanted(mod, name))
     }
     if not chosen:
         raise ValueError(
             f"the config selects no layer (layer_types={config.layer_types}, include={config.include}, "
             f"exclude={config.exclude}); prunable layers are named like "
-            f"{[f'{n} ({layer_type(m)})' for n, m in model.named_modules() if prunable(m)][:3]}"
+            f"{[f'{n} ({layer_type(m)})' for n, m in model.named_modules() if prunable(m) or is_conv1d(m)][:3]}"
         )
     return chosen
 
 
 def layer_type(mod: nn.Module) -> str:
-    """The config's name for a prunable module's type (ShflBWConfig.layer_types)."""
+    """The config's name for a prunable module's type (ShflBWConfig.layer_types; a Hugging Face
+    Conv1D is a linear layer)."""
     return "conv2d" if isinstance(mod, nn.Conv2d) else "linear"
 
 

@@ -21,6 +21,7 @@ from shflbw.config import ShflBWConfig
 from shflbw.format.matrix import ShflBWMatrix
 from shflbw.nn.conv2d import ShflBWConv2d
 from shflbw.nn.convert import _set_child
+from shflbw.nn.hf_conv1d import is_conv1d
 from shflbw.nn.linear import ShflBWLinear
 from shflbw.nn.masked import mask_of
 
@@ -156,7 +157,8 @@ def load(directory: str, skeleton: nn.Module, device: torch.device | str | None 
         else:
             kernel = None
             shape = (info["out_features"], info["in_features"])
-            fits = isinstance(mod, (nn.Linear, ShflBWLinear)) and (mod.out_features, mod.in_features) == shape
+            fits = (isinstance(mod, (nn.Linear, ShflBWLinear)) and (mod.out_features, mod.in_features) == shape
+                    or is_conv1d(mod) and (mod.nf, mod.nx) == shape)  # a GPT-2 skeleton: hf_conv1d.py
         if not fits:
             raise ValueError(f"layer {name!r} is a {mod.__class__.__name__} in the model that does not match the "
                              f"checkpoint's {info}: another architecture?")

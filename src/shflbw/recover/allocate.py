@@ -123,7 +123,8 @@ def allocate_sparsity(
     progress: bool = True,
 ) -> tuple[dict[str, float], dict[str, dict[float, float]]]:
     """(sparsity per layer, the measured error curves) for ``config.sparsity`` overall on the layers
-    ``config`` selects; V per layer from ``config``. The model is not changed."""
+    ``config`` selects; V per layer from ``config``. No weight or mask changes (Hugging Face Conv1D
+    layers do become their equivalent nn.Linear: nn/hf_conv1d.py)."""
     if pattern not in PATTERNS:
         raise ValueError(f"allocate_sparsity supports the patterns {PATTERNS}, got {pattern!r} (N:M fixes its own)")
     run, batches, layers, stages = calibration_stages(model, config, calibration, run, progress,
