@@ -69,7 +69,8 @@ def compile_static(fn, key, **options):
     """``torch.compile(fn, dynamic=False, **options)``, compiled anew for each ``key`` (the shapes).
     Dense baselines compile for their exact shape. One shape is kept at a time (the registries walk
     sparsities within a shape), and dynamo is reset between shapes: it keys its cache on the code
-    object, and past its recompile limit (8) it would run ``fn`` eagerly without a word."""
+    object, and past its recompile limit (8) it would run ``fn`` eagerly, saying so only in a log
+    warning, and the "compiled" rows would time eager code."""
     if key not in _compiled:
         _compiled.clear()
         torch._dynamo.reset()
