@@ -16,20 +16,18 @@ import warnings
 import torch
 import torch.nn.functional as F
 
+from shflbw.prune import patterns
+
 
 def block_mask(weight: torch.Tensor, sparsity: float, block: int) -> torch.Tensor:
     """Keep the ``round((1 - sparsity) * blocks)`` block x block tiles of largest squared norm
     (bool, weight's shape): the BSR baseline at the same sparsity as the Shfl-BW case."""
     m, k = weight.shape
-    if m % block or k % block:
+    if m % block or k % block:  # BSR holds whole blocks only (prune's block pattern pads the edges)
         raise ValueError(f"block {block} does not divide the weight {tuple(weight.shape)}")
     if not 0 <= sparsity < 1:
         raise ValueError(f"sparsity must be in [0, 1), got {sparsity}")
-    norms = weight.float().pow(2).reshape(m // block, block, k // block, block).sum(dim=(1, 3))
-    keep = round((1 - sparsity) * norms.numel())
-    chosen = torch.zeros(norms.numel(), dtype=torch.bool, device=weight.device)
-    chosen[norms.flatten().topk(keep).indices] = True
-    return chosen.view_as(norms).repeat_interleave(block, 0).repeat_interleave(block, 1)
+    return patterns.block(weight.float().pow(2), block, 1 - sparsity)
 
 
 def bsr_candidates(x: torch.Tensor, weight: torch.Tensor, sparsity: float, block: int = 64) -> list[tuple]:
@@ -53,9 +51,7 @@ def semi_structured_candidates(x: torch.Tensor, weight: torch.Tensor) -> list[tu
     """torch 2:4 (cuSPARSELt, CUDA only) on a 2:4 magnitude mask of the same weight."""
     from torch.sparse import to_sparse_semi_structured
 
-    w4 = weight.view(-1, 4)
-    keep = w4.abs().argsort(dim=1)[:, 2:]
-    wm = weight * torch.zeros_like(w4, dtype=torch.bool).scatter_(1, keep, True).view_as(weight)
+    wm = weight * patterns.n_of_m(weight.abs(), 2, 4)
     ws = to_sparse_semi_structured(wm)
     ref = F.linear(x.float(), wm.float())
     xt = x.t().contiguous()

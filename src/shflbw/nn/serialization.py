@@ -95,14 +95,25 @@ def _save(model: nn.Module, directory: str, config: ShflBWConfig | None, regions
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def read_header(meta_path: str) -> dict:
+    """The JSON header :func:`save` writes; ValueError if it is corrupted or not shflbw's."""
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{meta_path} is corrupted: {e}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{meta_path} is not a shflbw model header")
+    return meta
+
+
 def is_model_directory(directory: str) -> bool:
     """Whether ``directory`` holds a header written by :func:`save` (its weights may be damaged)."""
     try:
-        with open(os.path.join(directory, META)) as f:
-            meta = json.load(f)
+        read_header(os.path.join(directory, META))
     except (OSError, ValueError):
         return False
-    return isinstance(meta, dict) and meta.get("format") == FORMAT
+    return True
 
 
 def refuse_foreign_target(directory: str) -> None:
@@ -129,13 +140,7 @@ def load(directory: str, skeleton: nn.Module, device: torch.device | str | None 
     for p in (meta_path, weights_path):
         if not os.path.isfile(p):
             raise FileNotFoundError(f"{directory} is not a shflbw model directory: {os.path.basename(p)} is missing")
-    try:
-        with open(meta_path) as f:
-            meta = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{meta_path} is corrupted: {e}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{meta_path} is not a shflbw model header")
+    meta = read_header(meta_path)
     if meta.get("version") != VERSION:
         raise ValueError(f"{meta_path}: format version {meta.get('version')!r} is not supported (reads {VERSION})")
     try:

@@ -146,7 +146,7 @@ def calibration_stages(model: nn.Module, config: ShflBWConfig, calibration: Iter
     """(run, calibration batches, the layers ``config`` selects, their stages in forward order, with a
     progress bar when asked): what every layer-by-layer pass over calibration data starts from."""
     run = run or _default_run
-    if calibration is None or isinstance(calibration, torch.Tensor) or not hasattr(calibration, "__iter__"):
+    if isinstance(calibration, torch.Tensor) or not hasattr(calibration, "__iter__"):
         # a bare tensor would iterate over its rows, each row taken for a batch
         raise TypeError(f"calibration must be an iterable of batches (a list of tensors, a DataLoader), "
                         f"got {type(calibration).__name__}")
